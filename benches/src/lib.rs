@@ -1,0 +1,1 @@
+//! Benchmarks of the pure model; see benches/README.md.

@@ -1,0 +1,436 @@
+//! Snapshot building: one pure function from Ingress-shaped inputs to routes and endpoint sets.
+//!
+//! [`build`] decides which Ingresses this controller serves (IngressClass rules), validates and
+//! merges their rules oldest first (so a contested rule goes to the oldest Ingress), resolves each
+//! backend to a Service port and the ready endpoint addresses behind it, and reports every rule it
+//! skipped with the reason. A bad rule degrades only itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::model::{
+    BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, PortRef,
+    ServiceInput,
+};
+use crate::routes::{parse_rule_host, MatchKind, RouteEntry, RouteTable, TargetId};
+
+/// The legacy annotation that names a class, honoured before `spec.ingressClassName`.
+pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// Which Ingresses this instance serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassPolicy {
+    /// Our `spec.controller` value.
+    pub controller: String,
+    /// Our class name (used by the legacy annotation, and for `spec.ingressClassName` when no
+    /// IngressClass object of that name exists, as in a folder of manifests).
+    pub class_name: String,
+    /// Serve class-less Ingresses even without a default IngressClass of ours.
+    pub serve_classless: bool,
+}
+
+/// A pool of endpoints: one Service port in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PoolKey {
+    pub namespace: String,
+    pub service: String,
+    /// The Service port number (`spec.ports[].port`) that the backend resolved to.
+    pub port: i32,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+/// Where a matched rule sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The ready endpoints of a Service port.
+    Pool(PoolKey),
+    /// The backend could not be resolved: requests get 503, never a shorter path's backend.
+    Unresolved { reason: String },
+}
+
+/// Why a rule (or a whole Ingress) is not served as written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipReason {
+    InvalidHost,
+    InvalidPath,
+    InvalidPathType,
+    MissingService,
+    MissingPort,
+    UnsupportedBackend,
+    ConflictingRule,
+}
+
+impl SkipReason {
+    /// A stable, machine-friendly name (used for Event reasons and metric labels).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SkipReason::InvalidHost => "InvalidHost",
+            SkipReason::InvalidPath => "InvalidPath",
+            SkipReason::InvalidPathType => "InvalidPathType",
+            SkipReason::MissingService => "MissingService",
+            SkipReason::MissingPort => "MissingPort",
+            SkipReason::UnsupportedBackend => "UnsupportedBackend",
+            SkipReason::ConflictingRule => "ConflictingRule",
+        }
+    }
+}
+
+/// A rule that is not served as written, with why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    pub ingress: ObjectRef,
+    pub reason: SkipReason,
+    pub message: String,
+}
+
+/// Facts about a served Ingress that requests and reports refer to by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedIngress {
+    pub object: ObjectRef,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An immutable description of everything the proxy should do, built whole and swapped whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub routes: RouteTable,
+    /// Indexed by [`RouteEntry::target`].
+    pub targets: Vec<Target>,
+    /// Indexed by [`RouteEntry::ingress`]; oldest first.
+    pub ingresses: Vec<ServedIngress>,
+    /// The ready endpoint addresses of every pool a route uses, sorted.
+    pub endpoints: BTreeMap<PoolKey, Vec<SocketAddr>>,
+    /// Everything not served as written, sorted.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Snapshot {
+    /// The target a route entry leads to.
+    pub fn target(&self, entry: &RouteEntry) -> Option<&Target> {
+        self.targets.get(entry.target)
+    }
+}
+
+/// Whether `ingress` is ours under `policy`, given the cluster's IngressClasses.
+pub fn is_served(
+    ingress: &IngressInput,
+    classes: &[IngressClassInput],
+    policy: &ClassPolicy,
+) -> bool {
+    if let Some(legacy) = ingress.annotations.get(LEGACY_CLASS_ANNOTATION) {
+        return legacy == &policy.class_name;
+    }
+    match &ingress.class_name {
+        Some(name) => match classes.iter().find(|c| &c.name == name) {
+            Some(class) => class.controller == policy.controller,
+            None => name == &policy.class_name,
+        },
+        None => {
+            policy.serve_classless
+                || classes
+                    .iter()
+                    .any(|c| c.is_default && c.controller == policy.controller)
+        }
+    }
+}
+
+/// Builds the snapshot for `inputs`. Pure and deterministic: the same inputs in any order give
+/// the same snapshot.
+pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
+    let mut served: Vec<&IngressInput> = inputs
+        .ingresses
+        .iter()
+        .filter(|i| is_served(i, &inputs.classes, policy))
+        .collect();
+    // Oldest first; Ingresses without a timestamp after those with one; then namespace/name.
+    served.sort_by(|a, b| {
+        (a.created.is_none(), a.created, &a.namespace, &a.name).cmp(&(
+            b.created.is_none(),
+            b.created,
+            &b.namespace,
+            &b.name,
+        ))
+    });
+
+    let services: HashMap<(&str, &str), &ServiceInput> = inputs
+        .services
+        .iter()
+        .map(|s| ((s.namespace.as_str(), s.name.as_str()), s))
+        .collect();
+    let mut slices: HashMap<(&str, &str), Vec<&EndpointSliceInput>> = HashMap::new();
+    for s in &inputs.slices {
+        slices
+            .entry((s.namespace.as_str(), s.service.as_str()))
+            .or_default()
+            .push(s);
+    }
+
+    let mut b = Builder {
+        snapshot: Snapshot::default(),
+        target_ids: HashMap::new(),
+        services: &services,
+        slices: &slices,
+        // Which Ingress holds each contested rule, for conflict messages.
+        owners: HashMap::new(),
+    };
+
+    for (index, ingress) in served.iter().enumerate() {
+        b.snapshot.ingresses.push(ServedIngress {
+            object: ingress.object_ref(),
+            annotations: ingress.annotations.clone(),
+        });
+        b.add_ingress(index, ingress);
+    }
+    b.snapshot.skipped.sort();
+    b.snapshot
+}
+
+struct Builder<'a> {
+    snapshot: Snapshot,
+    target_ids: HashMap<Target, TargetId>,
+    services: &'a HashMap<(&'a str, &'a str), &'a ServiceInput>,
+    slices: &'a HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceInput>>,
+    owners: HashMap<(String, String, MatchKind), ObjectRef>,
+}
+
+impl Builder<'_> {
+    fn skip(&mut self, ingress: &IngressInput, reason: SkipReason, message: String) {
+        self.snapshot.skipped.push(Skipped {
+            ingress: ingress.object_ref(),
+            reason,
+            message,
+        });
+    }
+
+    fn add_ingress(&mut self, index: usize, ingress: &IngressInput) {
+        if let Some(backend) = &ingress.default_backend {
+            let target = self.resolve(ingress, backend, "defaultBackend");
+            if !self.snapshot.routes.set_default_backend(RouteEntry {
+                target,
+                ingress: index,
+            }) {
+                self.skip(
+                    ingress,
+                    SkipReason::ConflictingRule,
+                    "spec.defaultBackend: an older Ingress already sets the default backend"
+                        .to_string(),
+                );
+            }
+        }
+
+        for (ri, rule) in ingress.rules.iter().enumerate() {
+            let host_key = match parse_rule_host(rule.host.as_deref()) {
+                Ok(k) => k,
+                Err(msg) => {
+                    self.skip(
+                        ingress,
+                        SkipReason::InvalidHost,
+                        format!("spec.rules[{ri}]: {msg}"),
+                    );
+                    continue;
+                }
+            };
+            let host_name = rule.host.clone().unwrap_or_default();
+            for (pi, p) in rule.paths.iter().enumerate() {
+                let at = format!("spec.rules[{ri}].http.paths[{pi}]");
+                let kind = match p.path_type.as_deref() {
+                    Some("Exact") => MatchKind::Exact,
+                    Some("Prefix") | Some("ImplementationSpecific") => MatchKind::Prefix,
+                    Some(other) => {
+                        self.skip(
+                            ingress,
+                            SkipReason::InvalidPathType,
+                            format!("{at}: pathType `{other}` is not Exact, Prefix or ImplementationSpecific"),
+                        );
+                        continue;
+                    }
+                    None => {
+                        self.skip(
+                            ingress,
+                            SkipReason::InvalidPathType,
+                            format!("{at}: pathType is required"),
+                        );
+                        continue;
+                    }
+                };
+                let path = match p.path.as_deref() {
+                    Some(path) if path.starts_with('/') => path,
+                    None | Some("") if p.path_type.as_deref() == Some("ImplementationSpecific") => {
+                        "/"
+                    }
+                    Some(path) => {
+                        self.skip(
+                            ingress,
+                            SkipReason::InvalidPath,
+                            format!("{at}: path `{path}` does not start with `/`"),
+                        );
+                        continue;
+                    }
+                    None => {
+                        self.skip(
+                            ingress,
+                            SkipReason::InvalidPath,
+                            format!("{at}: path is required"),
+                        );
+                        continue;
+                    }
+                };
+                let normalized = match kind {
+                    MatchKind::Exact => path.to_string(),
+                    MatchKind::Prefix => crate::routes::normalize_prefix(path).to_string(),
+                };
+                let owner_key = (host_name.clone(), normalized, kind);
+                if let Some(owner) = self.owners.get(&owner_key) {
+                    let message = format!(
+                        "{at}: host `{host_name}` path `{path}` is already served by the older Ingress {owner}"
+                    );
+                    self.skip(ingress, SkipReason::ConflictingRule, message);
+                    continue;
+                }
+                let target = self.resolve(ingress, &p.backend, &at);
+                let added = self.snapshot.routes.host_mut(host_key.clone()).insert(
+                    path,
+                    kind,
+                    RouteEntry {
+                        target,
+                        ingress: index,
+                    },
+                );
+                if added {
+                    self.owners.insert(owner_key, ingress.object_ref());
+                }
+            }
+        }
+    }
+
+    /// Resolves a backend to a target id, reporting what cannot be resolved.
+    fn resolve(&mut self, ingress: &IngressInput, backend: &BackendInput, at: &str) -> TargetId {
+        let target = match self.resolve_target(ingress, backend) {
+            Ok(key) => {
+                if !self.snapshot.endpoints.contains_key(&key) {
+                    let eps = self.endpoints_of(&key);
+                    self.snapshot.endpoints.insert(key.clone(), eps);
+                }
+                Target::Pool(key)
+            }
+            Err((reason, message)) => {
+                let message = format!("{at}: {message}");
+                self.skip(ingress, reason, message.clone());
+                Target::Unresolved { reason: message }
+            }
+        };
+        if let Some(id) = self.target_ids.get(&target) {
+            return *id;
+        }
+        let id = self.snapshot.targets.len();
+        self.snapshot.targets.push(target.clone());
+        self.target_ids.insert(target, id);
+        id
+    }
+
+    fn resolve_target(
+        &self,
+        ingress: &IngressInput,
+        backend: &BackendInput,
+    ) -> Result<PoolKey, (SkipReason, String)> {
+        let (name, port) = match backend {
+            BackendInput::Service { name, port } => (name, port),
+            BackendInput::Unsupported(what) => {
+                return Err((
+                    SkipReason::UnsupportedBackend,
+                    format!("backend {what} is not supported"),
+                ))
+            }
+        };
+        let Some(svc) = self
+            .services
+            .get(&(ingress.namespace.as_str(), name.as_str()))
+        else {
+            return Err((
+                SkipReason::MissingService,
+                format!("Service {}/{name} does not exist", ingress.namespace),
+            ));
+        };
+        if svc.type_ == "ExternalName" {
+            return Err((
+                SkipReason::UnsupportedBackend,
+                format!(
+                    "Service {}/{name} is of type ExternalName, which has no endpoints",
+                    ingress.namespace
+                ),
+            ));
+        }
+        let found = svc.ports.iter().find(|p| match port {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(s) => &p.name == s,
+        });
+        let Some(sp) = found else {
+            return Err((
+                SkipReason::MissingPort,
+                format!("Service {}/{name} has no port {port}", ingress.namespace),
+            ));
+        };
+        Ok(PoolKey {
+            namespace: ingress.namespace.clone(),
+            service: name.clone(),
+            port: sp.port,
+        })
+    }
+
+    /// The ready endpoint addresses of a pool: the EndpointSlice port with the same name as the
+    /// Service port (as kube-proxy maps them), on every ready endpoint address.
+    fn endpoints_of(&self, key: &PoolKey) -> Vec<SocketAddr> {
+        let Some(svc) = self
+            .services
+            .get(&(key.namespace.as_str(), key.service.as_str()))
+        else {
+            return Vec::new();
+        };
+        let Some(sp) = svc.ports.iter().find(|p| p.port == key.port) else {
+            return Vec::new();
+        };
+        let slices = self
+            .slices
+            .get(&(key.namespace.as_str(), key.service.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        slice_endpoints(slices, &sp.name)
+    }
+}
+
+/// The ready `address:port` pairs of a Service's slices for the Service port named `port_name`.
+pub fn slice_endpoints(slices: &[&EndpointSliceInput], port_name: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for slice in slices {
+        if slice.address_type == "FQDN" {
+            continue;
+        }
+        let Some(port) = slice
+            .ports
+            .iter()
+            .find(|p| p.name == port_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            if ep.ready == Some(false) {
+                continue;
+            }
+            for addr in &ep.addresses {
+                if let Ok(ip) = addr.parse::<IpAddr>() {
+                    out.push(SocketAddr::new(ip, port));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}

@@ -1,0 +1,19 @@
+//! The pure model of sluice: what the proxy should do, with no I/O.
+//!
+//! - [`settings`]: the TOML settings file, validated into [`Settings`].
+//! - [`model`]: Ingress-shaped inputs, which both sources (a folder of manifests, the API
+//!   server) produce.
+//! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend
+//!   targets, ready endpoints, and every rule skipped with its reason.
+//! - [`routes`]: the route table and `find`, with the matching precedence documented there.
+//!
+//! No tokio, no sockets, no Pingora: everything here is tested in milliseconds.
+
+pub mod build;
+pub mod model;
+pub mod routes;
+pub mod settings;
+
+pub use build::{build, ClassPolicy, PoolKey, SkipReason, Skipped, Snapshot, Target};
+pub use routes::{RouteEntry, RouteTable};
+pub use settings::{ConfigError, Settings};

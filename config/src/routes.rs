@@ -1,0 +1,485 @@
+//! The route table and `find`, the one function that decides where a request goes.
+//!
+//! # How a request is matched
+//!
+//! 1. **Host.** The `Host` header (HTTP/1.1) or `:authority` (HTTP/2), with any port removed and
+//!    ASCII case ignored, selects one host entry, the most specific that exists:
+//!    an exact host (`foo.example.com`), else a wildcard covering exactly one more label
+//!    (`*.example.com` matches `a.example.com`, never `example.com` or `a.b.example.com`), else the
+//!    rules without a host. Only that entry's paths are considered: a request for an exact host
+//!    never falls through to the wildcard or host-less rules (as with nginx server blocks and
+//!    Envoy virtual hosts).
+//! 2. **Path.** Among the paths of that host, merged across every served Ingress, the longest
+//!    match wins, and at equal length `Exact` beats `Prefix`. `Exact` is the whole path,
+//!    case-sensitive. `Prefix` (and `ImplementationSpecific`) compares path elements split on `/`:
+//!    `/foo` matches `/foo`, `/foo/` and `/foo/bar`, never `/foobar`; a trailing slash in the rule
+//!    is ignored and `/` matches every path. The query string never takes part.
+//! 3. **Default.** When no path matches, the `spec.defaultBackend` of the oldest served Ingress
+//!    that has one takes the request; without one, there is no route (404).
+//!
+//! Lookup cost does not grow with the number of hosts or Ingresses: one hash lookup per host
+//! candidate (at most three), then one hash lookup per path element of the request, bounded by
+//! the depth of the longest prefix rule of that host.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Index of a backend target in [`crate::build::Snapshot::targets`].
+pub type TargetId = usize;
+
+/// What a matched rule leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// The backend that serves the request.
+    pub target: TargetId,
+    /// Index of the Ingress that owns the rule in [`crate::build::Snapshot::ingresses`].
+    pub ingress: usize,
+}
+
+/// The paths of one host entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostRoutes {
+    exact: HashMap<Box<str>, RouteEntry>,
+    /// Normalised prefixes (no trailing slash, never `/`).
+    prefix: HashMap<Box<str>, RouteEntry>,
+    /// The `/` prefix rule, which matches every path.
+    root: Option<RouteEntry>,
+    /// Length of the longest key in `prefix`: longer request prefixes are not looked up.
+    max_prefix_len: usize,
+}
+
+/// The kind of path rule, with `ImplementationSpecific` already folded into `Prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MatchKind {
+    Exact,
+    Prefix,
+}
+
+/// Removes the trailing slashes of a Prefix rule: `/foo/` and `/foo` are the same rule, `/` is
+/// the root.
+pub fn normalize_prefix(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+impl HostRoutes {
+    /// Adds a rule unless the same (path, kind) is present; returns whether it was added.
+    /// Callers add rules oldest Ingress first, so the oldest keeps a contested rule.
+    pub fn insert(&mut self, path: &str, kind: MatchKind, entry: RouteEntry) -> bool {
+        use std::collections::hash_map::Entry;
+        let slot = match kind {
+            MatchKind::Exact => self.exact.entry(path.into()),
+            MatchKind::Prefix => {
+                let p = normalize_prefix(path);
+                if p == "/" {
+                    if self.root.is_some() {
+                        return false;
+                    }
+                    self.root = Some(entry);
+                    return true;
+                }
+                self.max_prefix_len = self.max_prefix_len.max(p.len());
+                self.prefix.entry(p.into())
+            }
+        };
+        match slot {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert(entry);
+                true
+            }
+        }
+    }
+
+    /// The rule that serves `path` (no query string), per the precedence in the module docs.
+    pub fn find(&self, path: &str) -> Option<&RouteEntry> {
+        // An Exact match covers the whole path, so it is at least as long as any Prefix match and
+        // wins ties: it can be checked first.
+        if let Some(e) = self.exact.get(path) {
+            return Some(e);
+        }
+        if !self.prefix.is_empty() {
+            // Element-wise: try the path without trailing slashes, then cut one element at a time.
+            let mut candidate = path.trim_end_matches('/');
+            while !candidate.is_empty() {
+                if candidate.len() <= self.max_prefix_len {
+                    if let Some(e) = self.prefix.get(candidate) {
+                        return Some(e);
+                    }
+                }
+                match candidate.rfind('/') {
+                    Some(i) => candidate = &candidate[..i],
+                    None => break,
+                }
+            }
+        }
+        self.root.as_ref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty() && self.root.is_none()
+    }
+
+    /// Every rule of this host as (path, kind, entry), sorted, for reports and tests.
+    pub fn rules(&self) -> Vec<(String, MatchKind, RouteEntry)> {
+        let mut out: Vec<_> = self
+            .exact
+            .iter()
+            .map(|(p, e)| (p.to_string(), MatchKind::Exact, *e))
+            .chain(
+                self.prefix
+                    .iter()
+                    .map(|(p, e)| (p.to_string(), MatchKind::Prefix, *e)),
+            )
+            .chain(
+                self.root
+                    .iter()
+                    .map(|e| ("/".to_string(), MatchKind::Prefix, *e)),
+            )
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+}
+
+/// Where each host's rules are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    hosts: HashMap<Box<str>, HostRoutes>,
+    /// Keyed by the wildcard's suffix: `*.example.com` is stored under `example.com`.
+    wildcards: HashMap<Box<str>, HostRoutes>,
+    any_host: HostRoutes,
+    default_backend: Option<RouteEntry>,
+}
+
+/// A host as written in a rule, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKey<'a> {
+    Exact(&'a str),
+    /// The suffix after `*.`.
+    Wildcard(&'a str),
+    Any,
+}
+
+impl RouteTable {
+    /// The path rules of a host key, created when absent.
+    pub fn host_mut(&mut self, key: HostKey<'_>) -> &mut HostRoutes {
+        match key {
+            HostKey::Exact(h) => self.hosts.entry(h.into()).or_default(),
+            HostKey::Wildcard(s) => self.wildcards.entry(s.into()).or_default(),
+            HostKey::Any => &mut self.any_host,
+        }
+    }
+
+    /// Sets the default backend unless one is set; returns whether it was set.
+    pub fn set_default_backend(&mut self, entry: RouteEntry) -> bool {
+        if self.default_backend.is_some() {
+            return false;
+        }
+        self.default_backend = Some(entry);
+        true
+    }
+
+    pub fn default_backend(&self) -> Option<&RouteEntry> {
+        self.default_backend.as_ref()
+    }
+
+    /// The host entry that a request's host selects (see the module docs).
+    pub fn host_routes(&self, host: &str) -> Option<&HostRoutes> {
+        let host = normalize_host(host);
+        let host: &str = &host;
+        if let Some(h) = self.hosts.get(host) {
+            return Some(h);
+        }
+        if let Some((label, suffix)) = host.split_once('.') {
+            if !label.is_empty() && !suffix.is_empty() {
+                if let Some(h) = self.wildcards.get(suffix) {
+                    return Some(h);
+                }
+            }
+        }
+        (!self.any_host.is_empty()).then_some(&self.any_host)
+    }
+
+    /// The route for a request's raw host header value and path (no query string).
+    pub fn find(&self, host: &str, path: &str) -> Option<&RouteEntry> {
+        self.host_routes(host)
+            .and_then(|h| h.find(path))
+            .or(self.default_backend.as_ref())
+    }
+
+    /// Every host entry as (written host, routes), sorted by host, for reports and tests.
+    pub fn hosts(&self) -> Vec<(String, &HostRoutes)> {
+        let mut out: Vec<(String, &HostRoutes)> = self
+            .hosts
+            .iter()
+            .map(|(h, r)| (h.to_string(), r))
+            .chain(self.wildcards.iter().map(|(s, r)| (format!("*.{s}"), r)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        if !self.any_host.is_empty() {
+            out.push(("*".to_string(), &self.any_host));
+        }
+        out
+    }
+
+    /// Number of distinct host entries (exact and wildcard).
+    pub fn host_count(&self) -> usize {
+        self.hosts.len() + self.wildcards.len()
+    }
+}
+
+/// Removes a port and a trailing dot from a host header value and lowercases it, borrowing when
+/// nothing changes (the common case allocates nothing).
+pub fn normalize_host(raw: &str) -> Cow<'_, str> {
+    let mut host = raw.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: `[::1]:8080` -> `[::1]`
+        if let Some(end) = rest.find(']') {
+            host = &host[..end + 2];
+        }
+    } else if let Some((h, port)) = host.rsplit_once(':') {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            host = h;
+        }
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// Classifies a rule's host, or says why it is not a valid host.
+pub fn parse_rule_host(host: Option<&str>) -> Result<HostKey<'_>, String> {
+    let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return Ok(HostKey::Any);
+    };
+    let (wild, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host),
+    };
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(valid_label) {
+        return Err(format!(
+            "host `{host}` is not a lowercase DNS name (a wildcard is allowed only as the whole first label, `*.example.com`)"
+        ));
+    }
+    if wild {
+        Ok(HostKey::Wildcard(name))
+    } else {
+        Ok(HostKey::Exact(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(target: TargetId) -> RouteEntry {
+        RouteEntry { target, ingress: 0 }
+    }
+
+    fn host(rules: &[(&str, MatchKind, TargetId)]) -> HostRoutes {
+        let mut h = HostRoutes::default();
+        for (p, k, t) in rules {
+            assert!(h.insert(p, *k, entry(*t)));
+        }
+        h
+    }
+
+    use MatchKind::{Exact, Prefix};
+
+    #[test]
+    fn prefix_matches_whole_path_elements_only() {
+        let h = host(&[("/foo", Prefix, 1)]);
+        for (path, want) in [
+            ("/foo", Some(1)),
+            ("/foo/", Some(1)),
+            ("/foo/bar", Some(1)),
+            ("/foo/bar/baz/", Some(1)),
+            ("/foobar", None),
+            ("/fo", None),
+            ("/", None),
+            ("/Foo", None),
+            ("/bar/foo", None),
+        ] {
+            assert_eq!(h.find(path).map(|e| e.target), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_trailing_slash_in_a_prefix_rule_is_ignored() {
+        let h = host(&[("/foo/", Prefix, 1)]);
+        assert_eq!(h.find("/foo").map(|e| e.target), Some(1));
+        assert_eq!(h.find("/foo/x").map(|e| e.target), Some(1));
+        assert_eq!(h.find("/foox").map(|e| e.target), None);
+        // `/foo` and `/foo/` are the same Prefix rule, so the second is a duplicate.
+        let mut h = host(&[("/foo/", Prefix, 1)]);
+        assert!(!h.insert("/foo", Prefix, entry(2)));
+    }
+
+    #[test]
+    fn root_prefix_matches_everything() {
+        let h = host(&[("/", Prefix, 1)]);
+        for path in ["/", "/a", "/a/b/c", "//x"] {
+            assert_eq!(h.find(path).map(|e| e.target), Some(1), "{path}");
+        }
+    }
+
+    #[test]
+    fn exact_is_the_whole_path_and_case_sensitive() {
+        let h = host(&[("/foo", Exact, 1)]);
+        for (path, want) in [
+            ("/foo", Some(1)),
+            ("/foo/", None),
+            ("/foo/bar", None),
+            ("/FOO", None),
+            ("/fo", None),
+        ] {
+            assert_eq!(h.find(path).map(|e| e.target), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_longest_match_wins_and_exact_wins_ties() {
+        let h = host(&[
+            ("/", Prefix, 1),
+            ("/a", Prefix, 2),
+            ("/a/b", Prefix, 3),
+            ("/a/b", Exact, 4),
+            ("/a/b/c", Exact, 5),
+        ]);
+        for (path, want) in [
+            ("/", 1),
+            ("/x", 1),
+            ("/a", 2),
+            ("/a/", 2),
+            ("/a/x", 2),
+            ("/a/b", 4),
+            ("/a/b/", 3),
+            ("/a/b/c", 5),
+            ("/a/b/c/", 3),
+            ("/a/b/cd", 3),
+            ("/ab", 1),
+        ] {
+            assert_eq!(h.find(path).map(|e| e.target), Some(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_longer_prefix_beats_a_shorter_exact_that_does_not_match() {
+        let h = host(&[("/a", Exact, 1), ("/a/b", Prefix, 2)]);
+        assert_eq!(h.find("/a/b/c").map(|e| e.target), Some(2));
+        assert_eq!(h.find("/a").map(|e| e.target), Some(1));
+    }
+
+    #[test]
+    fn a_duplicate_rule_keeps_the_first() {
+        let mut h = host(&[("/a", Exact, 1)]);
+        assert!(!h.insert("/a", Exact, entry(2)));
+        assert!(h.insert("/a", Prefix, entry(3)));
+        assert_eq!(h.find("/a").map(|e| e.target), Some(1));
+    }
+
+    fn table() -> RouteTable {
+        let mut t = RouteTable::default();
+        t.host_mut(HostKey::Exact("foo.example.com"))
+            .insert("/", Prefix, entry(1));
+        t.host_mut(HostKey::Wildcard("example.com"))
+            .insert("/", Prefix, entry(2));
+        t.host_mut(HostKey::Any).insert("/", Prefix, entry(3));
+        t.host_mut(HostKey::Exact("only-api.example.com"))
+            .insert("/api", Prefix, entry(4));
+        t
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_no_host() {
+        let t = table();
+        for (host, want) in [
+            ("foo.example.com", Some(1)),
+            ("FOO.Example.COM", Some(1)),
+            ("foo.example.com:8080", Some(1)),
+            ("foo.example.com.", Some(1)),
+            ("bar.example.com", Some(2)),
+            ("example.com", Some(3)),
+            ("a.b.example.com", Some(3)),
+            ("other.org", Some(3)),
+            ("127.0.0.1:80", Some(3)),
+            ("[::1]:80", Some(3)),
+            ("", Some(3)),
+        ] {
+            assert_eq!(t.find(host, "/x").map(|e| e.target), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn an_exact_host_without_a_matching_path_does_not_fall_through() {
+        let t = table();
+        assert_eq!(
+            t.find("only-api.example.com", "/api/v1").map(|e| e.target),
+            Some(4)
+        );
+        assert_eq!(t.find("only-api.example.com", "/"), None);
+    }
+
+    #[test]
+    fn the_default_backend_catches_what_no_rule_matches() {
+        let mut t = table();
+        assert!(t.set_default_backend(entry(9)));
+        assert!(!t.set_default_backend(entry(10)));
+        assert_eq!(
+            t.find("only-api.example.com", "/").map(|e| e.target),
+            Some(9)
+        );
+        assert_eq!(t.find("foo.example.com", "/").map(|e| e.target), Some(1));
+    }
+
+    #[test]
+    fn without_rules_or_default_there_is_no_route() {
+        assert_eq!(RouteTable::default().find("a", "/"), None);
+    }
+
+    #[test]
+    fn normalizing_a_plain_host_allocates_nothing() {
+        assert!(matches!(
+            normalize_host("foo.example.com:80"),
+            Cow::Borrowed("foo.example.com")
+        ));
+        assert_eq!(normalize_host("Foo.COM"), "foo.com");
+        assert_eq!(normalize_host("[::1]:8443"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn rule_hosts_are_validated() {
+        assert_eq!(parse_rule_host(None), Ok(HostKey::Any));
+        assert_eq!(parse_rule_host(Some("")), Ok(HostKey::Any));
+        assert_eq!(
+            parse_rule_host(Some("a.example.com")),
+            Ok(HostKey::Exact("a.example.com"))
+        );
+        assert_eq!(
+            parse_rule_host(Some("*.example.com")),
+            Ok(HostKey::Wildcard("example.com"))
+        );
+        for bad in [
+            "*", "*.", "a.*.com", "Foo.com", "a_b.com", "-a.com", "a..com", "*foo.com",
+        ] {
+            assert!(parse_rule_host(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

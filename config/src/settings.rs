@@ -1,0 +1,620 @@
+//! The TOML settings file and its validation.
+//!
+//! # Pipeline
+//!
+//! ```text
+//! sluice.toml --(toml + serde, deny_unknown_fields)--> file::File --(validate)--> Settings
+//! ```
+//!
+//! `file::File` mirrors the file one to one and is never used outside this module; the rest of
+//! sluice reads only the validated [`Settings`]. Every value has a default (the `DEFAULT_*`
+//! constants below, each with its unit), so an empty file is a valid configuration. A value in the
+//! file replaces its default; nothing else (environment, flags) overrides the file, except
+//! `RUST_LOG`, which replaces `log.level` when it is set.
+//!
+//! Errors name the file, the line and column, and the dotted key at fault ([`ConfigError`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where plain HTTP is served when `server.http_listen` is not set.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+/// Where `/healthz`, `/readyz` (and later `/metrics`) are served when `server.admin_listen` is not set.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:10254";
+/// Worker threads of the proxy runtime; 0 means one per CPU core.
+pub const DEFAULT_WORKER_THREADS: usize = 0;
+/// How long, in seconds, in-flight requests may run after SIGTERM before the process exits.
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS: u64 = 20;
+/// Largest request head (request line plus headers), in bytes, answered with anything but 431.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Idle upstream connections kept for reuse, in connections, across all upstreams.
+pub const DEFAULT_KEEPALIVE_POOL_SIZE: usize = 512;
+/// How long, in seconds, an idle upstream connection is kept before it is closed.
+pub const DEFAULT_KEEPALIVE_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Time allowed, in milliseconds, to open a TCP connection to an endpoint.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Time allowed, in milliseconds, between two reads from an upstream (504 when exceeded).
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
+/// Time allowed, in milliseconds, between two writes to an upstream (504 when exceeded).
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// How many times, in attempts, a failed connect is retried on another endpoint before 502.
+pub const DEFAULT_CONNECT_RETRIES: usize = 2;
+/// The `spec.controller` value of the IngressClasses this instance serves.
+pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/ingress-controller";
+/// The IngressClass name this instance owns (also accepted in the legacy annotation).
+pub const DEFAULT_INGRESS_CLASS: &str = "sluice";
+/// How often, in milliseconds, the files source looks for changed manifests.
+pub const DEFAULT_FILES_POLL_INTERVAL_MS: u64 = 250;
+/// The folder of manifests read by the files source, relative to the settings file.
+pub const DEFAULT_FILES_DIRECTORY: &str = "manifests";
+
+/// Why a settings file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read the file: {source}", path = .path.display())]
+    FileOpen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("{path}:{line}:{column}: key `{key}`: {message}", path = .path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+    /// The file parsed but a value is out of range or inconsistent.
+    #[error("{path}: key `{key}`: {message}", path = .path.display())]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Where the objects that make routes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSettings {
+    /// A folder of Kubernetes YAML manifests, re-read when a file changes.
+    Files {
+        directory: PathBuf,
+        poll_interval: Duration,
+    },
+    /// The Kubernetes API server.
+    Kubernetes(KubernetesSettings),
+}
+
+/// How the Kubernetes source reaches and scopes the API server.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KubernetesSettings {
+    /// Watch only this namespace; `None` watches all namespaces.
+    pub namespace: Option<String>,
+    /// Path of a kubeconfig file; `None` uses `$KUBECONFIG` or the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use; `None` uses the current context.
+    pub context: Option<String>,
+}
+
+/// Log verbosity and shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated settings that the rest of sluice reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub http_listen: Vec<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    /// Worker threads of the proxy; never 0 (resolved from the core count by the caller when the
+    /// file says 0, see [`Settings::worker_threads_or`]).
+    pub worker_threads: usize,
+    pub shutdown_grace_period: Duration,
+    pub max_request_header_bytes: usize,
+    pub keepalive_pool_size: usize,
+    pub keepalive_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub connect_retries: usize,
+    pub controller_name: String,
+    pub ingress_class: String,
+    /// Serve Ingresses that name no class, even without a default IngressClass of ours.
+    pub watch_ingress_without_class: bool,
+    pub source: SourceSettings,
+    /// A `tracing` filter directive such as `info` or `sluice=debug,info`.
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Worker threads to start, with 0 in the file meaning `cores`.
+    pub fn worker_threads_or(&self, cores: usize) -> usize {
+        if self.worker_threads == 0 {
+            cores.max(1)
+        } else {
+            self.worker_threads
+        }
+    }
+
+    /// Reads and validates a settings file. Relative paths inside it are taken relative to the
+    /// folder the file is in.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::FileOpen {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::parse(&text, path)
+    }
+
+    /// Validates settings text as if read from `path` (used for error messages and for resolving
+    /// relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+        let file: file::File = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+        file.validate(path)
+    }
+
+    /// The settings of an empty file.
+    pub fn defaults() -> Settings {
+        // An empty document always parses and validates: every key has a valid default.
+        match Settings::parse("", Path::new("sluice.toml")) {
+            Ok(s) => s,
+            Err(e) => unreachable!("the built-in defaults are invalid: {e}"),
+        }
+    }
+}
+
+/// Turns a toml error into one naming the line, column and dotted key.
+fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    let start = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        key: key_at(text, start),
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// The dotted key of the `key = value` line holding byte `offset`, prefixed by its table header.
+fn key_at(text: &str, offset: usize) -> String {
+    let mut table = String::new();
+    let mut key = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            table = trimmed
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+        }
+        if offset >= pos && offset < pos + line.len().max(1) {
+            if let Some((k, _)) = trimmed.split_once('=') {
+                key = k.trim().trim_matches('"').to_string();
+            }
+            break;
+        }
+        pos += line.len();
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (_, true) if !table.is_empty() => table,
+        (true, _) => key,
+        (false, false) => format!("{table}.{key}"),
+        _ => String::from("(document)"),
+    }
+}
+
+/// The serde mirror of the file. Field names are the TOML keys.
+mod file {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct File {
+        pub server: Server,
+        pub upstream: Upstream,
+        pub controller: Controller,
+        pub source: Source,
+        pub log: Log,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Server {
+        pub http_listen: Vec<String>,
+        pub admin_listen: String,
+        pub worker_threads: usize,
+        pub shutdown_grace_period_secs: u64,
+        pub max_request_header_bytes: usize,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Server {
+                http_listen: vec![DEFAULT_HTTP_LISTEN.to_string()],
+                admin_listen: DEFAULT_ADMIN_LISTEN.to_string(),
+                worker_threads: DEFAULT_WORKER_THREADS,
+                shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,
+                max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Upstream {
+        pub keepalive_pool_size: usize,
+        pub keepalive_idle_timeout_secs: u64,
+        pub connect_timeout_ms: u64,
+        pub read_timeout_ms: u64,
+        pub write_timeout_ms: u64,
+        pub connect_retries: usize,
+    }
+
+    impl Default for Upstream {
+        fn default() -> Self {
+            Upstream {
+                keepalive_pool_size: DEFAULT_KEEPALIVE_POOL_SIZE,
+                keepalive_idle_timeout_secs: DEFAULT_KEEPALIVE_IDLE_TIMEOUT_SECS,
+                connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+                read_timeout_ms: DEFAULT_READ_TIMEOUT_MS,
+                write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+                connect_retries: DEFAULT_CONNECT_RETRIES,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Controller {
+        pub name: String,
+        pub ingress_class: String,
+        pub watch_ingress_without_class: bool,
+    }
+
+    impl Default for Controller {
+        fn default() -> Self {
+            Controller {
+                name: DEFAULT_CONTROLLER_NAME.to_string(),
+                ingress_class: DEFAULT_INGRESS_CLASS.to_string(),
+                watch_ingress_without_class: false,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Source {
+        pub kind: String,
+        pub files: Files,
+        pub kubernetes: Kubernetes,
+    }
+
+    impl Default for Source {
+        fn default() -> Self {
+            Source {
+                kind: "files".to_string(),
+                files: Files::default(),
+                kubernetes: Kubernetes::default(),
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Files {
+        pub directory: String,
+        pub poll_interval_ms: u64,
+    }
+
+    impl Default for Files {
+        fn default() -> Self {
+            Files {
+                directory: DEFAULT_FILES_DIRECTORY.to_string(),
+                poll_interval_ms: DEFAULT_FILES_POLL_INTERVAL_MS,
+            }
+        }
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Kubernetes {
+        pub namespace: String,
+        pub kubeconfig: String,
+        pub context: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Log {
+        pub level: String,
+        pub format: String,
+    }
+
+    impl Default for Log {
+        fn default() -> Self {
+            Log {
+                level: "info".to_string(),
+                format: "text".to_string(),
+            }
+        }
+    }
+
+    fn non_empty(s: &str) -> Option<String> {
+        (!s.trim().is_empty()).then(|| s.trim().to_string())
+    }
+
+    impl File {
+        pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
+            let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            };
+            let addr = |key: &'static str, s: &str| {
+                s.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        key,
+                        format!("`{s}` is not an address with a port, such as 0.0.0.0:8080"),
+                    )
+                })
+            };
+            let positive_ms = |key: &'static str, ms: u64| {
+                if ms == 0 {
+                    Err(invalid(key, "must be greater than 0".to_string()))
+                } else {
+                    Ok(Duration::from_millis(ms))
+                }
+            };
+
+            if self.server.http_listen.is_empty() {
+                return Err(invalid(
+                    "server.http_listen",
+                    "needs at least one address".into(),
+                ));
+            }
+            let http_listen = self
+                .server
+                .http_listen
+                .iter()
+                .map(|s| addr("server.http_listen", s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let admin_listen = addr("server.admin_listen", &self.server.admin_listen)?;
+            if self.server.worker_threads > 1024 {
+                return Err(invalid(
+                    "server.worker_threads",
+                    "must be at most 1024".into(),
+                ));
+            }
+            if self.server.max_request_header_bytes < 1024 {
+                return Err(invalid(
+                    "server.max_request_header_bytes",
+                    "must be at least 1024 bytes".into(),
+                ));
+            }
+            if self.upstream.connect_retries > 16 {
+                return Err(invalid(
+                    "upstream.connect_retries",
+                    "must be at most 16".into(),
+                ));
+            }
+
+            let source = match self.source.kind.as_str() {
+                "files" => {
+                    let dir = PathBuf::from(&self.source.files.directory);
+                    let directory = if dir.is_absolute() {
+                        dir
+                    } else {
+                        path.parent().unwrap_or(Path::new(".")).join(dir)
+                    };
+                    SourceSettings::Files {
+                        directory,
+                        poll_interval: positive_ms(
+                            "source.files.poll_interval_ms",
+                            self.source.files.poll_interval_ms,
+                        )?,
+                    }
+                }
+                "kubernetes" => SourceSettings::Kubernetes(KubernetesSettings {
+                    namespace: non_empty(&self.source.kubernetes.namespace),
+                    kubeconfig: non_empty(&self.source.kubernetes.kubeconfig).map(PathBuf::from),
+                    context: non_empty(&self.source.kubernetes.context),
+                }),
+                other => {
+                    return Err(invalid(
+                        "source.kind",
+                        format!("`{other}` is not a source; use \"files\" or \"kubernetes\""),
+                    ))
+                }
+            };
+
+            let log_format = match self.log.format.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(invalid(
+                        "log.format",
+                        format!("`{other}` is not a format; use \"text\" or \"json\""),
+                    ))
+                }
+            };
+            if self.log.level.trim().is_empty() {
+                return Err(invalid("log.level", "must not be empty".into()));
+            }
+            if self.controller.name.trim().is_empty() {
+                return Err(invalid("controller.name", "must not be empty".into()));
+            }
+            if self.controller.ingress_class.trim().is_empty() {
+                return Err(invalid(
+                    "controller.ingress_class",
+                    "must not be empty".into(),
+                ));
+            }
+
+            Ok(Settings {
+                http_listen,
+                admin_listen,
+                worker_threads: self.server.worker_threads,
+                shutdown_grace_period: Duration::from_secs(self.server.shutdown_grace_period_secs),
+                max_request_header_bytes: self.server.max_request_header_bytes,
+                keepalive_pool_size: self.upstream.keepalive_pool_size,
+                keepalive_idle_timeout: Duration::from_secs(
+                    self.upstream.keepalive_idle_timeout_secs,
+                ),
+                connect_timeout: positive_ms(
+                    "upstream.connect_timeout_ms",
+                    self.upstream.connect_timeout_ms,
+                )?,
+                read_timeout: positive_ms(
+                    "upstream.read_timeout_ms",
+                    self.upstream.read_timeout_ms,
+                )?,
+                write_timeout: positive_ms(
+                    "upstream.write_timeout_ms",
+                    self.upstream.write_timeout_ms,
+                )?,
+                connect_retries: self.upstream.connect_retries,
+                controller_name: self.controller.name,
+                ingress_class: self.controller.ingress_class,
+                watch_ingress_without_class: self.controller.watch_ingress_without_class,
+                source,
+                log_level: self.log.level,
+                log_format,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(text, Path::new("/etc/sluice/sluice.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let s = parse("").unwrap();
+        assert_eq!(s.http_listen, vec!["0.0.0.0:8080".parse().unwrap()]);
+        assert_eq!(s.admin_listen, "0.0.0.0:10254".parse().unwrap());
+        assert_eq!(s.connect_timeout, Duration::from_secs(2));
+        assert_eq!(s.connect_retries, 2);
+        assert_eq!(s.controller_name, "sluice.dev/ingress-controller");
+        assert_eq!(s.ingress_class, "sluice");
+        assert!(!s.watch_ingress_without_class);
+        assert_eq!(
+            s.source,
+            SourceSettings::Files {
+                directory: PathBuf::from("/etc/sluice/manifests"),
+                poll_interval: Duration::from_millis(250)
+            }
+        );
+        assert_eq!(s, Settings::defaults().clone_with_source(s.source.clone()));
+    }
+
+    impl Settings {
+        fn clone_with_source(mut self, source: SourceSettings) -> Settings {
+            self.source = source;
+            self
+        }
+    }
+
+    #[test]
+    fn values_in_the_file_replace_defaults() {
+        let s = parse(
+            "[server]\nhttp_listen = [\"127.0.0.1:80\", \"[::1]:80\"]\nworker_threads = 3\n\
+             [upstream]\nread_timeout_ms = 1500\n[source]\nkind = \"kubernetes\"\n\
+             [source.kubernetes]\nnamespace = \"web\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.http_listen.len(), 2);
+        assert_eq!(s.worker_threads_or(8), 3);
+        assert_eq!(s.read_timeout, Duration::from_millis(1500));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            s.source,
+            SourceSettings::Kubernetes(KubernetesSettings {
+                namespace: Some("web".into()),
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = parse("[server]\nworker_threads = 2\nworker_thread = 3\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("sluice.toml:3:"), "{text}");
+        assert!(text.contains("`server.worker_thread`"), "{text}");
+        assert!(text.contains("unknown field"), "{text}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_with_its_key() {
+        let err = parse("[upstream]\n\nconnect_timeout_ms = \"2s\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(":3:"), "{text}");
+        assert!(text.contains("`upstream.connect_timeout_ms`"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_table_is_refused() {
+        let err = parse("[servr]\nx = 1\n").unwrap_err();
+        assert!(err.to_string().contains("servr"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_their_key() {
+        for (text, key) in [
+            (
+                "[server]\nhttp_listen = [\"localhost\"]",
+                "server.http_listen",
+            ),
+            ("[server]\nhttp_listen = []", "server.http_listen"),
+            ("[server]\nadmin_listen = \"nope\"", "server.admin_listen"),
+            (
+                "[upstream]\nconnect_timeout_ms = 0",
+                "upstream.connect_timeout_ms",
+            ),
+            (
+                "[upstream]\nconnect_retries = 99",
+                "upstream.connect_retries",
+            ),
+            ("[source]\nkind = \"consul\"", "source.kind"),
+            ("[log]\nformat = \"xml\"", "log.format"),
+            (
+                "[server]\nmax_request_header_bytes = 10",
+                "server.max_request_header_bytes",
+            ),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an Invalid error for {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_reported_with_its_path() {
+        let err = Settings::load(Path::new("/nonexistent/sluice.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::FileOpen { .. }));
+        assert!(err.to_string().contains("/nonexistent/sluice.toml"));
+    }
+}
