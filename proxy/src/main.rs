@@ -1,1 +1,113 @@
-fn main() {}
+//! The `sluice` binary: `sluice --config FILE` runs; `sluice check --config FILE` validates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_config::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kubernetes Ingress controller on Pingora"
+)]
+struct Cli {
+    /// The settings file.
+    #[arg(long, short, global = true, default_value = "config/sluice.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the settings file (and, for the files source, its manifests) and exit.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Some(Command::Check) => check(&cli.config, &settings),
+        None => run(settings),
+    }
+}
+
+fn check(path: &std::path::Path, settings: &Settings) -> ExitCode {
+    if let sluice_config::settings::SourceSettings::Files { directory, .. } = &settings.source {
+        match sluice::files::read_folder(directory) {
+            Ok((_, errors)) if errors.is_empty() => {}
+            Ok((_, errors)) => {
+                for e in errors {
+                    eprintln!("sluice: {e}");
+                }
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    println!("{}: ok", path.display());
+    ExitCode::SUCCESS
+}
+
+fn run(settings: Settings) -> ExitCode {
+    sluice::logging::init(&settings.log_level, settings.log_format);
+    let running = match sluice::start(settings) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "sluice could not start");
+            eprintln!("sluice: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stopper = running.stopper();
+    let signals = std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || wait_for_signal(stopper));
+    if let Err(e) = signals {
+        eprintln!("sluice: cannot watch for signals: {e}");
+        running.shutdown();
+    }
+    running.wait();
+    ExitCode::SUCCESS
+}
+
+/// Blocks until SIGTERM or SIGINT, then starts the graceful shutdown.
+fn wait_for_signal(stopper: tokio::sync::watch::Sender<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot watch for signals: {e}");
+            return;
+        }
+    };
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("sluice: cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        let _ = stopper.send(true);
+    });
+}

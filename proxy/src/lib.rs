@@ -1,0 +1,22 @@
+//! sluice: a Kubernetes Ingress controller on Pingora, controller and data plane in one process.
+//!
+//! - [`objects`]: the Kubernetes objects a source holds and their translation into model inputs.
+//! - [`files`]: the files source (a folder of manifests).
+//! - [`state`]: the live snapshot the request path reads and the one way it changes.
+//! - [`pool`]: endpoint pools (pingora-load-balancing glue).
+//! - [`router`]: the `ProxyHttp` implementation; the one place errors become statuses.
+//! - [`admin`]: `/healthz` and `/readyz`.
+//! - [`server`]: starting, running and draining it all.
+//!
+//! The pure model (settings, routes, snapshot building) is the `sluice-config` crate.
+
+pub mod admin;
+pub mod files;
+pub mod logging;
+pub mod objects;
+pub mod pool;
+pub mod router;
+pub mod server;
+pub mod state;
+
+pub use server::{start, Running, StartError};

@@ -1,0 +1,334 @@
+//! The request path: sluice's [`ProxyHttp`] implementation.
+//!
+//! Per request, in Pingora's phase order:
+//! 1. [`ProxyHttp::request_filter`] loads the live snapshot once, finds the route for the host
+//!    and path, and answers by itself when there is nothing to proxy to: no route (404), a route
+//!    whose backend could not be resolved or whose pool has no ready endpoint (503), a request
+//!    head over the configured size (431).
+//! 2. [`ProxyHttp::upstream_peer`] picks the next endpoint of the route's pool (round robin),
+//!    skipping endpoints this request already failed to connect to.
+//! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers.
+//!    Pingora has already removed hop-by-hop headers and keeps the client's `Host`.
+//! 4. On a connect failure [`ProxyHttp::fail_to_connect`] marks the error retryable until the
+//!    configured number of retries is spent, so step 2 runs again on another endpoint.
+//! 5. [`ProxyHttp::fail_to_proxy`] is the one place that turns errors into statuses: upstream
+//!    timeouts 504, other upstream failures 502.
+//!
+//! Routing allocates nothing per request beyond the `Arc` clone of the chosen pool and the peer
+//! Pingora requires as a `Box`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use sluice_config::Settings;
+use tokio::sync::Notify;
+
+use crate::pool::Pool;
+use crate::state::State;
+
+/// Per-request settings of the router, taken from [`Settings`].
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connect_retries: usize,
+    pub max_request_header_bytes: usize,
+}
+
+impl From<&Settings> for RouterOptions {
+    fn from(s: &Settings) -> Self {
+        RouterOptions {
+            connect_timeout: s.connect_timeout,
+            read_timeout: s.read_timeout,
+            write_timeout: s.write_timeout,
+            idle_timeout: s.keepalive_idle_timeout,
+            connect_retries: s.connect_retries,
+            max_request_header_bytes: s.max_request_header_bytes,
+        }
+    }
+}
+
+/// Counts requests in flight so shutdown can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    /// Requests now in flight.
+    pub fn get(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no request is in flight.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.get() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Marks one request in flight for as long as it lives.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlightGuard {
+    fn new(counter: &Arc<InFlight>) -> Self {
+        counter.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(counter.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What one request carries between phases.
+pub struct RequestCtx {
+    pool: Option<Arc<Pool>>,
+    /// Endpoints this request failed to connect to; empty (and unallocated) on the happy path.
+    failed: Vec<SocketAddr>,
+    attempts: usize,
+    _in_flight: InFlightGuard,
+}
+
+/// Routes requests by the live snapshot.
+pub struct Router {
+    state: Arc<State>,
+    options: RouterOptions,
+    in_flight: Arc<InFlight>,
+}
+
+impl Router {
+    pub fn new(state: Arc<State>, options: RouterOptions, in_flight: Arc<InFlight>) -> Router {
+        Router {
+            state,
+            options,
+            in_flight,
+        }
+    }
+}
+
+/// The host a request is for: the URI authority (HTTP/2 `:authority`, or an absolute-form
+/// HTTP/1.1 target, which RFC 9112 says takes precedence), else the `Host` header.
+fn request_host(req: &RequestHeader) -> &str {
+    if let Some(a) = req.uri.authority() {
+        return a.as_str();
+    }
+    req.headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Size of the request head as received: request line plus header lines.
+fn head_size(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    req.headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// A short plain-text body for statuses sluice produces itself.
+fn error_body(code: u16) -> &'static str {
+    match code {
+        400 => "400 Bad Request\n",
+        404 => "404 Not Found: no route for this host and path\n",
+        421 => "421 Misdirected Request\n",
+        431 => "431 Request Header Fields Too Large\n",
+        502 => "502 Bad Gateway\n",
+        503 => "503 Service Unavailable: no ready endpoint for this route\n",
+        504 => "504 Gateway Timeout\n",
+        _ => "error\n",
+    }
+}
+
+/// Answers a request without proxying it, keeping the connection open for the next one.
+async fn respond(session: &mut Session, code: u16) -> Result<bool> {
+    let body = error_body(code);
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await?;
+    Ok(true)
+}
+
+/// The status for an error that ended a proxied request.
+pub fn status_for(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 502,
+        },
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Router {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            pool: None,
+            failed: Vec::new(),
+            attempts: 0,
+            _in_flight: InFlightGuard::new(&self.in_flight),
+        }
+    }
+
+    /// Finds the route; answers 404/431/503 itself when there is nothing to proxy to.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        if head_size(req) > self.options.max_request_header_bytes {
+            return respond(session, 431).await;
+        }
+        let pool = {
+            let live = self.state.live();
+            let Some(entry) = live.snapshot.routes.find(request_host(req), req.uri.path()) else {
+                return respond(session, 404).await;
+            };
+            match live.pools.get(entry.target) {
+                Some(Some(pool)) if !pool.is_empty() => pool.clone(),
+                _ => return respond(session, 503).await,
+            }
+        };
+        ctx.pool = Some(pool);
+        Ok(false)
+    }
+
+    /// Picks the next endpoint that this request has not failed on.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.attempts += 1;
+        let Some(pool) = ctx.pool.as_ref() else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no pool for this request");
+        };
+        let failed = &ctx.failed;
+        let Some(addr) = pool.select(|a| !failed.contains(a)) else {
+            let code = if failed.is_empty() { 503 } else { 502 };
+            return Error::e_explain(
+                ErrorType::HTTPStatus(code),
+                format!("no endpoint left to try in {}", pool.key()),
+            );
+        };
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.options.connect_timeout);
+        o.read_timeout = Some(self.options.read_timeout);
+        o.write_timeout = Some(self.options.write_timeout);
+        o.idle_timeout = Some(self.options.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// Adds the forwarding headers.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let xff = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
+            _ => client_ip.clone(),
+        };
+        upstream.insert_header("x-forwarded-for", xff)?;
+        upstream.insert_header("x-real-ip", client_ip)?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let host = crate::router::request_host(session.req_header()).to_string();
+        upstream.insert_header("x-forwarded-host", host)?;
+        if let Some(port) = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port())
+        {
+            upstream.insert_header("x-forwarded-port", port.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Retries a failed connect on another endpoint until the configured retries are spent.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(addr) = peer.address().as_inet() {
+            ctx.failed.push(*addr);
+        }
+        if ctx.attempts <= self.options.connect_retries {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// Maps the error to a status and answers with a short plain body.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = status_for(e);
+        if code > 0 {
+            tracing::debug!(status = code, error = %e, "request failed");
+            let body = Bytes::from_static(error_body(code).as_bytes());
+            if let Err(err) = session.respond_error_with_body(code, body).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Starting, running and stopping sluice: listeners, services and the drain on shutdown.
+//!
+//! Pingora's `Server` owns signal handling, daemonising and its own runtimes, and after SIGTERM
+//! it sleeps for the whole grace period whatever is in flight. Sluice instead runs Pingora's
+//! services itself on one tokio runtime: the proxy and admin listeners are Pingora listening
+//! services (`start_service`), the source is a Pingora `BackgroundService`. That lets sluice
+//!
+//! - bind its listeners itself (port 0 works and the bound address is known, which tests need),
+//!   handing the sockets to Pingora through the same descriptor table Pingora uses for upgrades;
+//! - stop as soon as the last in-flight request finishes, bounded by the grace period;
+//! - run in-process in tests, started and stopped like any other value.
+
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{Fds, ListenFds, ShutdownWatch};
+use pingora_core::services::background::BackgroundService;
+use pingora_core::services::Service as _;
+use sluice_config::settings::SourceSettings;
+use sluice_config::{ClassPolicy, Settings};
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::files::FilesSource;
+use crate::router::{InFlight, Router, RouterOptions};
+use crate::state::State;
+
+/// Why sluice could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{0}")]
+    Source(String),
+}
+
+/// A running sluice. Dropping it does not stop it; call [`Running::shutdown`] then
+/// [`Running::wait`].
+pub struct Running {
+    /// The bound plain-HTTP listener addresses, in the order of `server.http_listen`.
+    pub http_addrs: Vec<SocketAddr>,
+    /// The bound admin listener address.
+    pub admin_addr: SocketAddr,
+    /// The live state (for tests and the check command).
+    pub state: Arc<State>,
+    stop: watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown, as SIGTERM does: listeners close, idle connections close,
+    /// in-flight requests finish within the grace period.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until sluice has stopped.
+    pub fn wait(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("the sluice runtime thread panicked");
+        }
+    }
+
+    /// A handle that can start a shutdown from elsewhere (a signal handler).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    // Pingora's listener registers the socket with the runtime, which needs it non-blocking.
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok(listener)
+}
+
+/// Binds every listener, then starts sluice on its own runtime thread.
+pub fn start(settings: Settings) -> Result<Running, StartError> {
+    let http: Vec<std::net::TcpListener> = settings
+        .http_listen
+        .iter()
+        .map(|a| bind(*a))
+        .collect::<Result<_, _>>()?;
+    let admin = bind(settings.admin_listen)?;
+    let local = |l: &std::net::TcpListener, addr: SocketAddr| {
+        l.local_addr()
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let http_addrs = http
+        .iter()
+        .zip(&settings.http_listen)
+        .map(|(l, a)| local(l, *a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let admin_addr = local(&admin, settings.admin_listen)?;
+
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let threads = settings.worker_threads_or(cores);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("sluice-worker")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+
+    let policy = ClassPolicy {
+        controller: settings.controller_name.clone(),
+        class_name: settings.ingress_class.clone(),
+        serve_classless: settings.watch_ingress_without_class,
+    };
+    let state = Arc::new(State::new(policy));
+    let (stop, stop_rx) = watch::channel(false);
+
+    // The descriptor table through which Pingora's listeners take our bound sockets.
+    let fds: ListenFds = Arc::new(<ListenFds as std::ops::Deref>::Target::new(Fds::new()));
+    {
+        let mut table = fds.lock();
+        for (l, a) in http.into_iter().zip(&http_addrs) {
+            table.add(a.to_string(), l.into_raw_fd());
+        }
+        table.add(admin_addr.to_string(), admin.into_raw_fd());
+    }
+
+    let source = match &settings.source {
+        SourceSettings::Files {
+            directory,
+            poll_interval,
+        } => FilesSource::new(directory.clone(), *poll_interval, state.clone()),
+        SourceSettings::Kubernetes(_) => {
+            return Err(StartError::Source(
+                "source.kind = \"kubernetes\" is not available in this build yet".to_string(),
+            ))
+        }
+    };
+
+    let thread_state = state.clone();
+    let addrs = (http_addrs.clone(), admin_addr);
+    let thread = std::thread::Builder::new()
+        .name("sluice-main".to_string())
+        .spawn(move || {
+            runtime.block_on(run(
+                settings,
+                thread_state,
+                source,
+                fds,
+                addrs,
+                stop_rx,
+                threads,
+            ));
+            // Tasks still running (connections past the grace period) end with the runtime.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        })
+        .map_err(StartError::Runtime)?;
+
+    Ok(Running {
+        http_addrs,
+        admin_addr,
+        state,
+        stop,
+        thread,
+    })
+}
+
+async fn run(
+    settings: Settings,
+    state: Arc<State>,
+    source: FilesSource,
+    fds: ListenFds,
+    (http_addrs, admin_addr): (Vec<SocketAddr>, SocketAddr),
+    mut stop: watch::Receiver<bool>,
+    threads: usize,
+) {
+    let mut conf = ServerConf {
+        threads,
+        upstream_keepalive_pool_size: settings.keepalive_pool_size,
+        ..ServerConf::default()
+    };
+    conf.grace_period_seconds = Some(settings.shutdown_grace_period.as_secs());
+    let conf = Arc::new(conf);
+
+    let (shutdown_tx, shutdown_rx): (watch::Sender<bool>, ShutdownWatch) = watch::channel(false);
+    let in_flight = Arc::new(InFlight::default());
+
+    let router = Router::new(
+        state.clone(),
+        RouterOptions::from(&settings),
+        in_flight.clone(),
+    );
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(&conf, router, "sluice-http");
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    if let Some(app) = proxy.app_logic_mut() {
+        app.server_options = Some(options);
+    }
+    for a in &http_addrs {
+        proxy.add_tcp(&a.to_string());
+    }
+
+    let mut admin = pingora_core::services::listening::Service::new(
+        "sluice-admin".to_string(),
+        pingora_core::apps::http_app::HttpServer::new_app(Admin::new(state.clone())),
+    );
+    admin.add_tcp(&admin_addr.to_string());
+
+    let source_task = {
+        let shutdown = shutdown_rx.clone();
+        tokio::spawn(async move { source.start(shutdown).await })
+    };
+    let proxy_task = {
+        let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
+        tokio::spawn(async move { proxy.start_service(Some(fds), shutdown, 1).await })
+    };
+    let admin_task = {
+        let shutdown = shutdown_rx.clone();
+        tokio::spawn(async move { admin.start_service(Some(fds), shutdown, 1).await })
+    };
+    tracing::info!(http = ?http_addrs, admin = %admin_addr, "sluice is listening");
+
+    // Wait for the stop signal (SIGTERM in the binary, `Running::shutdown` in tests).
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+
+    let grace = settings.shutdown_grace_period;
+    let started = Instant::now();
+    tracing::info!(
+        in_flight = in_flight.get(),
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections; finishing requests in flight"
+    );
+    // Listeners stop accepting; keepalive connections waiting for a request close; connections
+    // with a request in flight close after its response.
+    let _ = shutdown_tx.send(true);
+    let _ = proxy_task.await;
+    let _ = admin_task.await;
+    let drained = tokio::time::timeout(grace, in_flight.wait_idle())
+        .await
+        .is_ok();
+    source_task.abort();
+    if drained {
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "all requests finished; exiting"
+        );
+    } else {
+        tracing::warn!(
+            in_flight = in_flight.get(),
+            "grace period over with requests still in flight; exiting"
+        );
+    }
+}

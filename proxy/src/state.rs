@@ -1,0 +1,123 @@
+//! The live state the request path reads, and the one way it changes.
+//!
+//! Every request loads one immutable [`Live`] with a single atomic read and keeps it for its whole
+//! life. The sync path builds a complete new snapshot from the objects a source holds
+//! ([`State::publish`]), brings the endpoint pools up to date (only pools whose endpoints changed
+//! are touched), then swaps the new [`Live`] in whole. A request never sees half an update, and
+//! no update waits for requests.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use sluice_config::{build, ClassPolicy, PoolKey, Skipped, Snapshot, Target};
+
+use crate::objects::Objects;
+use crate::pool::Pool;
+
+/// One published version of everything the request path needs.
+#[derive(Default)]
+pub struct Live {
+    pub snapshot: Snapshot,
+    /// The pool of each target, indexed like `snapshot.targets`; `None` for unresolved targets.
+    pub pools: Vec<Option<Arc<Pool>>>,
+}
+
+/// Shared between the sync path (writer) and every request (readers).
+pub struct State {
+    live: ArcSwap<Live>,
+    policy: ClassPolicy,
+    /// Serialises writers: pools must not be updated by two publishes at once.
+    writer: tokio::sync::Mutex<Writer>,
+    ready: AtomicBool,
+}
+
+#[derive(Default)]
+struct Writer {
+    pools: HashMap<PoolKey, Arc<Pool>>,
+    reported: BTreeSet<Skipped>,
+}
+
+impl State {
+    pub fn new(policy: ClassPolicy) -> State {
+        State {
+            live: ArcSwap::from_pointee(Live::default()),
+            policy,
+            writer: tokio::sync::Mutex::new(Writer::default()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The current live state. Cheap: one atomic load, no lock.
+    pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
+    /// The current live state, owned (for holding across awaits).
+    pub fn live_full(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Whether a first snapshot has been published (what `/readyz` reports).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Builds a snapshot from `objects` and makes it live; logs every newly skipped rule once.
+    pub async fn publish(&self, objects: &Objects) {
+        let started = Instant::now();
+        let snapshot = build(&objects.inputs(), &self.policy);
+        let built = started.elapsed();
+        self.apply(snapshot).await;
+        tracing::debug!(
+            build_us = built.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "published a snapshot"
+        );
+    }
+
+    /// Makes `snapshot` live: updates the pools whose endpoints changed, creates and drops pools
+    /// as routes come and go, then swaps the new state in whole.
+    pub async fn apply(&self, snapshot: Snapshot) {
+        let mut writer = self.writer.lock().await;
+        for (key, addrs) in &snapshot.endpoints {
+            let pool = writer
+                .pools
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(Pool::new(key.clone())))
+                .clone();
+            if pool.set_endpoints(addrs).await {
+                tracing::info!(pool = %key, endpoints = addrs.len(), "pool endpoints changed");
+            }
+        }
+        writer
+            .pools
+            .retain(|key, _| snapshot.endpoints.contains_key(key));
+        let pools = snapshot
+            .targets
+            .iter()
+            .map(|t| match t {
+                Target::Pool(key) => writer.pools.get(key).cloned(),
+                Target::Unresolved { .. } => None,
+            })
+            .collect();
+
+        let now: BTreeSet<Skipped> = snapshot.skipped.iter().cloned().collect();
+        for s in now.difference(&writer.reported) {
+            tracing::warn!(ingress = %s.ingress, reason = s.reason.as_str(), "{}", s.message);
+        }
+        writer.reported = now;
+
+        tracing::info!(
+            ingresses = snapshot.ingresses.len(),
+            hosts = snapshot.routes.host_count(),
+            pools = snapshot.endpoints.len(),
+            skipped = snapshot.skipped.len(),
+            "routes updated"
+        );
+        self.live.store(Arc::new(Live { snapshot, pools }));
+        self.ready.store(true, Ordering::Release);
+    }
+}
