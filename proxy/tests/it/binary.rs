@@ -1,0 +1,190 @@
+//! The `sluice` binary: the config check and the SIGTERM drain, as an operator meets them.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(repo_file("config/sluice.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sluice.toml: ok"));
+}
+
+#[test]
+fn check_names_the_file_line_and_key_of_an_unknown_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nworker_threads = 2\n\n[upstream]\nconect_timeout_ms = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:5:"), "{err}");
+    assert!(err.contains("upstream.conect_timeout_ms"), "{err}");
+}
+
+#[test]
+fn check_reports_a_malformed_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("manifests")).unwrap();
+    std::fs::write(dir.path().join("manifests/broken.yaml"), "kind: [\n").unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, "").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.yaml"));
+}
+
+/// Starts the binary with JSON logs and returns it with its HTTP address.
+fn spawn(dir: &std::path::Path) -> (Child, SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("sluice.toml"))
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads the log to its end (so the child never blocks on a full pipe), reporting the
+    // listening address as soon as it is logged.
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "sluice is listening" {
+                    let http = v["http"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim_matches(['[', ']'])
+                        .to_string();
+                    let _ = tx.send(http);
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = rx
+        .recv_timeout(STEP)
+        .expect("sluice did not log its listening address")
+        .parse()
+        .unwrap();
+    (child, addr, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
+    let slow = Backend::start("slow").await;
+    slow.set_delay(Duration::from_millis(800));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("manifests")).unwrap();
+    std::fs::write(
+        dir.path().join("manifests/routes.yaml"),
+        [
+            service_with("default", "slow", &[slow.addr]),
+            ingress("default", "slow", None, &[("/", "Prefix", "slow")]),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        test_settings("") + "[log]\nformat = \"json\"\n",
+    )
+    .unwrap();
+    let (mut child, addr, reader) = spawn(dir.path());
+    let ready = eventually(STEP, "a route", || async move {
+        let mut c = H1::connect(addr).await;
+        // Readiness: a 503/404 means the snapshot is not there yet; 200 takes 800 ms.
+        c.get("x", "/").await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    assert_eq!(ready.backend(), "slow");
+
+    let mut conn = H1::connect(addr).await;
+    let before = slow.arrivals.load(Ordering::SeqCst);
+    let in_flight = tokio::spawn(async move { conn.get("x", "/").await });
+    let arrivals = slow.arrivals.clone();
+    eventually(STEP, "the request to reach the backend", || {
+        let n = arrivals.load(Ordering::SeqCst);
+        async move { (n > before).then_some(()) }
+    })
+    .await;
+
+    let started = Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+
+    let reply = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight failed");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.backend(), "slow");
+
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+    .await
+    .unwrap()
+    .expect("sluice did not exit after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    // It left as soon as the request finished, well before the 5 s grace period.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // New connections are refused once it has stopped.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let log = reader.join().unwrap().join("\n");
+    assert!(log.contains("all requests finished"), "{log}");
+}

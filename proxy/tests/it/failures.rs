@@ -1,0 +1,174 @@
+//! What a client gets when there is nothing, or nothing healthy, to proxy to.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn no_route_answers_404_with_a_short_plain_body() {
+    let a = Backend::start("a").await;
+    let manifests = [
+        service_with("default", "svc-a", &[a.addr]),
+        ingress(
+            "default",
+            "one",
+            Some("a.test"),
+            &[("/app", "Prefix", "svc-a")],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    for (host, path) in [
+        ("a.test", "/"),
+        ("a.test", "/application"),
+        ("b.test", "/app"),
+    ] {
+        let r = s.get(host, path).await;
+        assert_eq!(r.status, 404, "{host}{path}");
+        assert!(
+            r.body.len() < 100 && r.body.starts_with("404"),
+            "{}",
+            r.body
+        );
+        assert_eq!(r.headers["content-type"], "text/plain; charset=utf-8");
+    }
+    // A 404 does not cost the client its connection.
+    let mut conn = H1::connect(s.addr).await;
+    assert_eq!(conn.get("b.test", "/").await.unwrap().status, 404);
+    assert_eq!(conn.get("a.test", "/app").await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn a_route_without_ready_endpoints_answers_503() {
+    let a = Backend::start("a").await;
+    let manifests = [
+        service("default", "down"),
+        slice("default", "down", &[(a.addr, Some(false))]),
+        service("default", "empty"),
+        ingress(
+            "default",
+            "one",
+            None,
+            &[("/down", "Prefix", "down"), ("/empty", "Prefix", "empty")],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    for path in ["/down", "/empty/x"] {
+        let r = s.get("x", path).await;
+        assert_eq!(r.status, 503, "{path}");
+        assert!(r.body.starts_with("503"), "{}", r.body);
+    }
+    assert_eq!(a.hits(), 0);
+}
+
+#[tokio::test]
+async fn an_unresolvable_backend_answers_503_instead_of_falling_through_to_a_shorter_path() {
+    let a = Backend::start("a").await;
+    let manifests = [
+        service_with("default", "svc-a", &[a.addr]),
+        ingress(
+            "default",
+            "one",
+            None,
+            &[
+                ("/", "Prefix", "svc-a"),
+                ("/ghost", "Prefix", "no-such-service"),
+            ],
+        ),
+        // A rule naming a port the Service does not have.
+        ingress("default", "two", None, &[("/badport", "Prefix", "svc-a")])
+            .replace("port: {number: 80}", "port: {number: 81}"),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    assert_eq!(s.get("x", "/ghost/page").await.status, 503);
+    assert_eq!(s.get("x", "/badport").await.status, 503);
+    assert_eq!(s.get("x", "/other").await.backend(), "a");
+}
+
+#[tokio::test]
+async fn a_connect_failure_is_retried_on_another_endpoint() {
+    let a = Backend::start("a").await;
+    let dead = dead_addr().await;
+    let manifests = [
+        service("default", "web"),
+        slice("default", "web", &[(dead, Some(true))]),
+        slice("default", "web", &[(a.addr, Some(true))]),
+        ingress("default", "web", None, &[("/", "Prefix", "web")]),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    // Round robin sends every other request to the dead endpoint first; each must succeed.
+    for i in 0..10 {
+        let r = s.get("x", "/").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert_eq!(r.backend(), "a");
+    }
+    assert_eq!(a.hits(), 10);
+}
+
+#[tokio::test]
+async fn connect_failures_on_every_endpoint_answer_502() {
+    let (d1, d2) = (dead_addr().await, dead_addr().await);
+    let manifests = [
+        service("default", "web"),
+        slice("default", "web", &[(d1, Some(true))]),
+        slice("default", "web", &[(d2, Some(true))]),
+        ingress("default", "web", None, &[("/", "Prefix", "web")]),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    let r = s.get("x", "/").await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.starts_with("502"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn an_upstream_slower_than_the_read_timeout_answers_504() {
+    let slow = Backend::start("slow").await;
+    slow.set_delay(Duration::from_millis(1500));
+    let manifests = [
+        service_with("default", "slow", &[slow.addr]),
+        ingress("default", "slow", None, &[("/", "Prefix", "slow")]),
+    ]
+    .concat();
+    let s = Sluice::start_with(
+        &manifests,
+        &test_settings("").replace("read_timeout_ms = 2000", "read_timeout_ms = 300"),
+    )
+    .await;
+    let r = s.get("x", "/").await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(r.body.starts_with("504"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_request_head_over_the_limit_answers_431() {
+    let a = Backend::start("a").await;
+    let manifests = [
+        service_with("default", "svc-a", &[a.addr]),
+        ingress("default", "one", None, &[("/", "Prefix", "svc-a")]),
+    ]
+    .concat();
+    let settings =
+        test_settings("").replace("[upstream]", "max_request_header_bytes = 2048\n[upstream]");
+    let s = Sluice::start_with(&manifests, &settings).await;
+    let mut conn = H1::connect(s.addr).await;
+    let mut req = request("x", "/");
+    req.headers_mut()
+        .insert("x-big", "v".repeat(3000).parse().unwrap());
+    assert_eq!(conn.send(req).await.unwrap().status, 431);
+    assert_eq!(a.hits(), 0);
+    let mut req = request("x", "/");
+    req.headers_mut()
+        .insert("x-small", "v".repeat(1000).parse().unwrap());
+    assert_eq!(get_with(s.addr, req).await.status, 200);
+}
+
+async fn get_with(
+    addr: std::net::SocketAddr,
+    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Reply {
+    H1::connect(addr).await.send(req).await.unwrap()
+}

@@ -1,0 +1,12 @@
+//! Integration tests: sluice in-process on loopback port 0, real HTTP/1.1 and h2c clients, real
+//! loopback backends that say who answered.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod binary;
+mod failures;
+mod headers;
+mod live;
+mod routing;

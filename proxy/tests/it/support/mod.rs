@@ -1,0 +1,468 @@
+//! Test support: loopback backends that say who answered, HTTP/1.1 and h2c clients, manifest
+//! builders, and an in-process sluice on port 0 fed by a temporary folder of manifests.
+//!
+//! Every wait here is bounded in time; readiness is polled against a deadline, never slept for.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The longest any single step of a test may take before it fails.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// Runs `f` until it returns `Some`, every 10 ms, failing after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// A loopback HTTP/1.1 backend that answers every request with a JSON body naming itself and
+/// echoing the request line and headers it received.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    /// Delay before each response, in milliseconds.
+    pub delay_ms: Arc<AtomicU64>,
+    /// Requests answered.
+    pub hits: Arc<AtomicUsize>,
+    /// Requests received (counted before the delay).
+    pub arrivals: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let arrivals = Arc::new(AtomicUsize::new(0));
+        let (n, d, h, arr) = (
+            name.to_string(),
+            delay_ms.clone(),
+            hits.clone(),
+            arrivals.clone(),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (n, d, h, arr) = (n.clone(), d.clone(), h.clone(), arr.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (n, d, h) = (n.clone(), d.clone(), h.clone());
+                        arr.fetch_add(1, Ordering::SeqCst);
+                        async move { Ok::<_, hyper::Error>(answer(req, &n, &d, &h).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            name: name.to_string(),
+            delay_ms,
+            hits,
+            arrivals,
+            task,
+        }
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    name: &str,
+    delay: &AtomicU64,
+    hits: &AtomicUsize,
+) -> Response<Full<Bytes>> {
+    let ms = delay.load(Ordering::SeqCst);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers
+            .entry(k.as_str().to_string())
+            .or_default()
+            .push(v.to_str().unwrap_or("").to_string());
+    }
+    let body = serde_json::json!({
+        "backend": name,
+        "method": req.method().as_str(),
+        "uri": req.uri().to_string(),
+        "headers": headers,
+    });
+    hits.fetch_add(1, Ordering::SeqCst);
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// An address on loopback where nothing listens (bound, then closed).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The JSON a [`Backend`] answered with.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not a backend reply ({e}): {} {}", self.status, self.body))
+    }
+
+    /// Which backend answered.
+    pub fn backend(&self) -> String {
+        self.json()["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The values of a header the backend received.
+    pub fn upstream_header(&self, name: &str) -> Vec<String> {
+        self.json()["headers"][name]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// One HTTP/1.1 keepalive connection to sluice.
+pub struct H1 {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for H1 {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+impl H1 {
+    pub async fn connect(addr: SocketAddr) -> H1 {
+        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect failed");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        H1 { sender, conn }
+    }
+
+    /// Sends a request on this connection; `Err` when the connection failed.
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, String> {
+        let fut = async {
+            self.sender.ready().await.map_err(|e| e.to_string())?;
+            let resp = self
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| e.to_string())?;
+            read_reply(resp).await
+        };
+        tokio::time::timeout(STEP, fut)
+            .await
+            .map_err(|_| "request timed out".to_string())?
+    }
+
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<Reply, String> {
+        self.send(request(host, path)).await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+async fn read_reply(resp: Response<Incoming>) -> Result<Reply, String> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A GET request for `host` and `path`.
+pub fn request(host: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .uri(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// One GET on a fresh HTTP/1.1 connection.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    H1::connect(addr)
+        .await
+        .get(host, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"))
+}
+
+/// One GET over HTTP/2 with prior knowledge (h2c); the host goes in `:authority`.
+pub async fn get_h2c(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::builder()
+        .uri(format!("http://{host}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(STEP, sender.send_request(req))
+        .await
+        .expect("h2c request timed out")
+        .expect("h2c request failed");
+    let reply = read_reply(resp).await.unwrap();
+    conn.abort();
+    reply
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifests
+
+/// A Service with one port named `http` on port 80.
+pub fn service(ns: &str, name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec:\n  ports:\n  - {{name: http, port: 80}}\n---\n"
+    )
+}
+
+/// An EndpointSlice for `service` with its `http` port; each endpoint is (address, ready).
+/// Endpoints must share one port (a slice has one port list).
+pub fn slice(ns: &str, service: &str, endpoints: &[(SocketAddr, Option<bool>)]) -> String {
+    let port = endpoints.first().map(|(a, _)| a.port()).unwrap_or(1);
+    let mut eps = String::new();
+    for (a, ready) in endpoints {
+        assert_eq!(a.port(), port, "one slice, one port");
+        match ready {
+            Some(r) => eps.push_str(&format!(
+                "  - addresses: [\"{}\"]\n    conditions: {{ready: {r}}}\n",
+                a.ip()
+            )),
+            None => eps.push_str(&format!("  - addresses: [\"{}\"]\n", a.ip())),
+        }
+    }
+    if endpoints.is_empty() {
+        eps.push_str("  []\n");
+    }
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: {service}-{port}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {service}}}\n\
+         addressType: IPv4\nports:\n- {{name: http, port: {port}}}\nendpoints:\n{eps}---\n"
+    )
+}
+
+/// A Service plus one slice per endpoint address (so each backend keeps its own port).
+pub fn service_with(ns: &str, name: &str, backends: &[SocketAddr]) -> String {
+    let mut out = service(ns, name);
+    for b in backends {
+        out.push_str(&slice(ns, name, &[(*b, Some(true))]));
+    }
+    out
+}
+
+/// One path rule: (path, pathType, service).
+pub type PathRule<'a> = (&'a str, &'a str, &'a str);
+
+/// An Ingress of class `sluice` with one rule for `host` (`None`: any host).
+pub fn ingress(ns: &str, name: &str, host: Option<&str>, paths: &[PathRule<'_>]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec:\n  ingressClassName: sluice\n  rules:\n  - "
+    );
+    if let Some(h) = host {
+        out.push_str(&format!("host: \"{h}\"\n    "));
+    }
+    out.push_str("http:\n      paths:\n");
+    for (p, t, svc) in paths {
+        out.push_str(&format!(
+            "      - path: \"{p}\"\n        pathType: {t}\n        backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}\n"
+        ));
+    }
+    out.push_str("---\n");
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// sluice in-process
+
+/// A sluice started in-process on loopback port 0, reading a temporary folder of manifests.
+pub struct Sluice {
+    pub running: Option<sluice::Running>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// Settings text for tests: loopback port 0, fast polling, short timeouts.
+pub fn test_settings(extra_upstream: &str) -> String {
+    format!(
+        "[server]\nhttp_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\nworker_threads = 2\n\
+         shutdown_grace_period_secs = 5\n\
+         [upstream]\nconnect_timeout_ms = 1000\nread_timeout_ms = 2000\n{extra_upstream}\n\
+         [source.files]\ndirectory = \"manifests\"\npoll_interval_ms = 20\n"
+    )
+}
+
+impl Sluice {
+    /// Starts sluice with `manifests` as `manifests/routes.yaml` and default test settings.
+    pub async fn start(manifests: &str) -> Sluice {
+        Sluice::start_with(manifests, &test_settings("")).await
+    }
+
+    pub async fn start_with(manifests: &str, settings_text: &str) -> Sluice {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("manifests")).unwrap();
+        std::fs::write(dir.path().join("manifests/routes.yaml"), manifests).unwrap();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(&config, settings_text).unwrap();
+        let settings = sluice_config::Settings::load(&config).unwrap();
+        let running = sluice::start(settings).unwrap();
+        let (addr, admin) = (running.http_addrs[0], running.admin_addr);
+        let state = running.state.clone();
+        eventually(STEP, "the first snapshot", || {
+            let ready = state.is_ready();
+            async move { ready.then_some(()) }
+        })
+        .await;
+        Sluice {
+            running: Some(running),
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    /// Replaces a manifest file atomically (write then rename), as a ConfigMap update does.
+    pub fn write_manifest(&self, name: &str, text: &str) {
+        write_atomically(&self.manifests_dir().join(name), text);
+    }
+
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        get(self.addr, host, path).await
+    }
+
+    /// Waits until a request for (host, path) is answered by `backend`.
+    pub async fn wait_for_backend(&self, host: &str, path: &str, backend: &str) {
+        let addr = self.addr;
+        eventually(
+            STEP,
+            &format!("{host}{path} to reach {backend}"),
+            || async move {
+                let r = get(addr, host, path).await;
+                (r.status == 200 && r.backend() == backend).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Starts a graceful shutdown and waits for the process-level stop, bounded by [`STEP`].
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+            let waited = tokio::task::spawn_blocking(move || r.wait());
+            tokio::time::timeout(STEP, waited)
+                .await
+                .expect("sluice did not stop in time")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+        }
+    }
+}
+
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
