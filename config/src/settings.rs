@@ -46,6 +46,12 @@ pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/ingress-controller";
 pub const DEFAULT_INGRESS_CLASS: &str = "sluice";
 /// How often, in milliseconds, the files source looks for changed manifests.
 pub const DEFAULT_FILES_POLL_INTERVAL_MS: u64 = 250;
+/// The Lease that elects the one instance writing Ingress status and Events.
+pub const DEFAULT_LEASE_NAME: &str = "sluice-leader";
+/// How long, in seconds, a Lease holder stays leader without renewing.
+pub const DEFAULT_LEASE_DURATION_SECS: u64 = 15;
+/// How often, in seconds, the leader renews the Lease and followers try to take it.
+pub const DEFAULT_LEASE_RENEW_PERIOD_SECS: u64 = 5;
 /// The folder of manifests read by the files source, relative to the settings file.
 pub const DEFAULT_FILES_DIRECTORY: &str = "manifests";
 
@@ -100,6 +106,28 @@ pub struct KubernetesSettings {
     pub context: Option<String>,
 }
 
+/// Who writes Ingress status and Events when several instances run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// Without election every instance acts as leader (right for a single replica).
+    pub enabled: bool,
+    pub lease_name: String,
+    /// `None`: the namespace in `$POD_NAMESPACE`, else `default`.
+    pub lease_namespace: Option<String>,
+    pub lease_duration: Duration,
+    pub renew_period: Duration,
+}
+
+/// What the leader writes into `status.loadBalancer.ingress` of served Ingresses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusSettings {
+    /// Static addresses: IPs go to `ip`, anything else to `hostname`.
+    pub addresses: Vec<String>,
+    /// `namespace/name` of a Service whose load-balancer status is copied (used when
+    /// `addresses` is empty).
+    pub publish_service: Option<(String, String)>,
+}
+
 /// Log verbosity and shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -130,6 +158,8 @@ pub struct Settings {
     /// Serve Ingresses that name no class, even without a default IngressClass of ours.
     pub watch_ingress_without_class: bool,
     pub source: SourceSettings,
+    pub leader_election: LeaderElection,
+    pub status: StatusSettings,
     /// A `tracing` filter directive such as `info` or `sluice=debug,info`.
     pub log_level: String,
     pub log_format: LogFormat,
@@ -231,7 +261,38 @@ mod file {
         pub upstream: Upstream,
         pub controller: Controller,
         pub source: Source,
+        pub leader_election: LeaderElectionFile,
+        pub status: Status,
         pub log: Log,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct LeaderElectionFile {
+        pub enabled: bool,
+        pub lease_name: String,
+        pub lease_namespace: String,
+        pub lease_duration_secs: u64,
+        pub renew_period_secs: u64,
+    }
+
+    impl Default for LeaderElectionFile {
+        fn default() -> Self {
+            LeaderElectionFile {
+                enabled: true,
+                lease_name: DEFAULT_LEASE_NAME.to_string(),
+                lease_namespace: String::new(),
+                lease_duration_secs: DEFAULT_LEASE_DURATION_SECS,
+                renew_period_secs: DEFAULT_LEASE_RENEW_PERIOD_SECS,
+            }
+        }
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Status {
+        pub addresses: Vec<String>,
+        pub publish_service: String,
     }
 
     #[derive(Debug, Deserialize)]
@@ -467,7 +528,64 @@ mod file {
                 ));
             }
 
+            let le = &self.leader_election;
+            if le.lease_duration_secs == 0 {
+                return Err(invalid(
+                    "leader_election.lease_duration_secs",
+                    "must be greater than 0".into(),
+                ));
+            }
+            if le.renew_period_secs == 0 || le.renew_period_secs >= le.lease_duration_secs {
+                return Err(invalid(
+                    "leader_election.renew_period_secs",
+                    "must be greater than 0 and less than lease_duration_secs".into(),
+                ));
+            }
+            if le.lease_name.trim().is_empty() {
+                return Err(invalid(
+                    "leader_election.lease_name",
+                    "must not be empty".into(),
+                ));
+            }
+            let leader_election = LeaderElection {
+                enabled: le.enabled,
+                lease_name: le.lease_name.trim().to_string(),
+                lease_namespace: non_empty(&le.lease_namespace),
+                lease_duration: Duration::from_secs(le.lease_duration_secs),
+                renew_period: Duration::from_secs(le.renew_period_secs),
+            };
+            let publish_service = match non_empty(&self.status.publish_service) {
+                None => None,
+                Some(s) => match s.split_once('/') {
+                    Some((ns, name))
+                        if !ns.is_empty() && !name.is_empty() && !name.contains('/') =>
+                    {
+                        Some((ns.to_string(), name.to_string()))
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "status.publish_service",
+                            format!("`{s}` is not namespace/name"),
+                        ))
+                    }
+                },
+            };
+            if self.status.addresses.iter().any(|a| a.trim().is_empty()) {
+                return Err(invalid("status.addresses", "an address is empty".into()));
+            }
+            let status = StatusSettings {
+                addresses: self
+                    .status
+                    .addresses
+                    .iter()
+                    .map(|a| a.trim().to_string())
+                    .collect(),
+                publish_service,
+            };
+
             Ok(Settings {
+                leader_election,
+                status,
                 http_listen,
                 admin_listen,
                 worker_threads: self.server.worker_threads,
@@ -599,6 +717,18 @@ mod tests {
             ),
             ("[source]\nkind = \"consul\"", "source.kind"),
             ("[log]\nformat = \"xml\"", "log.format"),
+            (
+                "[status]\npublish_service = \"nope\"",
+                "status.publish_service",
+            ),
+            (
+                "[leader_election]\nrenew_period_secs = 30",
+                "leader_election.renew_period_secs",
+            ),
+            (
+                "[leader_election]\nlease_duration_secs = 0",
+                "leader_election.lease_duration_secs",
+            ),
             (
                 "[server]\nmax_request_header_bytes = 10",
                 "server.max_request_header_bytes",

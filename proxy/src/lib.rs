@@ -2,6 +2,7 @@
 //!
 //! - [`objects`]: the Kubernetes objects a source holds and their translation into model inputs.
 //! - [`files`]: the files source (a folder of manifests).
+//! - [`k8s`]: the Kubernetes source: watchers, leader election, Ingress status, Events.
 //! - [`state`]: the live snapshot the request path reads and the one way it changes.
 //! - [`pool`]: endpoint pools (pingora-load-balancing glue).
 //! - [`router`]: the `ProxyHttp` implementation; the one place errors become statuses.
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod files;
+pub mod k8s;
 pub mod logging;
 pub mod objects;
 pub mod pool;

@@ -16,6 +16,12 @@ struct Cli {
     /// The settings file.
     #[arg(long, short, global = true, default_value = "config/sluice.toml")]
     config: PathBuf,
+    /// A kubeconfig file for the kubernetes source (replaces `source.kubernetes.kubeconfig`).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (replaces `source.kubernetes.context`).
+    #[arg(long, global = true)]
+    context: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -28,13 +34,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(&cli.config) {
+    let mut settings = match Settings::load(&cli.config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::from(2);
         }
     };
+    if let sluice_config::settings::SourceSettings::Kubernetes(k) = &mut settings.source {
+        if let Some(path) = cli.kubeconfig {
+            k.kubeconfig = Some(path);
+        }
+        if let Some(context) = cli.context {
+            k.context = Some(context);
+        }
+    }
     match cli.command {
         Some(Command::Check) => check(&cli.config, &settings),
         None => run(settings),

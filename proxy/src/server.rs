@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::files::FilesSource;
+use crate::k8s::{KubeOptions, KubeSource};
 use crate::router::{InFlight, Router, RouterOptions};
 use crate::state::State;
 
@@ -40,8 +41,6 @@ pub enum StartError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error("{0}")]
-    Source(String),
 }
 
 /// A running sluice. Dropping it does not stop it; call [`Running::shutdown`] then
@@ -135,16 +134,24 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         table.add(admin_addr.to_string(), admin.into_raw_fd());
     }
 
-    let source = match &settings.source {
+    let source: Box<dyn BackgroundService + Send + Sync> = match &settings.source {
         SourceSettings::Files {
             directory,
             poll_interval,
-        } => FilesSource::new(directory.clone(), *poll_interval, state.clone()),
-        SourceSettings::Kubernetes(_) => {
-            return Err(StartError::Source(
-                "source.kind = \"kubernetes\" is not available in this build yet".to_string(),
-            ))
-        }
+        } => Box::new(FilesSource::new(
+            directory.clone(),
+            *poll_interval,
+            state.clone(),
+        )),
+        SourceSettings::Kubernetes(k) => Box::new(KubeSource::new(
+            KubeOptions {
+                kubernetes: k.clone(),
+                leader_election: settings.leader_election.clone(),
+                status: settings.status.clone(),
+                controller_name: settings.controller_name.clone(),
+            },
+            state.clone(),
+        )),
     };
 
     let thread_state = state.clone();
@@ -178,7 +185,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
 async fn run(
     settings: Settings,
     state: Arc<State>,
-    source: FilesSource,
+    source: Box<dyn BackgroundService + Send + Sync>,
     fds: ListenFds,
     (http_addrs, admin_addr): (Vec<SocketAddr>, SocketAddr),
     mut stop: watch::Receiver<bool>,

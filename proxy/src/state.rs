@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use sluice_config::model::{Inputs, ObjectRef};
 use sluice_config::{build, ClassPolicy, PoolKey, Skipped, Snapshot, Target};
 
 use crate::objects::Objects;
@@ -34,10 +35,22 @@ pub struct State {
     ready: AtomicBool,
 }
 
+/// What changed with a publish, for the Kubernetes source's Events and status.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    /// Rules skipped now that were not skipped by the previous publish.
+    pub newly_skipped: Vec<Skipped>,
+    /// Every Ingress served now.
+    pub served: BTreeSet<ObjectRef>,
+    /// Ingresses served now that were not served by the previous publish.
+    pub newly_served: Vec<ObjectRef>,
+}
+
 #[derive(Default)]
 struct Writer {
     pools: HashMap<PoolKey, Arc<Pool>>,
     reported: BTreeSet<Skipped>,
+    served: BTreeSet<ObjectRef>,
 }
 
 impl State {
@@ -66,21 +79,27 @@ impl State {
     }
 
     /// Builds a snapshot from `objects` and makes it live; logs every newly skipped rule once.
-    pub async fn publish(&self, objects: &Objects) {
+    pub async fn publish(&self, objects: &Objects) -> ApplyReport {
+        self.publish_inputs(&objects.inputs()).await
+    }
+
+    /// Builds a snapshot from model inputs and makes it live.
+    pub async fn publish_inputs(&self, inputs: &Inputs) -> ApplyReport {
         let started = Instant::now();
-        let snapshot = build(&objects.inputs(), &self.policy);
+        let snapshot = build(inputs, &self.policy);
         let built = started.elapsed();
-        self.apply(snapshot).await;
+        let report = self.apply(snapshot).await;
         tracing::debug!(
             build_us = built.as_micros() as u64,
             total_us = started.elapsed().as_micros() as u64,
             "published a snapshot"
         );
+        report
     }
 
     /// Makes `snapshot` live: updates the pools whose endpoints changed, creates and drops pools
     /// as routes come and go, then swaps the new state in whole.
-    pub async fn apply(&self, snapshot: Snapshot) {
+    pub async fn apply(&self, snapshot: Snapshot) -> ApplyReport {
         let mut writer = self.writer.lock().await;
         for (key, addrs) in &snapshot.endpoints {
             let pool = writer
@@ -105,10 +124,18 @@ impl State {
             .collect();
 
         let now: BTreeSet<Skipped> = snapshot.skipped.iter().cloned().collect();
-        for s in now.difference(&writer.reported) {
+        let newly_skipped: Vec<Skipped> = now.difference(&writer.reported).cloned().collect();
+        for s in &newly_skipped {
             tracing::warn!(ingress = %s.ingress, reason = s.reason.as_str(), "{}", s.message);
         }
         writer.reported = now;
+        let served: BTreeSet<ObjectRef> = snapshot
+            .ingresses
+            .iter()
+            .map(|i| i.object.clone())
+            .collect();
+        let newly_served = served.difference(&writer.served).cloned().collect();
+        writer.served = served.clone();
 
         tracing::info!(
             ingresses = snapshot.ingresses.len(),
@@ -119,5 +146,10 @@ impl State {
         );
         self.live.store(Arc::new(Live { snapshot, pools }));
         self.ready.store(true, Ordering::Release);
+        ApplyReport {
+            newly_skipped,
+            served,
+            newly_served,
+        }
     }
 }

@@ -1,0 +1,195 @@
+//! The Kubernetes source: the only place that talks to the API server.
+//!
+//! [`KubeSource`] is a Pingora `BackgroundService`. When started it builds a kube-rs client
+//! (kubeconfig or in-cluster service account; a plain `http://` API server works too), then runs:
+//!
+//! - one watcher per kind ([`watch`]) feeding the translated-object [`store`];
+//! - the publisher: after every change, once every kind has been listed completely, it builds a
+//!   snapshot from the store through the same path as the files source
+//!   ([`State::publish_inputs`]). Changes that arrive while a snapshot is being built are folded
+//!   into the next one, so a burst (an endpoint churn of one Service, a relist) costs one build,
+//!   and only pools whose endpoints changed are touched;
+//! - leader election ([`leader`]) and, for the leader only, Ingress status and Events
+//!   ([`status`]), on their own task so API writes never delay routing updates.
+//!
+//! `/readyz` turns ready with the first publish, which waits for a complete list of every kind.
+
+pub mod leader;
+pub mod status;
+pub mod store;
+pub mod watch;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use sluice_config::model::ObjectRef;
+use sluice_config::settings::{KubernetesSettings, LeaderElection, StatusSettings};
+use tokio::sync::{mpsc, watch as tokio_watch};
+
+use crate::state::{ApplyReport, State};
+use store::Store;
+
+/// Builds a client from the settings: an explicit kubeconfig (and context), else
+/// `$KUBECONFIG` / `~/.kube/config`, else the in-cluster service account.
+pub async fn client(settings: &KubernetesSettings) -> Result<kube::Client, String> {
+    let options = KubeConfigOptions {
+        context: settings.context.clone(),
+        ..Default::default()
+    };
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None if settings.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| format!("kubeconfig: {e}"))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no kubeconfig and not in a cluster: {e}"))?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
+}
+
+/// Everything the Kubernetes source needs from the settings.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    pub kubernetes: KubernetesSettings,
+    pub leader_election: LeaderElection,
+    pub status: StatusSettings,
+    pub controller_name: String,
+}
+
+/// Watches the API server and keeps the live state in sync with it.
+pub struct KubeSource {
+    options: KubeOptions,
+    state: Arc<State>,
+    store: Arc<Store>,
+}
+
+impl KubeSource {
+    pub fn new(options: KubeOptions, state: Arc<State>) -> KubeSource {
+        KubeSource {
+            options,
+            state,
+            store: Arc::new(Store::default()),
+        }
+    }
+
+    /// The translated objects (for tests and metrics).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Builds the client, retrying every few seconds while it cannot be built.
+    async fn connect(&self, shutdown: &mut ShutdownWatch) -> Option<kube::Client> {
+        let mut last = String::new();
+        loop {
+            match client(&self.options.kubernetes).await {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    if e != last {
+                        tracing::error!(error = %e, "cannot build a Kubernetes client; retrying");
+                        last = e;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = shutdown.changed() => return None,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for KubeSource {
+    /// Runs the watchers, the publisher and (for the leader) status and Events until shutdown.
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(client) = self.connect(&mut shutdown).await else {
+            return;
+        };
+        let namespace = self.options.kubernetes.namespace.as_deref();
+        let mut tasks = watch::spawn_all(&client, namespace, &self.store);
+
+        let identity = leader::identity();
+        let election = &self.options.leader_election;
+        let (leader_tx, leader_rx) = tokio_watch::channel(!election.enabled);
+        if election.enabled {
+            let elector = leader::Elector::new(client.clone(), election, identity.clone());
+            tasks.push(tokio::spawn(elector.run(leader_tx, shutdown.clone())));
+        }
+        let (report_tx, report_rx) = mpsc::channel::<ApplyReport>(64);
+        let writer = status::StatusWriter::new(
+            client,
+            self.options.status.clone(),
+            &self.options.controller_name,
+            identity,
+        );
+        tasks.push(tokio::spawn(write_back(
+            writer,
+            self.store.clone(),
+            report_rx,
+            leader_rx,
+        )));
+
+        let mut published: Option<u64> = None;
+        loop {
+            let generation = self.store.generation();
+            if self.store.all_listed() && published != Some(generation) {
+                let report = self.state.publish_inputs(&self.store.inputs()).await;
+                published = Some(generation);
+                if report_tx.try_send(report).is_err() {
+                    tracing::warn!("status and Events are behind; a report was dropped");
+                }
+            }
+            tokio::select! {
+                _ = self.store.changed() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The leader's loop: Events for every report, status after every report and on gaining
+/// leadership.
+async fn write_back(
+    mut writer: status::StatusWriter,
+    store: Arc<Store>,
+    mut reports: mpsc::Receiver<ApplyReport>,
+    mut leader: tokio_watch::Receiver<bool>,
+) {
+    let mut served: BTreeSet<ObjectRef> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            report = reports.recv() => {
+                let Some(report) = report else { return };
+                served = report.served.clone();
+                if *leader.borrow() {
+                    writer.events(&report, &store).await;
+                    writer.reconcile(&served, &store).await;
+                }
+            }
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *leader.borrow_and_update() {
+                    writer.reset();
+                    writer.reconcile(&served, &store).await;
+                }
+            }
+        }
+    }
+}

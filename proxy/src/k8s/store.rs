@@ -1,0 +1,259 @@
+//! What the watchers have seen, already translated into model inputs.
+//!
+//! This plays the role of kube-rs's reflector store, but keeps only what routing and status
+//! need: each object is translated when its event arrives (managedFields, specs of no interest
+//! and the rest of the bulk are never cached). A relist (`Init` .. `InitDone`) is buffered and
+//! swapped in whole at `InitDone`, so objects absent from the relist disappear at once and a
+//! half-finished relist is never published.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use sluice_config::model::{
+    EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, ServiceInput,
+};
+use tokio::sync::Notify;
+
+/// An address in `status.loadBalancer.ingress`: an IP or a hostname.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LbAddress {
+    Ip(String),
+    Hostname(String),
+}
+
+/// Facts about an Ingress that its status and Events need.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IngressMeta {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    /// `status.loadBalancer.ingress` as last observed.
+    pub status: Vec<LbAddress>,
+}
+
+/// One translated object.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Ingress(Box<IngressInput>, IngressMeta),
+    Class(IngressClassInput),
+    Service(ServiceInput, Vec<LbAddress>),
+    Slice(EndpointSliceInput),
+}
+
+/// The kinds watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Ingress,
+        Kind::IngressClass,
+        Kind::Service,
+        Kind::EndpointSlice,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Ingress => "Ingress",
+            Kind::IngressClass => "IngressClass",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: BTreeMap<Kind, BTreeMap<ObjectRef, Entry>>,
+    /// Relists in progress, by kind.
+    relists: BTreeMap<Kind, BTreeMap<ObjectRef, Entry>>,
+    /// Kinds whose first complete list has arrived.
+    listed: BTreeSet<Kind>,
+    /// Bumped on every change.
+    generation: u64,
+}
+
+/// The translated objects of every watched kind, shared by the watchers and the publisher.
+#[derive(Default)]
+pub struct Store {
+    inner: Mutex<Inner>,
+    changed: Notify,
+}
+
+impl Store {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        // A poisoned lock means a watcher panicked mid-update; the maps are still consistent
+        // (every update is a single insert/remove/swap), so keep serving them.
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn touch(&self, inner: &mut Inner) {
+        inner.generation += 1;
+        self.changed.notify_one();
+    }
+
+    /// An object was added or changed.
+    pub fn apply(&self, kind: Kind, key: ObjectRef, entry: Entry) {
+        self.with(|i| {
+            i.objects.entry(kind).or_default().insert(key, entry);
+            self.touch(i);
+        });
+    }
+
+    /// An object was deleted.
+    pub fn delete(&self, kind: Kind, key: &ObjectRef) {
+        self.with(|i| {
+            if i.objects.entry(kind).or_default().remove(key).is_some() {
+                self.touch(i);
+            }
+        });
+    }
+
+    /// A relist of `kind` starts.
+    pub fn relist_begin(&self, kind: Kind) {
+        self.with(|i| {
+            i.relists.insert(kind, BTreeMap::new());
+        });
+    }
+
+    /// An object of the relist in progress.
+    pub fn relist_add(&self, kind: Kind, key: ObjectRef, entry: Entry) {
+        self.with(|i| {
+            i.relists.entry(kind).or_default().insert(key, entry);
+        });
+    }
+
+    /// The relist of `kind` is complete: it replaces everything known of that kind.
+    pub fn relist_done(&self, kind: Kind) {
+        self.with(|i| {
+            let fresh = i.relists.remove(&kind).unwrap_or_default();
+            i.objects.insert(kind, fresh);
+            i.listed.insert(kind);
+            self.touch(i);
+        });
+    }
+
+    /// Whether every kind has been listed completely at least once.
+    pub fn all_listed(&self) -> bool {
+        self.with(|i| Kind::ALL.iter().all(|k| i.listed.contains(k)))
+    }
+
+    /// Waits for the next change (changes before the call count once).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.with(|i| i.generation)
+    }
+
+    /// Model inputs from everything known now.
+    pub fn inputs(&self) -> Inputs {
+        self.with(|i| {
+            let mut out = Inputs::default();
+            for entry in i.objects.values().flat_map(|m| m.values()) {
+                match entry {
+                    Entry::Ingress(input, _) => out.ingresses.push((**input).clone()),
+                    Entry::Class(c) => out.classes.push(c.clone()),
+                    Entry::Service(s, _) => out.services.push(s.clone()),
+                    Entry::Slice(s) => out.slices.push(s.clone()),
+                }
+            }
+            out
+        })
+    }
+
+    /// Every Ingress with its status facts.
+    pub fn ingress_meta(&self) -> BTreeMap<ObjectRef, IngressMeta> {
+        self.with(|i| {
+            i.objects
+                .get(&Kind::Ingress)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, e)| match e {
+                            Entry::Ingress(_, meta) => Some((k.clone(), meta.clone())),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// The load-balancer addresses of a Service, if it is known.
+    pub fn service_lb(&self, key: &ObjectRef) -> Option<Vec<LbAddress>> {
+        self.with(|i| match i.objects.get(&Kind::Service)?.get(key)? {
+            Entry::Service(_, lb) => Some(lb.clone()),
+            _ => None,
+        })
+    }
+
+    /// Number of objects known, by kind.
+    pub fn counts(&self) -> BTreeMap<Kind, usize> {
+        self.with(|i| i.objects.iter().map(|(k, m)| (*k, m.len())).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(name: &str) -> Entry {
+        Entry::Class(IngressClassInput {
+            name: name.into(),
+            controller: "c".into(),
+            is_default: false,
+        })
+    }
+
+    fn key(name: &str) -> ObjectRef {
+        ObjectRef::new("", name)
+    }
+
+    #[test]
+    fn a_relist_replaces_the_kind_whole_at_init_done() {
+        let store = Store::default();
+        store.relist_begin(Kind::IngressClass);
+        store.relist_add(Kind::IngressClass, key("a"), class("a"));
+        store.relist_add(Kind::IngressClass, key("b"), class("b"));
+        assert!(store.inputs().classes.is_empty(), "nothing before InitDone");
+        store.relist_done(Kind::IngressClass);
+        assert_eq!(store.inputs().classes.len(), 2);
+
+        store.apply(Kind::IngressClass, key("c"), class("c"));
+        // A relist that no longer contains `a` and `c`: both disappear at InitDone, not before.
+        store.relist_begin(Kind::IngressClass);
+        store.relist_add(Kind::IngressClass, key("b"), class("b"));
+        assert_eq!(store.inputs().classes.len(), 3);
+        store.relist_done(Kind::IngressClass);
+        let names: Vec<_> = store.inputs().classes.into_iter().map(|c| c.name).collect();
+        assert_eq!(names, vec!["b"]);
+    }
+
+    #[test]
+    fn readiness_needs_a_complete_list_of_every_kind() {
+        let store = Store::default();
+        for (n, kind) in Kind::ALL.iter().enumerate() {
+            assert!(!store.all_listed(), "ready after {n} kinds");
+            store.relist_begin(*kind);
+            store.relist_done(*kind);
+        }
+        assert!(store.all_listed());
+    }
+
+    #[test]
+    fn deleting_an_unknown_object_is_not_a_change() {
+        let store = Store::default();
+        let g = store.generation();
+        store.delete(Kind::Service, &key("nope"));
+        assert_eq!(store.generation(), g);
+        store.apply(Kind::IngressClass, key("a"), class("a"));
+        store.delete(Kind::IngressClass, &key("a"));
+        assert_eq!(store.generation(), g + 2);
+    }
+}
