@@ -29,6 +29,16 @@ pub struct ClassPolicy {
     pub serve_classless: bool,
 }
 
+impl From<&crate::Settings> for ClassPolicy {
+    fn from(s: &crate::Settings) -> Self {
+        ClassPolicy {
+            controller: s.controller_name.clone(),
+            class_name: s.ingress_class.clone(),
+            serve_classless: s.watch_ingress_without_class,
+        }
+    }
+}
+
 /// A pool of endpoints: one Service port in one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PoolKey {

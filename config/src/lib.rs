@@ -11,6 +11,7 @@
 
 pub mod build;
 pub mod model;
+pub mod report;
 pub mod routes;
 pub mod settings;
 

@@ -28,8 +28,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the settings file (and, for the files source, its manifests) and exit.
-    Check,
+    /// Validate the settings file and a folder of manifests without a cluster, and print, per
+    /// Ingress, the routes it would serve and every rule it would skip with the reason.
+    /// Exit status: 0 all served as written, 1 something skipped or unreadable, 2 bad settings.
+    Check {
+        /// The folder of manifests (default: the files source's folder, if that is the source).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,29 +56,38 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Some(Command::Check) => check(&cli.config, &settings),
+        Some(Command::Check { manifests }) => check(&cli.config, &settings, manifests),
         None => run(settings),
     }
 }
 
-fn check(path: &std::path::Path, settings: &Settings) -> ExitCode {
-    if let sluice_config::settings::SourceSettings::Files { directory, .. } = &settings.source {
-        match sluice::files::read_folder(directory) {
-            Ok((_, errors)) if errors.is_empty() => {}
-            Ok((_, errors)) => {
-                for e in errors {
-                    eprintln!("sluice: {e}");
-                }
-                return ExitCode::from(1);
-            }
-            Err(e) => {
-                eprintln!("sluice: {e}");
-                return ExitCode::from(1);
-            }
+fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>) -> ExitCode {
+    println!("{}: settings ok", path.display());
+    let dir = match (manifests, &settings.source) {
+        (Some(dir), _) => dir,
+        (None, sluice_config::settings::SourceSettings::Files { directory, .. }) => {
+            directory.clone()
         }
+        (None, _) => return ExitCode::SUCCESS,
+    };
+    let (objects, errors) = match sluice::files::read_folder(&dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for e in &errors {
+        eprintln!("sluice: {e}");
     }
-    println!("{}: ok", path.display());
-    ExitCode::SUCCESS
+    let policy = sluice_config::ClassPolicy::from(settings);
+    let snapshot = sluice_config::build(&objects.inputs(), &policy);
+    print!("{}", sluice_config::report::render(&snapshot));
+    if errors.is_empty() && snapshot.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn run(settings: Settings) -> ExitCode {

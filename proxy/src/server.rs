@@ -116,12 +116,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         .build()
         .map_err(StartError::Runtime)?;
 
-    let policy = ClassPolicy {
-        controller: settings.controller_name.clone(),
-        class_name: settings.ingress_class.clone(),
-        serve_classless: settings.watch_ingress_without_class,
-    };
-    let state = Arc::new(State::new(policy));
+    let state = Arc::new(State::new(ClassPolicy::from(&settings)));
     let (stop, stop_rx) = watch::channel(false);
 
     // The descriptor table through which Pingora's listeners take our bound sockets.

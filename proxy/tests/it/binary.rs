@@ -28,7 +28,14 @@ fn check_accepts_the_shipped_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sluice.toml: ok"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("sluice.toml: settings ok"), "{stdout}");
+    // The shipped example's Ingress and its routes are listed.
+    assert!(stdout.contains("Ingress default/demo"), "{stdout}");
+    assert!(
+        stdout.contains("route    demo.localhost / (Prefix) -> default/demo:80 (1 ready endpoint)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -65,6 +72,38 @@ fn check_reports_a_malformed_manifest() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.yaml"));
+}
+
+#[test]
+fn check_lists_skipped_rules_of_a_manifests_folder_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = [
+        service("default", "web"),
+        ingress(
+            "default",
+            "site",
+            Some("site.test"),
+            &[("/", "Prefix", "web"), ("/ghost", "Prefix", "ghost")],
+        ),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("site.yaml"), manifests).unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .arg("--manifests")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("route    site.test / (Prefix) -> default/web:80 (0 ready endpoints)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("skipped  MissingService: spec.rules[0].http.paths[1]: Service default/ghost does not exist"), "{stdout}");
 }
 
 /// Starts the binary with JSON logs and returns it with its HTTP address.

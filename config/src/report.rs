@@ -1,0 +1,208 @@
+//! A readable account of a snapshot: per Ingress, the routes it serves and the rules it skips.
+//!
+//! This is what `sluice check --manifests DIR` prints: the safe, offline answer to an admission
+//! webhook. Nothing is executed and no template is rendered; the same pure [`crate::build`] that
+//! the proxy runs decides every line.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::build::{Snapshot, Target};
+use crate::model::ObjectRef;
+use crate::routes::{MatchKind, RouteEntry};
+
+/// One served route as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLine {
+    /// The rule's host as written (`*.example.com`), or `*` for rules without a host.
+    pub host: String,
+    pub path: String,
+    pub kind: MatchKind,
+    /// `namespace/service:port (N ready endpoints)` or why it answers 503.
+    pub backend: String,
+}
+
+/// Everything the report says about one Ingress.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IngressReport {
+    pub routes: Vec<RouteLine>,
+    pub default_backend: Option<String>,
+    /// (reason, message) of every rule skipped.
+    pub skipped: Vec<(String, String)>,
+}
+
+fn describe_target(snapshot: &Snapshot, entry: &RouteEntry) -> String {
+    match snapshot.target(entry) {
+        Some(Target::Pool(key)) => {
+            let n = snapshot.endpoints.get(key).map(Vec::len).unwrap_or(0);
+            let word = if n == 1 { "endpoint" } else { "endpoints" };
+            format!("{key} ({n} ready {word})")
+        }
+        Some(Target::Unresolved { reason }) => format!("503: {reason}"),
+        None => "503: unknown target".to_string(),
+    }
+}
+
+/// The report of every served or skipped Ingress, by `namespace/name`.
+pub fn report(snapshot: &Snapshot) -> BTreeMap<ObjectRef, IngressReport> {
+    let mut out: BTreeMap<ObjectRef, IngressReport> = BTreeMap::new();
+    for served in &snapshot.ingresses {
+        out.entry(served.object.clone()).or_default();
+    }
+    for (host, routes) in snapshot.routes.hosts() {
+        for (path, kind, entry) in routes.rules() {
+            let Some(ingress) = snapshot.ingresses.get(entry.ingress) else {
+                continue;
+            };
+            out.entry(ingress.object.clone())
+                .or_default()
+                .routes
+                .push(RouteLine {
+                    host: host.clone(),
+                    path,
+                    kind,
+                    backend: describe_target(snapshot, &entry),
+                });
+        }
+    }
+    if let Some(entry) = snapshot.routes.default_backend() {
+        if let Some(ingress) = snapshot.ingresses.get(entry.ingress) {
+            out.entry(ingress.object.clone())
+                .or_default()
+                .default_backend = Some(describe_target(snapshot, entry));
+        }
+    }
+    for s in &snapshot.skipped {
+        out.entry(s.ingress.clone())
+            .or_default()
+            .skipped
+            .push((s.reason.as_str().to_string(), s.message.clone()));
+    }
+    out
+}
+
+/// The report as text, one block per Ingress.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut text = String::new();
+    for (ingress, r) in report(snapshot) {
+        let _ = writeln!(text, "Ingress {ingress}");
+        if r.routes.is_empty() && r.default_backend.is_none() && r.skipped.is_empty() {
+            let _ = writeln!(text, "  (no rules)");
+        }
+        for line in &r.routes {
+            let kind = match line.kind {
+                MatchKind::Exact => "Exact",
+                MatchKind::Prefix => "Prefix",
+            };
+            let _ = writeln!(
+                text,
+                "  route    {} {} ({kind}) -> {}",
+                line.host, line.path, line.backend
+            );
+        }
+        if let Some(d) = &r.default_backend {
+            let _ = writeln!(text, "  default  -> {d}");
+        }
+        for (reason, message) in &r.skipped {
+            let _ = writeln!(text, "  skipped  {reason}: {message}");
+        }
+    }
+    if text.is_empty() {
+        text.push_str("no Ingress is served\n");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{build, ClassPolicy};
+    use crate::model::*;
+
+    #[test]
+    fn the_report_lists_routes_defaults_and_skips_per_ingress() {
+        let svc = ServiceInput {
+            namespace: "web".into(),
+            name: "app".into(),
+            type_: "ClusterIP".into(),
+            ports: vec![ServicePortInput {
+                name: "http".into(),
+                port: 80,
+                ..Default::default()
+            }],
+        };
+        let slice = EndpointSliceInput {
+            namespace: "web".into(),
+            name: "app-1".into(),
+            service: "app".into(),
+            address_type: "IPv4".into(),
+            ports: vec![SlicePortInput {
+                name: "http".into(),
+                port: Some(8080),
+            }],
+            endpoints: vec![EndpointInput {
+                addresses: vec!["10.0.0.1".into()],
+                ..Default::default()
+            }],
+        };
+        let backend = |name: &str| BackendInput::Service {
+            name: name.into(),
+            port: PortRef::Number(80),
+        };
+        let ingress = IngressInput {
+            namespace: "web".into(),
+            name: "site".into(),
+            class_name: Some("sluice".into()),
+            default_backend: Some(backend("app")),
+            rules: vec![RuleInput {
+                host: Some("*.site.test".into()),
+                paths: vec![
+                    PathInput {
+                        path: Some("/".into()),
+                        path_type: Some("Prefix".into()),
+                        backend: backend("app"),
+                    },
+                    PathInput {
+                        path: Some("/gone".into()),
+                        path_type: Some("Exact".into()),
+                        backend: backend("missing"),
+                    },
+                    PathInput {
+                        path: Some("relative".into()),
+                        path_type: Some("Prefix".into()),
+                        backend: backend("app"),
+                    },
+                ],
+            }],
+            ..Default::default()
+        };
+        let snapshot = build(
+            &Inputs {
+                ingresses: vec![ingress],
+                services: vec![svc],
+                slices: vec![slice],
+                ..Default::default()
+            },
+            &ClassPolicy {
+                controller: "sluice.dev/ingress-controller".into(),
+                class_name: "sluice".into(),
+                serve_classless: false,
+            },
+        );
+        let text = render(&snapshot);
+        let expected = "\
+Ingress web/site
+  route    *.site.test / (Prefix) -> web/app:80 (1 ready endpoint)
+  route    *.site.test /gone (Exact) -> 503: spec.rules[0].http.paths[1]: Service web/missing does not exist
+  default  -> web/app:80 (1 ready endpoint)
+  skipped  InvalidPath: spec.rules[0].http.paths[2]: path `relative` does not start with `/`
+  skipped  MissingService: spec.rules[0].http.paths[1]: Service web/missing does not exist
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn an_empty_snapshot_says_so() {
+        assert_eq!(render(&Snapshot::default()), "no Ingress is served\n");
+    }
+}
