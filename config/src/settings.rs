@@ -128,6 +128,15 @@ pub struct StatusSettings {
     pub publish_service: Option<(String, String)>,
 }
 
+/// The shape of access-log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per request.
+    Json,
+    /// nginx's `combined` format followed by durations, upstream, route and request id.
+    Combined,
+}
+
 /// Log verbosity and shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -160,6 +169,8 @@ pub struct Settings {
     pub source: SourceSettings,
     pub leader_election: LeaderElection,
     pub status: StatusSettings,
+    /// `None`: no access log.
+    pub access_log: Option<AccessLogFormat>,
     /// A `tracing` filter directive such as `info` or `sluice=debug,info`.
     pub log_level: String,
     pub log_format: LogFormat,
@@ -264,6 +275,23 @@ mod file {
         pub leader_election: LeaderElectionFile,
         pub status: Status,
         pub log: Log,
+        pub access_log: AccessLog,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct AccessLog {
+        pub enabled: bool,
+        pub format: String,
+    }
+
+    impl Default for AccessLog {
+        fn default() -> Self {
+            AccessLog {
+                enabled: true,
+                format: "json".to_string(),
+            }
+        }
     }
 
     #[derive(Debug, Deserialize)]
@@ -515,6 +543,16 @@ mod file {
                     ))
                 }
             };
+            let access_format = match self.access_log.format.as_str() {
+                "json" => AccessLogFormat::Json,
+                "combined" => AccessLogFormat::Combined,
+                other => {
+                    return Err(invalid(
+                        "access_log.format",
+                        format!("`{other}` is not a format; use \"json\" or \"combined\""),
+                    ))
+                }
+            };
             if self.log.level.trim().is_empty() {
                 return Err(invalid("log.level", "must not be empty".into()));
             }
@@ -612,6 +650,7 @@ mod file {
                 ingress_class: self.controller.ingress_class,
                 watch_ingress_without_class: self.controller.watch_ingress_without_class,
                 source,
+                access_log: self.access_log.enabled.then_some(access_format),
                 log_level: self.log.level,
                 log_format,
             })
@@ -717,6 +756,7 @@ mod tests {
             ),
             ("[source]\nkind = \"consul\"", "source.kind"),
             ("[log]\nformat = \"xml\"", "log.format"),
+            ("[access_log]\nformat = \"apache\"", "access_log.format"),
             (
                 "[status]\npublish_service = \"nope\"",
                 "status.publish_service",

@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` (the process is up) and `/readyz` (a first snapshot is live).
+//! The admin listener: `/healthz` (the process is up), `/readyz` (a first snapshot is live) and
+//! `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
 
@@ -39,6 +40,18 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/healthz" => plain(StatusCode::OK, "ok\n"),
+            "/metrics" => {
+                let body = self.state.metrics().render();
+                let mut resp = Response::new(body);
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                let len = resp.body().len();
+                resp.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+                resp
+            }
             "/readyz" if self.state.is_ready() => plain(StatusCode::OK, "ready\n"),
             "/readyz" => plain(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -6,19 +6,22 @@
 //! - [`state`]: the live snapshot the request path reads and the one way it changes.
 //! - [`pool`]: endpoint pools (pingora-load-balancing glue).
 //! - [`router`]: the `ProxyHttp` implementation; the one place errors become statuses.
-//! - [`admin`]: `/healthz` and `/readyz`.
+//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`metrics`], [`access_log`]: Prometheus metrics and the per-request log.
 //! - [`server`]: starting, running and draining it all.
 //!
 //! The pure model (settings, routes, snapshot building) is the `sluice-config` crate.
 
+pub mod access_log;
 pub mod admin;
 pub mod files;
 pub mod k8s;
 pub mod logging;
+pub mod metrics;
 pub mod objects;
 pub mod pool;
 pub mod router;
 pub mod server;
 pub mod state;
 
-pub use server::{start, Running, StartError};
+pub use server::{start, start_with, Running, StartError};

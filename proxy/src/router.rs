@@ -18,9 +18,9 @@
 //! Pingora requires as a `Box`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,6 +32,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use sluice_config::Settings;
 use tokio::sync::Notify;
 
+use crate::access_log::{AccessLog, Record};
+use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
 use crate::state::State;
 
@@ -59,14 +61,22 @@ impl From<&Settings> for RouterOptions {
     }
 }
 
-/// Counts requests in flight so shutdown can wait for them.
-#[derive(Default)]
+/// Counts requests in flight so shutdown can wait for them (and exports the count).
 pub struct InFlight {
     count: AtomicUsize,
     idle: Notify,
+    gauge: prometheus::IntGauge,
 }
 
 impl InFlight {
+    pub fn new(gauge: prometheus::IntGauge) -> InFlight {
+        InFlight {
+            count: AtomicUsize::new(0),
+            idle: Notify::new(),
+            gauge,
+        }
+    }
+
     /// Requests now in flight.
     pub fn get(&self) -> usize {
         self.count.load(Ordering::Acquire)
@@ -90,12 +100,14 @@ pub struct InFlightGuard(Arc<InFlight>);
 impl InFlightGuard {
     fn new(counter: &Arc<InFlight>) -> Self {
         counter.count.fetch_add(1, Ordering::AcqRel);
+        counter.gauge.inc();
         InFlightGuard(counter.clone())
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        self.0.gauge.dec();
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -104,10 +116,15 @@ impl Drop for InFlightGuard {
 
 /// What one request carries between phases.
 pub struct RequestCtx {
+    start: Instant,
     pool: Option<Arc<Pool>>,
+    route: Option<Arc<RouteMetrics>>,
     /// Endpoints this request failed to connect to; empty (and unallocated) on the happy path.
     failed: Vec<SocketAddr>,
     attempts: usize,
+    upstream_start: Option<Instant>,
+    upstream: Option<SocketAddr>,
+    request_id: String,
     _in_flight: InFlightGuard,
 }
 
@@ -116,16 +133,54 @@ pub struct Router {
     state: Arc<State>,
     options: RouterOptions,
     in_flight: Arc<InFlight>,
+    /// Metrics of requests that match no route.
+    unrouted: Arc<RouteMetrics>,
+    access_log: Option<AccessLog>,
 }
 
 impl Router {
-    pub fn new(state: Arc<State>, options: RouterOptions, in_flight: Arc<InFlight>) -> Router {
+    pub fn new(
+        state: Arc<State>,
+        options: RouterOptions,
+        in_flight: Arc<InFlight>,
+        access_log: Option<AccessLog>,
+    ) -> Router {
+        let unrouted = Arc::new(state.metrics().route("", "", ""));
         Router {
             state,
             options,
             in_flight,
+            unrouted,
+            access_log,
         }
     }
+}
+
+/// A new request id: a per-process random prefix and a counter, 32 hex digits.
+fn new_request_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    format!("{prefix:016x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The client's request id when it sent a usable one.
+fn client_request_id(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
 }
 
 /// The host a request is for: the URI authority (HTTP/2 `:authority`, or an absolute-form
@@ -204,9 +259,14 @@ impl ProxyHttp for Router {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            start: Instant::now(),
             pool: None,
+            route: None,
             failed: Vec::new(),
             attempts: 0,
+            upstream_start: None,
+            upstream: None,
+            request_id: String::new(),
             _in_flight: InFlightGuard::new(&self.in_flight),
         }
     }
@@ -214,6 +274,10 @@ impl ProxyHttp for Router {
     /// Finds the route; answers 404/431/503 itself when there is nothing to proxy to.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
+        ctx.request_id = match client_request_id(req) {
+            Some(id) => id.to_string(),
+            None => new_request_id(),
+        };
         if head_size(req) > self.options.max_request_header_bytes {
             return respond(session, 431).await;
         }
@@ -222,6 +286,10 @@ impl ProxyHttp for Router {
             let Some(entry) = live.snapshot.routes.find(request_host(req), req.uri.path()) else {
                 return respond(session, 404).await;
             };
+            ctx.route = live
+                .route_metrics
+                .get(&(entry.ingress, entry.target))
+                .cloned();
             match live.pools.get(entry.target) {
                 Some(Some(pool)) if !pool.is_empty() => pool.clone(),
                 _ => return respond(session, 503).await,
@@ -249,6 +317,8 @@ impl ProxyHttp for Router {
                 format!("no endpoint left to try in {}", pool.key()),
             );
         };
+        ctx.upstream_start.get_or_insert_with(Instant::now);
+        ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
         o.connection_timeout = Some(self.options.connect_timeout);
@@ -263,8 +333,9 @@ impl ProxyHttp for Router {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -305,10 +376,68 @@ impl ProxyHttp for Router {
         if let Some(addr) = peer.address().as_inet() {
             ctx.failed.push(*addr);
         }
+        let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
+        route.connect_errors.inc();
         if ctx.attempts <= self.options.connect_retries {
             e.set_retry(true);
+            route.retries.inc();
         }
         e
+    }
+
+    /// Counts the request and writes its access-log line.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let duration = ctx.start.elapsed().as_secs_f64();
+        let upstream_duration = ctx.upstream_start.map(|t| t.elapsed().as_secs_f64());
+        let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
+        let req = session.req_header();
+        route.count(req.method.as_str(), status);
+        route.duration.observe(duration);
+        if let Some(d) = upstream_duration {
+            route.upstream.observe(d);
+        }
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        let header = |name: header::HeaderName| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let [namespace, ingress, service] = route.labels();
+        let protocol = match req.version {
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        log.log(&Record {
+            time: k8s_openapi::jiff::Timestamp::now().to_string(),
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
+            method: req.method.as_str(),
+            host: request_host(req),
+            path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+            protocol,
+            status,
+            bytes: session.as_downstream().body_bytes_sent(),
+            duration_s: duration,
+            upstream_duration_s: upstream_duration,
+            namespace,
+            ingress,
+            service,
+            upstream: ctx.upstream.map(|a| a.to_string()),
+            request_id: &ctx.request_id,
+            referer: header(header::REFERER),
+            user_agent: header(header::USER_AGENT),
+        });
     }
 
     /// Maps the error to a status and answers with a short plain body.

@@ -24,9 +24,11 @@ use sluice_config::settings::SourceSettings;
 use sluice_config::{ClassPolicy, Settings};
 use tokio::sync::watch;
 
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::files::FilesSource;
 use crate::k8s::{KubeOptions, KubeSource};
+use crate::metrics::Metrics;
 use crate::router::{InFlight, Router, RouterOptions};
 use crate::state::State;
 
@@ -39,6 +41,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -86,8 +90,17 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     Ok(listener)
 }
 
-/// Binds every listener, then starts sluice on its own runtime thread.
+/// Binds every listener, then starts sluice on its own runtime thread, with the access log (when
+/// enabled) on stdout.
 pub fn start(settings: Settings) -> Result<Running, StartError> {
+    start_with(settings, Box::new(std::io::stdout()))
+}
+
+/// As [`start`], with the access log written to `access_log_out`.
+pub fn start_with(
+    settings: Settings,
+    access_log_out: Box<dyn std::io::Write + Send>,
+) -> Result<Running, StartError> {
     let http: Vec<std::net::TcpListener> = settings
         .http_listen
         .iter()
@@ -116,7 +129,8 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         .build()
         .map_err(StartError::Runtime)?;
 
-    let state = Arc::new(State::new(ClassPolicy::from(&settings)));
+    let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
+    let state = Arc::new(State::new(ClassPolicy::from(&settings), metrics));
     let (stop, stop_rx) = watch::channel(false);
 
     // The descriptor table through which Pingora's listeners take our bound sockets.
@@ -162,6 +176,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
                 addrs,
                 stop_rx,
                 threads,
+                access_log_out,
             ));
             // Tasks still running (connections past the grace period) end with the runtime.
             runtime.shutdown_timeout(Duration::from_millis(100));
@@ -177,6 +192,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     settings: Settings,
     state: Arc<State>,
@@ -185,6 +201,7 @@ async fn run(
     (http_addrs, admin_addr): (Vec<SocketAddr>, SocketAddr),
     mut stop: watch::Receiver<bool>,
     threads: usize,
+    access_log_out: Box<dyn std::io::Write + Send>,
 ) {
     let mut conf = ServerConf {
         threads,
@@ -195,12 +212,22 @@ async fn run(
     let conf = Arc::new(conf);
 
     let (shutdown_tx, shutdown_rx): (watch::Sender<bool>, ShutdownWatch) = watch::channel(false);
-    let in_flight = Arc::new(InFlight::default());
+    let in_flight = Arc::new(InFlight::new(state.metrics().requests_in_flight.clone()));
+    let access_log = settings.access_log.and_then(|format| {
+        AccessLog::start(
+            format,
+            state.metrics().access_log_dropped.clone(),
+            access_log_out,
+        )
+        .map_err(|e| tracing::error!(error = %e, "cannot start the access log; it is off"))
+        .ok()
+    });
 
     let router = Router::new(
         state.clone(),
         RouterOptions::from(&settings),
         in_flight.clone(),
+        access_log,
     );
     let mut proxy = pingora_proxy::http_proxy_service_with_name(&conf, router, "sluice-http");
     let mut options = HttpServerOptions::default();

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use sluice_config::model::{Inputs, ObjectRef};
 use sluice_config::{build, ClassPolicy, PoolKey, Skipped, Snapshot, Target};
 
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::objects::Objects;
 use crate::pool::Pool;
 
@@ -24,11 +25,14 @@ pub struct Live {
     pub snapshot: Snapshot,
     /// The pool of each target, indexed like `snapshot.targets`; `None` for unresolved targets.
     pub pools: Vec<Option<Arc<Pool>>>,
+    /// The metrics of each route, by (`RouteEntry::ingress`, `RouteEntry::target`).
+    pub route_metrics: HashMap<(usize, usize), Arc<RouteMetrics>>,
 }
 
 /// Shared between the sync path (writer) and every request (readers).
 pub struct State {
     live: ArcSwap<Live>,
+    metrics: Arc<Metrics>,
     policy: ClassPolicy,
     /// Serialises writers: pools must not be updated by two publishes at once.
     writer: tokio::sync::Mutex<Writer>,
@@ -54,9 +58,10 @@ struct Writer {
 }
 
 impl State {
-    pub fn new(policy: ClassPolicy) -> State {
+    pub fn new(policy: ClassPolicy, metrics: Arc<Metrics>) -> State {
         State {
             live: ArcSwap::from_pointee(Live::default()),
+            metrics,
             policy,
             writer: tokio::sync::Mutex::new(Writer::default()),
             ready: AtomicBool::new(false),
@@ -71,6 +76,10 @@ impl State {
     /// The current live state, owned (for holding across awaits).
     pub fn live_full(&self) -> Arc<Live> {
         self.live.load_full()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Whether a first snapshot has been published (what `/readyz` reports).
@@ -89,6 +98,9 @@ impl State {
         let snapshot = build(inputs, &self.policy);
         let built = started.elapsed();
         let report = self.apply(snapshot).await;
+        self.metrics
+            .snapshot_build
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             build_us = built.as_micros() as u64,
             total_us = started.elapsed().as_micros() as u64,
@@ -111,9 +123,34 @@ impl State {
                 tracing::info!(pool = %key, endpoints = addrs.len(), "pool endpoints changed");
             }
         }
-        writer
-            .pools
-            .retain(|key, _| snapshot.endpoints.contains_key(key));
+        let metrics = &self.metrics;
+        writer.pools.retain(|key, _| {
+            let keep = snapshot.endpoints.contains_key(key);
+            if !keep {
+                let port = key.port.to_string();
+                for state in ["ready", "ejected"] {
+                    let _ = metrics.pool_endpoints.remove_label_values(&[
+                        &key.namespace,
+                        &key.service,
+                        &port,
+                        state,
+                    ]);
+                }
+            }
+            keep
+        });
+        for (key, addrs) in &snapshot.endpoints {
+            let port = key.port.to_string();
+            let labels = [key.namespace.as_str(), &key.service, &port];
+            metrics
+                .pool_endpoints
+                .with_label_values(&[labels[0], labels[1], labels[2], "ready"])
+                .set(addrs.len() as i64);
+            metrics
+                .pool_endpoints
+                .with_label_values(&[labels[0], labels[1], labels[2], "ejected"])
+                .set(0);
+        }
         let pools = snapshot
             .targets
             .iter()
@@ -123,6 +160,14 @@ impl State {
             })
             .collect();
 
+        let route_metrics = route_metrics(&snapshot, &self.metrics);
+        self.metrics.rules_skipped.reset();
+        for s in &snapshot.skipped {
+            self.metrics
+                .rules_skipped
+                .with_label_values(&[s.reason.as_str()])
+                .inc();
+        }
         let now: BTreeSet<Skipped> = snapshot.skipped.iter().cloned().collect();
         let newly_skipped: Vec<Skipped> = now.difference(&writer.reported).cloned().collect();
         for s in &newly_skipped {
@@ -144,12 +189,50 @@ impl State {
             skipped = snapshot.skipped.len(),
             "routes updated"
         );
-        self.live.store(Arc::new(Live { snapshot, pools }));
+        self.live.store(Arc::new(Live {
+            snapshot,
+            pools,
+            route_metrics,
+        }));
         self.ready.store(true, Ordering::Release);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.metrics.last_sync.set(now);
         ApplyReport {
             newly_skipped,
             served,
             newly_served,
         }
     }
+}
+
+/// One [`RouteMetrics`] per distinct (Ingress, target) of the snapshot's routes.
+fn route_metrics(
+    snapshot: &Snapshot,
+    metrics: &Arc<Metrics>,
+) -> HashMap<(usize, usize), Arc<RouteMetrics>> {
+    let mut out = HashMap::new();
+    let entries = snapshot
+        .routes
+        .hosts()
+        .into_iter()
+        .flat_map(|(_, h)| h.rules().into_iter().map(|(_, _, e)| e))
+        .chain(snapshot.routes.default_backend().copied());
+    for e in entries {
+        out.entry((e.ingress, e.target)).or_insert_with(|| {
+            let ingress = snapshot.ingresses.get(e.ingress).map(|i| &i.object);
+            let service = match snapshot.targets.get(e.target) {
+                Some(Target::Pool(k)) => k.service.as_str(),
+                _ => "",
+            };
+            Arc::new(metrics.route(
+                ingress.map(|i| i.namespace.as_str()).unwrap_or(""),
+                ingress.map(|i| i.name.as_str()).unwrap_or(""),
+                service,
+            ))
+        });
+    }
+    out
 }

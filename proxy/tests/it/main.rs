@@ -9,4 +9,5 @@ mod binary;
 mod failures;
 mod headers;
 mod live;
+mod observe;
 mod routing;

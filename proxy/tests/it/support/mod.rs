@@ -372,6 +372,31 @@ pub struct Sluice {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Everything the access log wrote.
+    pub access_log: SharedBuf,
+}
+
+/// A writer whose bytes a test can read.
+#[derive(Clone, Default)]
+pub struct SharedBuf(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// Settings text for tests: loopback port 0, fast polling, short timeouts.
@@ -397,7 +422,8 @@ impl Sluice {
         let config = dir.path().join("sluice.toml");
         std::fs::write(&config, settings_text).unwrap();
         let settings = sluice_config::Settings::load(&config).unwrap();
-        let running = sluice::start(settings).unwrap();
+        let access_log = SharedBuf::default();
+        let running = sluice::start_with(settings, Box::new(access_log.clone())).unwrap();
         let (addr, admin) = (running.http_addrs[0], running.admin_addr);
         let state = running.state.clone();
         eventually(STEP, "the first snapshot", || {
@@ -410,6 +436,7 @@ impl Sluice {
             addr,
             admin,
             dir,
+            access_log,
         }
     }
 

@@ -1,0 +1,250 @@
+//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//!
+//! Names carry the `sluice_` prefix and base units (seconds, bytes); counters end in `_total`.
+//! Labels are bounded by the number of Ingress backends: never a raw path, host or client address.
+//! The request path never looks a label set up by hashing: each route gets a [`RouteMetrics`]
+//! when a snapshot is published, holding its own counters, created on first use per method and
+//! status class.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from 0.5 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The methods that get their own label value; any other is `OTHER`.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "OTHER",
+];
+/// Status classes; index 0 is for requests answered without a status (client gone).
+const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn method_index(method: &str) -> usize {
+    METHODS
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(METHODS.len() - 1)
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100),
+        _ => 0,
+    }
+}
+
+/// Every metric sluice exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    connect_errors: IntCounterVec,
+    retries: IntCounterVec,
+    pub requests_in_flight: IntGauge,
+    pub pool_endpoints: IntGaugeVec,
+    pub last_sync: prometheus::Gauge,
+    pub snapshot_build: Histogram,
+    pub watched_objects: IntGaugeVec,
+    pub watch_restarts: IntCounterVec,
+    pub rules_skipped: IntGaugeVec,
+    pub access_log_dropped: IntCounter,
+}
+
+/// A metric registration that cannot fail unless two metrics share a name, which the
+/// constructor below rules out; kept as a typed error all the same.
+#[derive(Debug, thiserror::Error)]
+#[error("registering metric: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let route = &["namespace", "ingress", "service"];
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry.register(Box::new(m.clone()))?;
+                m
+            }};
+        }
+        let hist = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+        };
+        Ok(Metrics {
+            requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_requests_total",
+                    "Requests by route, method and status class"
+                ),
+                &["namespace", "ingress", "service", "method", "status_class"],
+            )?),
+            request_duration: reg!(HistogramVec::new(
+                hist(
+                    "sluice_request_duration_seconds",
+                    "Time from request start to the end of the response"
+                ),
+                route,
+            )?),
+            upstream_duration: reg!(HistogramVec::new(
+                hist(
+                    "sluice_upstream_duration_seconds",
+                    "Time from picking an endpoint to the end of its response"
+                ),
+                route,
+            )?),
+            connect_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_upstream_connect_errors_total",
+                    "Failed connects to endpoints"
+                ),
+                route,
+            )?),
+            retries: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_upstream_retries_total",
+                    "Requests retried on another endpoint"
+                ),
+                route,
+            )?),
+            requests_in_flight: reg!(IntGauge::new(
+                "sluice_requests_in_flight",
+                "Requests being served now"
+            )?),
+            pool_endpoints: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "sluice_pool_endpoints",
+                    "Endpoints of each pool by state (ready, ejected)"
+                ),
+                &["namespace", "service", "port", "state"],
+            )?),
+            last_sync: reg!(prometheus::Gauge::new(
+                "sluice_last_sync_timestamp_seconds",
+                "Unix time of the last successful snapshot publish"
+            )?),
+            snapshot_build: reg!(Histogram::with_opts(hist(
+                "sluice_snapshot_build_duration_seconds",
+                "Time to build and apply a snapshot"
+            ))?),
+            watched_objects: reg!(IntGaugeVec::new(
+                Opts::new("sluice_watched_objects", "Objects known by kind"),
+                &["kind"],
+            )?),
+            watch_restarts: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_watch_restarts_total",
+                    "Watch streams that failed and were restarted, by kind"
+                ),
+                &["kind"],
+            )?),
+            rules_skipped: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "sluice_rules_skipped",
+                    "Rules not served as written, by reason"
+                ),
+                &["reason"],
+            )?),
+            access_log_dropped: reg!(IntCounter::new(
+                "sluice_access_log_dropped_total",
+                "Access log lines dropped because the writer fell behind"
+            )?),
+            registry,
+        })
+    }
+
+    /// The metrics of one route (or of unrouted requests, with empty labels).
+    pub fn route(self: &Arc<Self>, namespace: &str, ingress: &str, service: &str) -> RouteMetrics {
+        let labels = [namespace, ingress, service];
+        RouteMetrics {
+            metrics: self.clone(),
+            labels: [
+                namespace.to_string(),
+                ingress.to_string(),
+                service.to_string(),
+            ],
+            requests: Default::default(),
+            duration: self.request_duration.with_label_values(&labels),
+            upstream: self.upstream_duration.with_label_values(&labels),
+            connect_errors: self.connect_errors.with_label_values(&labels),
+            retries: self.retries.with_label_values(&labels),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// The counters of one route, resolved once per snapshot.
+pub struct RouteMetrics {
+    metrics: Arc<Metrics>,
+    labels: [String; 3],
+    requests: [[OnceLock<IntCounter>; CLASSES.len()]; METHODS.len()],
+    pub duration: Histogram,
+    pub upstream: Histogram,
+    pub connect_errors: IntCounter,
+    pub retries: IntCounter,
+}
+
+impl RouteMetrics {
+    /// Counts one finished request.
+    pub fn count(&self, method: &str, status: u16) {
+        let (m, c) = (method_index(method), class_index(status));
+        self.requests[m][c]
+            .get_or_init(|| {
+                let [ns, ing, svc] = &self.labels;
+                self.metrics.requests.with_label_values(&[
+                    ns.as_str(),
+                    ing,
+                    svc,
+                    METHODS[m],
+                    CLASSES[c],
+                ])
+            })
+            .inc();
+    }
+
+    pub fn labels(&self) -> &[String; 3] {
+        &self.labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_and_statuses_fold_into_bounded_labels() {
+        assert_eq!(METHODS[method_index("GET")], "GET");
+        assert_eq!(METHODS[method_index("BREW")], "OTHER");
+        assert_eq!(CLASSES[class_index(204)], "2xx");
+        assert_eq!(CLASSES[class_index(503)], "5xx");
+        assert_eq!(CLASSES[class_index(0)], "none");
+        assert_eq!(CLASSES[class_index(999)], "none");
+    }
+
+    #[test]
+    fn counted_requests_appear_in_the_text_exposition() {
+        let m = Arc::new(Metrics::new().unwrap());
+        let r = m.route("shop", "web", "api");
+        r.count("GET", 200);
+        r.count("GET", 201);
+        r.count("BREW", 418);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(
+            "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"} 2"
+        ), "{text}");
+        assert!(text.contains("method=\"OTHER\""), "{text}");
+    }
+}
