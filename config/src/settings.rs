@@ -116,6 +116,8 @@ pub struct LeaderElection {
     pub lease_namespace: Option<String>,
     pub lease_duration: Duration,
     pub renew_period: Duration,
+    /// This instance's name in the Lease; `None`: `$POD_NAME`, else host name and process id.
+    pub identity: Option<String>,
 }
 
 /// What the leader writes into `status.loadBalancer.ingress` of served Ingresses.
@@ -302,6 +304,7 @@ mod file {
         pub lease_namespace: String,
         pub lease_duration_secs: u64,
         pub renew_period_secs: u64,
+        pub identity: String,
     }
 
     impl Default for LeaderElectionFile {
@@ -312,6 +315,7 @@ mod file {
                 lease_namespace: String::new(),
                 lease_duration_secs: DEFAULT_LEASE_DURATION_SECS,
                 renew_period_secs: DEFAULT_LEASE_RENEW_PERIOD_SECS,
+                identity: String::new(),
             }
         }
     }
@@ -591,6 +595,7 @@ mod file {
                 lease_namespace: non_empty(&le.lease_namespace),
                 lease_duration: Duration::from_secs(le.lease_duration_secs),
                 renew_period: Duration::from_secs(le.renew_period_secs),
+                identity: non_empty(&le.identity),
             };
             let publish_service = match non_empty(&self.status.publish_service) {
                 None => None,

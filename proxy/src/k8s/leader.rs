@@ -18,8 +18,12 @@ use kube::Api;
 use sluice_config::settings::LeaderElection;
 use tokio::sync::watch;
 
-/// This instance's name in the Lease: `$POD_NAME`, else the host name and process id.
-pub fn identity() -> String {
+/// This instance's name in the Lease: from the settings, else `$POD_NAME`, else the host name
+/// and process id.
+pub fn identity(settings: &LeaderElection) -> String {
+    if let Some(id) = &settings.identity {
+        return id.clone();
+    }
     if let Ok(pod) = std::env::var("POD_NAME") {
         if !pod.is_empty() {
             return pod;

@@ -120,8 +120,8 @@ impl BackgroundService for KubeSource {
         let namespace = self.options.kubernetes.namespace.as_deref();
         let mut tasks = watch::spawn_all(&client, namespace, &self.store);
 
-        let identity = leader::identity();
         let election = &self.options.leader_election;
+        let identity = leader::identity(election);
         let (leader_tx, leader_rx) = tokio_watch::channel(!election.enabled);
         if election.enabled {
             let elector = leader::Elector::new(client.clone(), election, identity.clone());
