@@ -118,7 +118,8 @@ impl BackgroundService for KubeSource {
             return;
         };
         let namespace = self.options.kubernetes.namespace.as_deref();
-        let mut tasks = watch::spawn_all(&client, namespace, &self.store);
+        let metrics = self.state.metrics().clone();
+        let mut tasks = watch::spawn_all(&client, namespace, &self.store, &metrics);
 
         let election = &self.options.leader_election;
         let identity = leader::identity(election);
@@ -147,6 +148,12 @@ impl BackgroundService for KubeSource {
             if self.store.all_listed() && published != Some(generation) {
                 let report = self.state.publish_inputs(&self.store.inputs()).await;
                 published = Some(generation);
+                for (kind, n) in self.store.counts() {
+                    metrics
+                        .watched_objects
+                        .with_label_values(&[kind.as_str()])
+                        .set(n as i64);
+                }
                 if report_tx.try_send(report).is_err() {
                     tracing::warn!("status and Events are behind; a report was dropped");
                 }

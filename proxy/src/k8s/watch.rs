@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use sluice_config::model::ObjectRef;
 
 use super::store::{Entry, IngressMeta, Kind, LbAddress, Store};
+use crate::metrics::Metrics;
 use crate::objects::{class_input, ingress_input, service_input, slice_input, SERVICE_NAME_LABEL};
 
 /// The key of an object.
@@ -82,6 +83,7 @@ pub async fn run<K>(
     kind: Kind,
     translate: fn(&K) -> Entry,
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -103,6 +105,10 @@ pub async fn run<K>(
                 tracing::debug!(kind = kind.as_str(), "list complete");
             }
             Err(e) => {
+                metrics
+                    .watch_restarts
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
                 // Say it once per distinct error per minute: the backoff already paces retries.
                 let text = e.to_string();
                 let repeat = last_error
@@ -122,6 +128,7 @@ pub fn spawn_all(
     client: &kube::Client,
     namespace: Option<&str>,
     store: &Arc<Store>,
+    metrics: &Arc<Metrics>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
     where
@@ -141,6 +148,7 @@ pub fn spawn_all(
             Kind::Ingress,
             ingress_entry,
             store.clone(),
+            metrics.clone(),
         )),
         tokio::spawn(run(
             Api::<IngressClass>::all(client.clone()),
@@ -148,6 +156,7 @@ pub fn spawn_all(
             Kind::IngressClass,
             |c| Entry::Class(class_input(c)),
             store.clone(),
+            metrics.clone(),
         )),
         tokio::spawn(run(
             api::<Service>(client, namespace),
@@ -155,6 +164,7 @@ pub fn spawn_all(
             Kind::Service,
             service_entry,
             store.clone(),
+            metrics.clone(),
         )),
         tokio::spawn(run(
             api::<EndpointSlice>(client, namespace),
@@ -162,6 +172,7 @@ pub fn spawn_all(
             Kind::EndpointSlice,
             |s| Entry::Slice(slice_input(s)),
             store.clone(),
+            metrics.clone(),
         )),
     ]
 }
