@@ -112,6 +112,7 @@ impl Objects {
             classes: self.classes.values().map(class_input).collect(),
             services: self.services.values().map(service_input).collect(),
             slices: self.slices.values().map(slice_input).collect(),
+            secrets: self.secrets.values().map(secret_input).collect(),
         }
     }
 }
@@ -190,6 +191,28 @@ pub fn ingress_input(i: &Ingress) -> IngressInput {
                 secret_name: t.secret_name,
             })
             .collect(),
+    }
+}
+
+/// Translates a Secret: its type and which keys hold something, never the values.
+pub fn secret_input(s: &Secret) -> SecretInput {
+    let (namespace, name) = name_of(&s.metadata);
+    let mut keys = std::collections::BTreeSet::new();
+    for (k, v) in s.data.iter().flatten() {
+        if !v.0.is_empty() {
+            keys.insert(k.clone());
+        }
+    }
+    for (k, v) in s.string_data.iter().flatten() {
+        if !v.is_empty() {
+            keys.insert(k.clone());
+        }
+    }
+    SecretInput {
+        namespace,
+        name,
+        type_: s.type_.clone().unwrap_or_else(|| "Opaque".to_string()),
+        keys,
     }
 }
 
@@ -401,6 +424,25 @@ mod tests {
         let err = parse_document(json!({"apiVersion": "v1", "kind": "Service", "metadata": {}}))
             .unwrap_err();
         assert!(err.contains("metadata.name"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_translates_to_its_type_and_the_keys_that_hold_something() {
+        let doc = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "site-tls", "namespace": "shop"},
+            "type": "kubernetes.io/tls",
+            // base64 of "crt" and "key"; stringData as hand-written manifests have it.
+            "data": {"tls.crt": "Y3J0", "tls.key": "a2V5", "empty": ""},
+            "stringData": {"ca.crt": "ca"}
+        });
+        let Some(Object::Secret(s)) = parse_document(doc).unwrap() else {
+            panic!("not a secret")
+        };
+        let input = secret_input(&s);
+        assert_eq!(input.type_, "kubernetes.io/tls");
+        let keys: Vec<_> = input.keys.iter().map(String::as_str).collect();
+        assert_eq!(keys, vec!["ca.crt", "tls.crt", "tls.key"]);
     }
 
     #[test]
