@@ -5,12 +5,15 @@
 //! translation is pure and keeps only what routing reads.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_config::model::*;
+
+use crate::tls::{SecretData, SecretMaterial};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -114,6 +117,14 @@ impl Objects {
             slices: self.slices.values().map(slice_input).collect(),
             secrets: self.secrets.values().map(secret_input).collect(),
         }
+    }
+
+    /// The TLS material of every Secret.
+    pub fn secret_material(&self) -> SecretMaterial {
+        self.secrets
+            .iter()
+            .map(|(k, s)| (k.clone(), Arc::new(SecretData::from_secret(s))))
+            .collect()
     }
 }
 
@@ -427,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_translates_to_its_type_and_the_keys_that_hold_something() {
+    fn a_secret_translates_to_its_type_and_keys_and_keeps_only_tls_material() {
         let doc = json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "site-tls", "namespace": "shop"},
@@ -443,6 +454,10 @@ mod tests {
         assert_eq!(input.type_, "kubernetes.io/tls");
         let keys: Vec<_> = input.keys.iter().map(String::as_str).collect();
         assert_eq!(keys, vec!["ca.crt", "tls.crt", "tls.key"]);
+        let data = SecretData::from_secret(&s);
+        assert_eq!(data.tls_crt.as_deref(), Some(&b"crt"[..]));
+        assert_eq!(data.tls_key.as_deref(), Some(&b"key"[..]));
+        assert_eq!(data.ca_crt.as_deref(), Some(&b"ca"[..]));
     }
 
     #[test]

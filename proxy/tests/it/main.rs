@@ -11,3 +11,4 @@ mod headers;
 mod live;
 mod observe;
 mod routing;
+mod tls;

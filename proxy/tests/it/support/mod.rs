@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -239,7 +241,7 @@ impl H1 {
     }
 }
 
-async fn read_reply(resp: Response<Incoming>) -> Result<Reply, String> {
+pub async fn read_reply(resp: Response<Incoming>) -> Result<Reply, String> {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
@@ -370,6 +372,8 @@ pub fn ingress(ns: &str, name: &str, host: Option<&str>, paths: &[PathRule<'_>])
 pub struct Sluice {
     pub running: Option<sluice::Running>,
     pub addr: SocketAddr,
+    /// The first HTTPS listener, when the settings have one.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     /// Everything the access log wrote.
@@ -425,6 +429,7 @@ impl Sluice {
         let access_log = SharedBuf::default();
         let running = sluice::start_with(settings, Box::new(access_log.clone())).unwrap();
         let (addr, admin) = (running.http_addrs[0], running.admin_addr);
+        let https = running.https_addrs.first().copied();
         let state = running.state.clone();
         eventually(STEP, "the first snapshot", || {
             let ready = state.is_ready();
@@ -434,6 +439,7 @@ impl Sluice {
         Sluice {
             running: Some(running),
             addr,
+            https,
             admin,
             dir,
             access_log,

@@ -1,0 +1,342 @@
+//! TLS at the edge, with real TLS clients over loopback: certificate selection by SNI, the
+//! default certificate, rotation, redirects, h2, client certificates and the 421 guard.
+
+use std::net::SocketAddr;
+
+use crate::support::pki::*;
+use crate::support::*;
+
+/// Test settings with an HTTPS listener on port 0; redirects point at its bound port.
+fn tls_settings(extra_tls: &str) -> String {
+    format!(
+        "{}[tls]\nhttps_listen = [\"127.0.0.1:0\"]\nredirect_port = 0\n{extra_tls}\n",
+        test_settings("")
+    )
+}
+
+/// An Ingress of class `sluice`: one rule per (host, service), `spec.tls` entries as
+/// (hosts, secret), and annotations.
+fn tls_ingress(
+    name: &str,
+    rules: &[(&str, &str)],
+    tls: &[(&[&str], Option<&str>)],
+    annotations: &[(&str, &str)],
+) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
+    );
+    if !annotations.is_empty() {
+        out.push_str("  annotations:\n");
+        for (k, v) in annotations {
+            out.push_str(&format!("    {k}: \"{v}\"\n"));
+        }
+    }
+    out.push_str("spec:\n  ingressClassName: sluice\n");
+    if !tls.is_empty() {
+        out.push_str("  tls:\n");
+        for (hosts, secret) in tls {
+            let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+            out.push_str(&format!("  - hosts: [{}]\n", hosts.join(", ")));
+            if let Some(s) = secret {
+                out.push_str(&format!("    secretName: {s}\n"));
+            }
+        }
+    }
+    out.push_str("  rules:\n");
+    for (host, svc) in rules {
+        out.push_str(&format!(
+            "  - host: \"{host}\"\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n"
+        ));
+    }
+    out.push_str("---\n");
+    out
+}
+
+fn https(s: &Sluice) -> SocketAddr {
+    s.https.expect("an HTTPS listener")
+}
+
+/// Waits until a handshake with `opts` gets the certificate named `cn`.
+async fn wait_for_cert(addr: SocketAddr, opts: &ClientTls, cn: &str) {
+    eventually(STEP, &format!("certificate {cn}"), || async move {
+        let got = tls_connect(addr, opts).await.ok()?.1;
+        (got.cn == cn).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sni_picks_the_exact_certificate_before_the_wildcard_and_other_names_get_the_default() {
+    let ca = Ca::root("test root");
+    let exact = ca.issue(&Leaf::server("exact", &["a.shop.test"]));
+    let wild = ca.issue(&Leaf::server("wildcard", &["*.shop.test"]));
+    let default = ca.issue(&Leaf::server("configured default", &["default.test"]));
+    let files = tempfile::tempdir().unwrap();
+    let (crt, key) = (files.path().join("d.crt"), files.path().join("d.key"));
+    std::fs::write(&crt, default.cert_pem()).unwrap();
+    std::fs::write(&key, default.key_pem()).unwrap();
+    let a = Backend::start("a").await;
+    let manifests = [
+        service_with("default", "web", &[a.addr]),
+        tls_secret("default", "exact-tls", Some(&exact), None),
+        tls_secret("default", "wild-tls", Some(&wild), None),
+        tls_ingress(
+            "shop",
+            &[("a.shop.test", "web"), ("b.shop.test", "web")],
+            &[
+                (&["a.shop.test"], Some("exact-tls")),
+                (&["*.shop.test"], Some("wild-tls")),
+            ],
+            &[],
+        ),
+    ]
+    .concat();
+    let settings = tls_settings(&format!(
+        "default_certificate_file = \"{}\"\ndefault_key_file = \"{}\"\n",
+        crt.display(),
+        key.display()
+    ));
+    let s = Sluice::start_with(&manifests, &settings).await;
+    let addr = https(&s);
+    for (sni, want) in [
+        (Some("a.shop.test"), "exact"),
+        (Some("A.Shop.Test"), "exact"),
+        (Some("b.shop.test"), "wildcard"),
+        (Some("x.b.shop.test"), "configured default"),
+        (Some("shop.test"), "configured default"),
+        (Some("other.test"), "configured default"),
+        (None, "configured default"),
+    ] {
+        let opts = ClientTls {
+            sni: sni.map(str::to_string),
+            ..Default::default()
+        };
+        assert_eq!(served(addr, &opts).await.cn, want, "{sni:?}");
+    }
+    // A request over TLS reaches the backend, which learns it was https.
+    let (r, _) = https_get(
+        addr,
+        &ClientTls::sni("b.shop.test"),
+        "b.shop.test",
+        "/x?y=1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), "a");
+    assert_eq!(r.json()["uri"], "/x?y=1");
+    assert_eq!(r.upstream_header("x-forwarded-proto"), vec!["https"]);
+    assert_eq!(
+        r.upstream_header("x-forwarded-port"),
+        vec![addr.port().to_string()]
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_default_a_generated_self_signed_certificate_is_served() {
+    let s = Sluice::start_with("", &tls_settings("")).await;
+    let got = served(https(&s), &ClientTls::sni("unknown.test")).await;
+    assert_eq!(got.cn, "sluice default certificate");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_served_on_the_next_handshake_without_a_restart() {
+    let ca = Ca::root("test root");
+    let first = ca.issue(&Leaf::server("first", &["r.test"]));
+    let second = ca.issue(&Leaf::server("second", &["r.test"]));
+    let ingress = tls_ingress(
+        "r",
+        &[("r.test", "web")],
+        &[(&["r.test"], Some("r-tls"))],
+        &[],
+    );
+    let s = Sluice::start_with(
+        &[
+            ingress.clone(),
+            tls_secret("default", "r-tls", Some(&first), None),
+        ]
+        .concat(),
+        &tls_settings(""),
+    )
+    .await;
+    let opts = ClientTls::sni("r.test");
+    assert_eq!(served(https(&s), &opts).await.cn, "first");
+    s.write_manifest(
+        "routes.yaml",
+        &[ingress, tls_secret("default", "r-tls", Some(&second), None)].concat(),
+    );
+    wait_for_cert(https(&s), &opts, "second").await;
+}
+
+#[tokio::test]
+async fn a_broken_secret_sends_only_its_own_hosts_to_the_default_certificate_and_is_reported() {
+    let ca = Ca::root("test root");
+    let good = ca.issue(&Leaf::server("good", &["good.test"]));
+    let other = ca.issue(&Leaf::server("other", &["bad.test"]).key(Key::P256));
+    // The key of one certificate with the certificate of another.
+    let mismatched = Issued {
+        cert: good.cert.clone(),
+        key: other.key.clone(),
+        chain: vec![],
+    };
+    let malformed = "apiVersion: v1\nkind: Secret\nmetadata: {name: junk-tls, namespace: default}\n\
+        type: kubernetes.io/tls\nstringData: {tls.crt: \"not a certificate\", tls.key: \"nor a key\"}\n---\n";
+    let manifests = [
+        tls_secret("default", "good-tls", Some(&good), None),
+        tls_secret("default", "bad-tls", Some(&mismatched), None),
+        malformed.to_string(),
+        tls_ingress(
+            "mixed",
+            &[("good.test", "web")],
+            &[
+                (&["good.test"], Some("good-tls")),
+                (&["bad.test"], Some("bad-tls")),
+                (&["junk.test"], Some("junk-tls")),
+                (&["gone.test"], Some("missing-tls")),
+            ],
+            &[],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start_with(&manifests, &tls_settings("")).await;
+    let addr = https(&s);
+    assert_eq!(served(addr, &ClientTls::sni("good.test")).await.cn, "good");
+    for name in ["bad.test", "junk.test", "gone.test"] {
+        assert_eq!(
+            served(addr, &ClientTls::sni(name)).await.cn,
+            "sluice default certificate",
+            "{name}"
+        );
+    }
+    let skipped = s
+        .running
+        .as_ref()
+        .unwrap()
+        .state
+        .live()
+        .snapshot
+        .skipped
+        .clone();
+    let text: Vec<String> = skipped
+        .iter()
+        .map(|k| format!("{} {}", k.reason.as_str(), k.message))
+        .collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(
+        has("InvalidSecret Secret default/bad-tls: tls.key does not match"),
+        "{text:#?}"
+    );
+    assert!(
+        has("InvalidSecret Secret default/junk-tls: tls.crt"),
+        "{text:#?}"
+    );
+    assert!(
+        has("MissingSecret spec.tls[3]: Secret default/missing-tls does not exist"),
+        "{text:#?}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_to_a_host_with_tls_is_redirected_to_https_keeping_host_path_and_query() {
+    let a = Backend::start("a").await;
+    let manifests = [
+        service_with("default", "web", &[a.addr]),
+        tls_ingress(
+            "secure",
+            &[("secure.test", "web")],
+            &[(&["secure.test"], None)],
+            &[],
+        ),
+        tls_ingress(
+            "optout",
+            &[("optout.test", "web")],
+            &[(&["optout.test"], None)],
+            &[("sluice.dev/ssl-redirect", "false")],
+        ),
+        tls_ingress("plain", &[("plain.test", "web")], &[], &[]),
+    ]
+    .concat();
+    let s = Sluice::start_with(&manifests, &tls_settings("")).await;
+    let r = s.get("Secure.Test:8080", "/a/b?c=d&e=%20").await;
+    assert_eq!(r.status, 308, "{}", r.body);
+    assert_eq!(
+        r.headers["location"],
+        format!("https://secure.test:{}/a/b?c=d&e=%20", https(&s).port())
+    );
+    assert_eq!(a.hits(), 0);
+    assert_eq!(s.get("optout.test", "/").await.status, 200);
+    assert_eq!(s.get("plain.test", "/").await.status, 200);
+    // Over TLS the same host is served.
+    let (r, _) = https_get(
+        https(&s),
+        &ClientTls::sni("secure.test"),
+        "secure.test",
+        "/",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn redirects_are_off_for_every_host_when_the_settings_say_so() {
+    let a = Backend::start("a").await;
+    let manifests = [
+        service_with("default", "web", &[a.addr]),
+        tls_ingress(
+            "secure",
+            &[("secure.test", "web")],
+            &[(&["secure.test"], None)],
+            &[],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start_with(&manifests, &tls_settings("ssl_redirect = false")).await;
+    assert_eq!(s.get("secure.test", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn h2_is_negotiated_over_tls_and_requests_are_routed_by_authority() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let manifests = [
+        service_with("default", "svc-a", &[a.addr]),
+        service_with("default", "svc-b", &[b.addr]),
+        tls_ingress(
+            "two",
+            &[("a.test", "svc-a"), ("b.test", "svc-b")],
+            &[(&["a.test", "b.test"], None)],
+            &[],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start_with(&manifests, &tls_settings("")).await;
+    let opts = ClientTls::sni("a.test").h2();
+    let (r, served) = https_get(https(&s), &opts, "b.test", "/x").await.unwrap();
+    assert_eq!(served.alpn.as_deref(), Some("h2"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), "b");
+    assert_eq!(r.upstream_header("x-forwarded-proto"), vec!["https"]);
+    // A client that offers only HTTP/1.1 gets it.
+    let (r, served) = https_get(https(&s), &ClientTls::sni("a.test"), "a.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(served.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(r.backend(), "a");
+}
+
+#[tokio::test]
+async fn handshakes_are_counted_in_the_metrics() {
+    let s = Sluice::start_with("", &tls_settings("")).await;
+    served(https(&s), &ClientTls::sni("x.test")).await;
+    // A client with no cipher suite in common.
+    let refused = ClientTls::sni("x.test").tls12("AES128-SHA");
+    assert!(tls_connect(https(&s), &refused).await.is_err());
+    let admin = s.admin;
+    eventually(STEP, "handshake metrics", || async move {
+        let text = get(admin, "x", "/metrics").await.body;
+        (text.contains("sluice_tls_handshakes_total{result=\"full\"} 1")
+            && text.contains("sluice_tls_handshake_failures_total{reason=\"other\"}"))
+        .then_some(())
+    })
+    .await;
+}
