@@ -340,3 +340,304 @@ async fn handshakes_are_counted_in_the_metrics() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Client certificates
+
+/// Two CAs, a client certificate from each (the first through an intermediate), and sluice
+/// serving `verify.test`, `optional.test`, `pass.test` and `open.test` with the matching modes.
+struct MtlsSetup {
+    s: Sluice,
+    _backend: Backend,
+    good: Issued,
+    direct: Issued,
+    foreign: Issued,
+}
+
+async fn mtls_setup() -> MtlsSetup {
+    let ca = Ca::root("client root");
+    let inter = ca.intermediate("client intermediate");
+    let good = inter.issue(&Leaf::client("good client").key(Key::P256));
+    let direct = ca.issue(&Leaf::client("direct client").key(Key::P256));
+    let other = Ca::root("other root");
+    let foreign = other.issue(&Leaf::client("foreign client").key(Key::P256));
+    let a = Backend::start("a").await;
+    let auth = |mode: &str| {
+        vec![
+            ("sluice.dev/client-auth", mode.to_string()),
+            ("sluice.dev/client-ca-secret", "client-ca".to_string()),
+        ]
+    };
+    let mut manifests = vec![
+        service_with("default", "web", &[a.addr]),
+        tls_secret("default", "client-ca", None, Some(&ca.cert_pem())),
+        tls_ingress(
+            "open",
+            &[("open.test", "web"), ("plain.test", "web")],
+            &[(&["open.test"], None)],
+            &[],
+        ),
+    ];
+    for (name, mode) in [
+        ("verify", "verify"),
+        ("optional", "optional"),
+        ("pass", "passthrough"),
+    ] {
+        let annotations = auth(mode);
+        let annotations: Vec<(&str, &str)> =
+            annotations.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let host = format!("{name}.test");
+        manifests.push(tls_ingress(
+            name,
+            &[(&host, "web")],
+            &[(&[host.as_str()], None)],
+            &annotations,
+        ));
+    }
+    let s = Sluice::start_with(&manifests.concat(), &tls_settings("")).await;
+    MtlsSetup {
+        s,
+        _backend: a,
+        good,
+        direct,
+        foreign,
+    }
+}
+
+#[tokio::test]
+async fn verify_mode_refuses_clients_without_a_certificate_from_the_ca() {
+    let m = mtls_setup().await;
+    let addr = https(&m.s);
+    let opts = ClientTls::sni("verify.test");
+    for (what, client) in [
+        ("no certificate", opts.clone()),
+        (
+            "a certificate from another CA",
+            opts.clone().cert(&m.foreign),
+        ),
+    ] {
+        let r = https_get(addr, &client, "verify.test", "/").await;
+        assert!(r.is_err(), "{what}: {:?}", r.map(|(r, _)| r.status));
+    }
+    for (what, client) in [
+        ("through an intermediate", &m.good),
+        ("directly", &m.direct),
+    ] {
+        let (r, _) = https_get(addr, &opts.clone().cert(client), "verify.test", "/")
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(r.status, 200, "{what}");
+        assert_eq!(r.upstream_header("x-client-cert-verified"), vec!["SUCCESS"]);
+        let cn = client.common_name();
+        assert_eq!(
+            r.upstream_header("x-client-cert-subject"),
+            vec![format!("CN={cn},O=sluice tests")]
+        );
+        // The client certificate alone, URL-encoded.
+        let cert = &r.upstream_header("x-client-cert")[0];
+        assert!(
+            cert.starts_with("-----BEGIN%20CERTIFICATE-----%0A"),
+            "{cert}"
+        );
+        assert_eq!(cert.matches("BEGIN%20CERTIFICATE").count(), 1);
+    }
+}
+
+#[tokio::test]
+async fn optional_mode_passes_the_verification_result_to_the_upstream() {
+    let m = mtls_setup().await;
+    let addr = https(&m.s);
+    let opts = ClientTls::sni("optional.test");
+    for (client, verified) in [
+        (opts.clone(), "NONE"),
+        (opts.clone().cert(&m.good), "SUCCESS"),
+        (
+            opts.clone().cert(&m.foreign),
+            "FAILED:unable to verify the first certificate",
+        ),
+    ] {
+        let (r, _) = https_get(addr, &client, "optional.test", "/")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.upstream_header("x-client-cert-verified"), vec![verified]);
+        assert_eq!(
+            r.upstream_header("x-client-cert").is_empty(),
+            verified == "NONE"
+        );
+    }
+}
+
+#[tokio::test]
+async fn passthrough_forwards_the_whole_chain_without_verifying_it() {
+    let m = mtls_setup().await;
+    let addr = https(&m.s);
+    let opts = ClientTls::sni("pass.test");
+    let (r, _) = https_get(addr, &opts.clone().cert(&m.good), "pass.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let chain = &r.upstream_header("x-client-cert")[0];
+    assert_eq!(chain.matches("BEGIN%20CERTIFICATE").count(), 2, "{chain}");
+    assert!(r.upstream_header("x-client-cert-verified").is_empty());
+    // Any certificate, or none, is let through.
+    let (r, _) = https_get(addr, &opts.clone().cert(&m.foreign), "pass.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.upstream_header("x-client-cert-subject"),
+        vec!["CN=foreign client,O=sluice tests"]
+    );
+    let (r, _) = https_get(addr, &opts, "pass.test", "/").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.upstream_header("x-client-cert").is_empty());
+}
+
+#[tokio::test]
+async fn client_certificate_headers_sent_by_a_client_never_reach_the_upstream() {
+    let m = mtls_setup().await;
+    let forged = |host: &str| {
+        let mut req = request(host, "/");
+        let h = req.headers_mut();
+        h.insert("x-client-cert", "forged".parse().unwrap());
+        h.insert("X-Client-Cert-Verified", "SUCCESS".parse().unwrap());
+        h.insert("x-client-cert-subject", "CN=admin".parse().unwrap());
+        req
+    };
+    // Plain HTTP, TLS without client auth, and client auth with no certificate.
+    let r = H1::connect(m.s.addr)
+        .await
+        .send(forged("plain.test"))
+        .await
+        .unwrap();
+    let mut replies = vec![r];
+    for host in ["open.test", "optional.test"] {
+        let (r, _) = https_request(https(&m.s), &ClientTls::sni(host), forged(host))
+            .await
+            .unwrap();
+        replies.push(r);
+    }
+    for r in &replies {
+        assert!(r.upstream_header("x-client-cert").is_empty(), "{}", r.body);
+        assert!(r.upstream_header("x-client-cert-subject").is_empty());
+    }
+    assert!(replies[0]
+        .upstream_header("x-client-cert-verified")
+        .is_empty());
+    assert!(replies[1]
+        .upstream_header("x-client-cert-verified")
+        .is_empty());
+    assert_eq!(
+        replies[2].upstream_header("x-client-cert-verified"),
+        vec!["NONE"]
+    );
+}
+
+#[tokio::test]
+async fn a_host_that_differs_from_the_tls_name_gets_421_where_client_certificates_are_involved() {
+    let m = mtls_setup().await;
+    let addr = https(&m.s);
+    // HTTP/2 coalescing or domain fronting: a connection made for one name, a request for
+    // another. (Remove the check in Router::decide and these get 200.)
+    for (sni, host) in [
+        ("open.test", "verify.test"),
+        ("open.test", "optional.test"),
+        ("verify.test", "open.test"),
+        ("optional.test", "verify.test"),
+    ] {
+        let opts = ClientTls::sni(sni).h2().cert(&m.good);
+        let (r, _) = https_get(addr, &opts, host, "/").await.unwrap();
+        assert_eq!(r.status, 421, "SNI {sni}, host {host}");
+    }
+    let opts = ClientTls::sni("verify.test").h2().cert(&m.good);
+    let (r, _) = https_get(addr, &opts, "Verify.Test:443", "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // Without client authentication on either side, names may differ.
+    let (r, _) = https_get(addr, &ClientTls::sni("open.test"), "plain.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn plain_http_to_a_verify_host_is_redirected_even_when_redirects_are_off() {
+    let m = mtls_setup().await;
+    let r = m.s.get("verify.test", "/").await;
+    assert_eq!(r.status, 308);
+}
+
+/// `GET /` with `Connection: close`, as `openssl s_client` sends it.
+fn raw_get(host: &str) -> String {
+    format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
+#[tokio::test]
+async fn a_resumed_tls_session_cannot_skip_client_verification() {
+    let m = mtls_setup().await;
+    let addr = https(&m.s);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        path(name)
+    };
+    let cert = write(
+        "good.crt",
+        String::from_utf8(m.good.cert.to_pem().unwrap()).unwrap(),
+    );
+    let chain = write(
+        "chain.crt",
+        String::from_utf8(m.good.chain[0].to_pem().unwrap()).unwrap(),
+    );
+    let key = write("good.key", m.good.key_pem());
+    let open_sess = path("open.sess");
+    let verify_sess = path("verify.sess");
+
+    // A session from a host without client authentication.
+    let out = s_client(
+        addr,
+        &["-servername", "open.test", "-sess_out", &open_sess],
+        &raw_get("open.test"),
+    )
+    .await;
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    // Offered for the verify host (TLS 1.3 resumes across names): refused, not resumed into.
+    // (Remove the re-verification in the servername callback and this gets a 200.)
+    let out = s_client(
+        addr,
+        &["-servername", "verify.test", "-sess_in", &open_sess],
+        &raw_get("verify.test"),
+    )
+    .await;
+    assert!(!out.contains("HTTP/1.1 200"), "{out}");
+
+    // A session made with a good certificate on the verify host resumes there.
+    let out = s_client(
+        addr,
+        &[
+            "-servername",
+            "verify.test",
+            "-cert",
+            &cert,
+            "-cert_chain",
+            &chain,
+            "-key",
+            &key,
+            "-sess_out",
+            &verify_sess,
+        ],
+        &raw_get("verify.test"),
+    )
+    .await;
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    let out = s_client(
+        addr,
+        &["-servername", "verify.test", "-sess_in", &verify_sess],
+        &raw_get("verify.test"),
+    )
+    .await;
+    assert!(out.contains("Reused, TLSv1.3"), "{out}");
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+}
