@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use openssl::hash::MessageDigest;
+
 use crate::support::pki::*;
 use crate::support::*;
 
@@ -640,4 +642,122 @@ async fn a_resumed_tls_session_cannot_skip_client_verification() {
     .await;
     assert!(out.contains("Reused, TLSv1.3"), "{out}");
     assert!(out.contains("HTTP/1.1 200"), "{out}");
+}
+
+#[tokio::test]
+async fn ecdsa_goes_to_clients_that_offer_it_and_rsa_to_the_others() {
+    let ca = Ca::root("test root");
+    let rsa = ca.issue(&Leaf::server("rsa", &["dual.test"]));
+    let ecdsa = ca.issue(&Leaf::server("ecdsa", &["dual.test"]).key(Key::P256));
+    let manifests = [
+        tls_secret("default", "rsa-tls", Some(&rsa), None),
+        tls_secret("default", "ecdsa-tls", Some(&ecdsa), None),
+        tls_ingress(
+            "dual",
+            &[("dual.test", "web")],
+            &[
+                (&["dual.test"], Some("rsa-tls")),
+                (&["dual.test"], Some("ecdsa-tls")),
+            ],
+            &[],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start_with(&manifests, &tls_settings("")).await;
+    let addr = https(&s);
+    let base = ClientTls::sni("dual.test");
+    for (what, opts, want) in [
+        ("TLS 1.3, default offer", base.clone(), "ecdsa"),
+        (
+            "TLS 1.3, RSA listed first",
+            base.clone()
+                .sigalgs("RSA-PSS+SHA256:RSA+SHA256:ECDSA+SHA256"),
+            "ecdsa",
+        ),
+        (
+            "TLS 1.3, RSA only",
+            base.clone().sigalgs("RSA-PSS+SHA256:RSA+SHA256"),
+            "rsa",
+        ),
+        (
+            "TLS 1.2, ECDSA suites",
+            base.clone()
+                .tls12("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"),
+            "ecdsa",
+        ),
+        (
+            "TLS 1.2, RSA suites only",
+            base.clone().tls12("ECDHE-RSA-AES128-GCM-SHA256"),
+            "rsa",
+        ),
+    ] {
+        assert_eq!(served(addr, &opts).await.cn, want, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn expired_and_not_yet_valid_certificates_are_skipped_and_the_strongest_valid_one_wins() {
+    let ca = Ca::root("test root");
+    let names = ["pick.test"];
+    let expired = ca.issue(
+        &Leaf::server("expired", &names)
+            .key(Key::P384)
+            .digest(MessageDigest::sha384())
+            .valid_days(-30, -1),
+    );
+    let future = ca.issue(
+        &Leaf::server("future", &names)
+            .key(Key::P384)
+            .digest(MessageDigest::sha512())
+            .valid_days(1, 60),
+    );
+    let weak = ca.issue(&Leaf::server("p256 sha256", &names).key(Key::P256));
+    let strong_sig = ca.issue(
+        &Leaf::server("p256 sha384", &names)
+            .key(Key::P256)
+            .digest(MessageDigest::sha384())
+            .valid_days(-1, 10),
+    );
+    let longer = ca.issue(
+        &Leaf::server("p256 sha384 longer", &names)
+            .key(Key::P256)
+            .digest(MessageDigest::sha384())
+            .valid_days(-1, 20),
+    );
+    let bigger_key = ca.issue(&Leaf::server("p384 sha256", &names).key(Key::P384));
+    let cases: [(&[&Issued], &str); 4] = [
+        (&[&expired, &weak], "p256 sha256"),
+        (&[&future, &weak], "p256 sha256"),
+        (&[&weak, &bigger_key, &strong_sig], "p256 sha384"),
+        (&[&strong_sig, &longer, &weak], "p256 sha384 longer"),
+    ];
+    for (certs, want) in cases {
+        let mut manifests = Vec::new();
+        let mut tls: Vec<(&[&str], Option<&str>)> = Vec::new();
+        let secret_names: Vec<String> = (0..certs.len()).map(|i| format!("c{i}")).collect();
+        for (i, c) in certs.iter().enumerate() {
+            manifests.push(tls_secret("default", &secret_names[i], Some(c), None));
+        }
+        for n in &secret_names {
+            tls.push((&names, Some(n.as_str())));
+        }
+        manifests.push(tls_ingress("pick", &[("pick.test", "web")], &tls, &[]));
+        let s = Sluice::start_with(&manifests.concat(), &tls_settings("")).await;
+        let got = served(https(&s), &ClientTls::sni("pick.test")).await;
+        assert_eq!(got.cn, want);
+    }
+    // Only an expired certificate: the default one is served instead.
+    let manifests = [
+        tls_secret("default", "old", Some(&expired), None),
+        tls_ingress(
+            "old",
+            &[("pick.test", "web")],
+            &[(&names, Some("old"))],
+            &[],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start_with(&manifests, &tls_settings("")).await;
+    let got = served(https(&s), &ClientTls::sni("pick.test")).await;
+    assert_eq!(got.cn, "sluice default certificate");
 }
