@@ -31,7 +31,15 @@ async fn metrics_count_known_traffic_by_route_and_status_class() {
     for _ in 0..2 {
         assert_eq!(s.get("nowhere.test", "/").await.status, 404);
     }
-    let text = scrape(&s).await;
+    // Pingora runs the logging phase, which counts, after the response has gone out: wait for
+    // every request to be counted.
+    let ok = "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"}";
+    let unrouted = "sluice_requests_total{ingress=\"\",method=\"GET\",namespace=\"\",service=\"\",status_class=\"4xx\"}";
+    let text = eventually(STEP, "every request to be counted", || async {
+        let text = scrape(&s).await;
+        (sample(&text, ok) == Some(3.0) && sample(&text, unrouted) == Some(2.0)).then_some(text)
+    })
+    .await;
     assert_eq!(
         sample(&text, "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"}"),
         Some(3.0),
