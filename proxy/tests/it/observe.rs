@@ -58,6 +58,19 @@ async fn metrics_count_known_traffic_by_route_and_status_class() {
         Some(1.0)
     );
     assert!(sample(&text, "sluice_last_sync_timestamp_seconds").unwrap_or(0.0) > 1.0e9);
+    // Every client above has closed its connection (scrapes go to the admin listener)...
+    let admin = s.admin;
+    let open = |want: f64| async move {
+        let text = get(admin, "admin", "/metrics").await.body;
+        (sample(&text, "sluice_downstream_connections_open") == Some(want)).then_some(())
+    };
+    eventually(STEP, "no open connection", || open(0.0)).await;
+    // ...and an idle keepalive connection counts while it is open.
+    let mut conn = H1::connect(s.addr).await;
+    assert_eq!(conn.get("shop.test", "/").await.unwrap().status, 200);
+    eventually(STEP, "one open connection", || open(1.0)).await;
+    drop(conn);
+    eventually(STEP, "the connection to close", || open(0.0)).await;
     // No raw path, host or client address becomes a label.
     for leak in ["/x", "nowhere.test", "127.0.0.1"] {
         assert!(!text.contains(leak), "{leak} leaked into the metrics");
