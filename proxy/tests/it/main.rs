@@ -8,6 +8,7 @@ mod support;
 mod binary;
 mod failures;
 mod headers;
+mod kube;
 mod live;
 mod observe;
 mod routing;

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_apiserver;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -419,6 +421,12 @@ impl Sluice {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("manifests")).unwrap();
         std::fs::write(dir.path().join("manifests/routes.yaml"), manifests).unwrap();
+        Sluice::start_in(dir, settings_text, true).await
+    }
+
+    /// Starts sluice with `settings_text` as `sluice.toml` in `dir`; waits for readiness when
+    /// `ready` is set.
+    pub async fn start_in(dir: tempfile::TempDir, settings_text: &str, ready: bool) -> Sluice {
         let config = dir.path().join("sluice.toml");
         std::fs::write(&config, settings_text).unwrap();
         let settings = sluice_config::Settings::load(&config).unwrap();
@@ -426,11 +434,13 @@ impl Sluice {
         let running = sluice::start_with(settings, Box::new(access_log.clone())).unwrap();
         let (addr, admin) = (running.http_addrs[0], running.admin_addr);
         let state = running.state.clone();
-        eventually(STEP, "the first snapshot", || {
-            let ready = state.is_ready();
-            async move { ready.then_some(()) }
-        })
-        .await;
+        if ready {
+            eventually(STEP, "the first snapshot", || {
+                let ready = state.is_ready();
+                async move { ready.then_some(()) }
+            })
+            .await;
+        }
         Sluice {
             running: Some(running),
             addr,
