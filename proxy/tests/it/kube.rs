@@ -46,26 +46,10 @@ fn ingress_obj(ns: &str, name: &str, host: &str, service: &str) -> Value {
                          "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}})
 }
 
-/// Settings for a sluice on the kubernetes source, with a kubeconfig for `api` in `dir`.
-fn kube_settings(dir: &std::path::Path, api: &FakeApiServer, identity: &str) -> String {
-    let kubeconfig = dir.join(format!("kubeconfig-{identity}"));
-    std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
-    test_settings("").replace(
-        "[source.files]\ndirectory = \"manifests\"\npoll_interval_ms = 20\n",
-        "",
-    ) + &format!(
-        "[source]\nkind = \"kubernetes\"\n[source.kubernetes]\nkubeconfig = \"{}\"\n\
-             [leader_election]\nlease_name = \"sluice-test\"\nlease_namespace = \"sluice\"\n\
-             lease_duration_secs = 2\nrenew_period_secs = 1\nidentity = \"{identity}\"\n\
-             [status]\naddresses = [\"192.0.2.10\", \"lb.example.test\"]\n",
-        kubeconfig.display()
-    )
-}
-
 /// A sluice on the kubernetes source; `ready` says whether to wait for readiness.
 async fn start_kube(api: &FakeApiServer, identity: &str, ready: bool) -> Sluice {
     let dir = tempfile::tempdir().unwrap();
-    let text = kube_settings(dir.path(), api, identity);
+    let text = kube_settings_text(&test_settings(""), dir.path(), api, identity);
     Sluice::start_in(dir, &text, ready).await
 }
 

@@ -31,17 +31,14 @@ async fn metrics_count_known_traffic_by_route_and_status_class() {
     for _ in 0..2 {
         assert_eq!(s.get("nowhere.test", "/").await.status, 404);
     }
-    let text = scrape(&s).await;
-    assert_eq!(
-        sample(&text, "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"}"),
-        Some(3.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, "sluice_requests_total{ingress=\"\",method=\"GET\",namespace=\"\",service=\"\",status_class=\"4xx\"}"),
-        Some(2.0),
-        "{text}"
-    );
+    // Requests are counted as they finish, just after their responses are sent.
+    let text = eventually(STEP, "the counts of five requests", || async {
+        let text = scrape(&s).await;
+        let ok = sample(&text, "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"}");
+        let missing = sample(&text, "sluice_requests_total{ingress=\"\",method=\"GET\",namespace=\"\",service=\"\",status_class=\"4xx\"}");
+        (ok == Some(3.0) && missing == Some(2.0)).then_some(text)
+    })
+    .await;
     assert_eq!(
         sample(&text, "sluice_request_duration_seconds_count{ingress=\"web\",namespace=\"shop\",service=\"api\"}"),
         Some(3.0)
@@ -92,7 +89,12 @@ async fn connect_errors_and_retries_are_counted() {
     for _ in 0..4 {
         assert_eq!(s.get("x", "/").await.status, 200);
     }
-    let text = scrape(&s).await;
+    let text = eventually(STEP, "four counted requests", || async {
+        let text = scrape(&s).await;
+        let n = sample(&text, "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"default\",service=\"web\",status_class=\"2xx\"}");
+        (n == Some(4.0)).then_some(text)
+    })
+    .await;
     let labels = "{ingress=\"web\",namespace=\"default\",service=\"web\"}";
     // Some requests try the dead endpoint first (how many depends on the balancer's rotation);
     // each such failed connect was retried on the live one.

@@ -368,8 +368,61 @@ pub fn ingress(ns: &str, name: &str, host: Option<&str>, paths: &[PathRule<'_>])
 // ---------------------------------------------------------------------------------------------
 // sluice in-process
 
+tokio::task_local! {
+    /// Set (by [`through_both_sources`]) to run a test's sluice on the kubernetes source: its
+    /// manifests are applied to a fake API server instead of being written to a folder.
+    pub static KUBE_SOURCE: bool;
+}
+
+/// Generates, for each named `async fn` test body, one test on the files source and one on the
+/// kubernetes source.
+#[macro_export]
+macro_rules! through_both_sources {
+    ($($name:ident),* $(,)?) => {
+        mod files_source {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name().await
+                }
+            )*
+        }
+        mod kubernetes_source {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::support::KUBE_SOURCE.scope(true, super::$name()).await
+                }
+            )*
+        }
+    };
+}
+
+/// Settings text that reads `api` instead of the manifests folder; the kubeconfig goes in `dir`.
+pub fn kube_settings_text(
+    base: &str,
+    dir: &Path,
+    api: &fake_apiserver::FakeApiServer,
+    identity: &str,
+) -> String {
+    let kubeconfig = dir.join(format!("kubeconfig-{identity}"));
+    std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
+    base.replace(
+        "[source.files]\ndirectory = \"manifests\"\npoll_interval_ms = 20\n",
+        "",
+    ) + &format!(
+        "[source]\nkind = \"kubernetes\"\n[source.kubernetes]\nkubeconfig = \"{}\"\n\
+         [leader_election]\nlease_name = \"sluice-test\"\nlease_namespace = \"sluice\"\n\
+         lease_duration_secs = 5\nrenew_period_secs = 1\nidentity = \"{identity}\"\n\
+         [status]\naddresses = [\"192.0.2.10\", \"lb.example.test\"]\n",
+        kubeconfig.display()
+    )
+}
+
 /// A sluice started in-process on loopback port 0, reading a temporary folder of manifests.
 pub struct Sluice {
+    /// The fake API server, when the test runs on the kubernetes source.
+    pub api: Option<fake_apiserver::FakeApiServer>,
     pub running: Option<sluice::Running>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
@@ -418,6 +471,18 @@ impl Sluice {
     }
 
     pub async fn start_with(manifests: &str, settings_text: &str) -> Sluice {
+        if KUBE_SOURCE.try_with(|k| *k).unwrap_or(false) {
+            let api = fake_apiserver::FakeApiServer::start().await;
+            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(manifests).unwrap();
+            for doc in docs.into_iter().filter(|d| !d.is_null()) {
+                api.apply(doc);
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let text = kube_settings_text(settings_text, dir.path(), &api, "test");
+            let mut s = Sluice::start_in(dir, &text, true).await;
+            s.api = Some(api);
+            return s;
+        }
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("manifests")).unwrap();
         std::fs::write(dir.path().join("manifests/routes.yaml"), manifests).unwrap();
@@ -442,6 +507,7 @@ impl Sluice {
             .await;
         }
         Sluice {
+            api: None,
             running: Some(running),
             addr,
             admin,
