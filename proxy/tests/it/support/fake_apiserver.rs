@@ -990,6 +990,8 @@ fn patch(
 
 #[cfg(test)]
 mod tests {
+    // Unused when this module is compiled into a bench, which runs no tests.
+    #[allow(unused_imports)]
     use super::*;
 
     #[test]
