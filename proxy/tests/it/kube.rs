@@ -1,8 +1,6 @@
 //! The Kubernetes source, end to end: the real kube-rs client inside sluice talks to the
 //! in-repo fake API server over plain HTTP on loopback.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -162,35 +160,7 @@ async fn endpoint_churn_under_concurrent_load_fails_no_request() {
     ];
     let api = cluster(&[&backends[0]]).await;
     let s = start_kube(&api, "one", true).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failures, addr) = (stop.clone(), ok.clone(), failures.clone(), s.addr);
-        clients.push(tokio::spawn(async move {
-            let mut conn = H1::connect(addr).await;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            for _ in 0..50_000 {
-                if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
-                    break;
-                }
-                match conn.get("web.test", "/").await {
-                    Ok(r) if r.status == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{} {}", r.status, r.body)),
-                    Err(e) => {
-                        failures.lock().unwrap().push(e);
-                        conn = H1::connect(addr).await;
-                    }
-                }
-            }
-        }));
-    }
+    let load = Load::start(s.addr, "web.test", 4);
     // Churn: every slice update moves the Service to another single endpoint (each backend has
     // its own port, so one slice holds one backend at a time), 30 times.
     for i in 0..30 {
@@ -198,18 +168,15 @@ async fn endpoint_churn_under_concurrent_load_fails_no_request() {
         api.apply(slice_obj("default", "web", "web-1", &[next]));
         s.wait_for_backend("web.test", "/", &next.name).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let failures = failures.lock().unwrap();
+    let succeeded = load.ok();
+    let failures = load.stop().await;
     assert!(
         failures.is_empty(),
         "{} failed: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(ok.load(Ordering::SeqCst) > 100);
+    assert!(succeeded > 100, "{succeeded}");
     assert!(backends.iter().all(|b| b.hits() > 0));
 }
 

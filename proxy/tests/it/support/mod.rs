@@ -298,6 +298,82 @@ pub async fn get_h2c(addr: SocketAddr, host: &str, path: &str) -> Reply {
     reply
 }
 
+/// Concurrent clients, each on its own keepalive connection, sending GETs in a loop (bounded in
+/// count and time) and recording every request that did not get a 200.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, host: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                tokio::spawn(async move {
+                    let mut conn = H1::connect(addr).await;
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    for _ in 0..50_000 {
+                        if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                            break;
+                        }
+                        match conn.get(host, "/").await {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} {}", r.status, r.body)),
+                            Err(e) => {
+                                failures.lock().unwrap().push(e);
+                                conn = H1::connect(addr).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            clients,
+        }
+    }
+
+    /// Requests answered 200 so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more requests have succeeded.
+    pub async fn wait_for_more(&self, n: usize) {
+        let target = self.ok() + n;
+        let ok = self.ok.clone();
+        eventually(STEP, "more requests under load", || {
+            let now = ok.load(Ordering::SeqCst);
+            async move { (now >= target).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Stops the clients and returns every failure seen.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        failures
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Manifests
 
