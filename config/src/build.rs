@@ -2,8 +2,9 @@
 //!
 //! [`build`] decides which Ingresses this controller serves (IngressClass rules), validates and
 //! merges their rules oldest first (so a contested rule goes to the oldest Ingress), resolves each
-//! backend to a Service port and the ready endpoint addresses behind it, and reports every rule it
-//! skipped with the reason. A bad rule degrades only itself.
+//! backend to a Service port and the ready endpoint addresses behind it, computes the TLS policy
+//! of every name in `spec.tls` ([`crate::tls`]), and reports every rule it skipped with the
+//! reason. A bad rule degrades only itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +14,7 @@ use crate::model::{
     ServiceInput,
 };
 use crate::routes::{parse_rule_host, MatchKind, RouteEntry, RouteTable, TargetId};
+use crate::tls::TlsPolicy;
 
 /// The legacy annotation that names a class, honoured before `spec.ingressClassName`.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -73,6 +75,13 @@ pub enum SkipReason {
     MissingPort,
     UnsupportedBackend,
     ConflictingRule,
+    /// A `sluice.dev/` annotation with a value sluice does not accept.
+    InvalidAnnotation,
+    /// A Secret named by `spec.tls` or an annotation does not exist.
+    MissingSecret,
+    /// A Secret that exists but cannot serve: wrong type, missing keys, malformed or mismatched
+    /// certificate and key.
+    InvalidSecret,
 }
 
 impl SkipReason {
@@ -86,6 +95,9 @@ impl SkipReason {
             SkipReason::MissingPort => "MissingPort",
             SkipReason::UnsupportedBackend => "UnsupportedBackend",
             SkipReason::ConflictingRule => "ConflictingRule",
+            SkipReason::InvalidAnnotation => "InvalidAnnotation",
+            SkipReason::MissingSecret => "MissingSecret",
+            SkipReason::InvalidSecret => "InvalidSecret",
         }
     }
 }
@@ -103,6 +115,9 @@ pub struct Skipped {
 pub struct ServedIngress {
     pub object: ObjectRef,
     pub annotations: BTreeMap<String, String>,
+    /// Whether its routes redirect plain HTTP to https on hosts with TLS
+    /// (`sluice.dev/ssl-redirect`).
+    pub ssl_redirect: bool,
 }
 
 /// An immutable description of everything the proxy should do, built whole and swapped whole.
@@ -115,6 +130,8 @@ pub struct Snapshot {
     pub ingresses: Vec<ServedIngress>,
     /// The ready endpoint addresses of every pool a route uses, sorted.
     pub endpoints: BTreeMap<PoolKey, Vec<SocketAddr>>,
+    /// Names with TLS: their certificate Secrets and client authentication.
+    pub tls: TlsPolicy,
     /// Everything not served as written, sorted.
     pub skipped: Vec<Skipped>,
 }
@@ -190,12 +207,18 @@ pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
     };
 
     for (index, ingress) in served.iter().enumerate() {
+        let ssl_redirect = crate::tls::ssl_redirect(ingress).unwrap_or_else(|message| {
+            b.skip(ingress, SkipReason::InvalidAnnotation, message);
+            true
+        });
         b.snapshot.ingresses.push(ServedIngress {
             object: ingress.object_ref(),
             annotations: ingress.annotations.clone(),
+            ssl_redirect,
         });
         b.add_ingress(index, ingress);
     }
+    b.snapshot.tls = crate::tls::policy(&served, &inputs.secrets, &mut b.snapshot.skipped);
     b.snapshot.skipped.sort();
     b.snapshot
 }

@@ -6,6 +6,8 @@
 //! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend
 //!   targets, ready endpoints, and every rule skipped with its reason.
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
+//! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
+//!   order in which certificates covering the same name are chosen.
 //!
 //! No tokio, no sockets, no Pingora: everything here is tested in milliseconds.
 
@@ -14,6 +16,7 @@ pub mod model;
 pub mod report;
 pub mod routes;
 pub mod settings;
+pub mod tls;
 
 pub use build::{build, ClassPolicy, PoolKey, SkipReason, Skipped, Snapshot, Target};
 pub use routes::{RouteEntry, RouteTable};

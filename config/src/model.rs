@@ -1,7 +1,7 @@
 //! Ingress-shaped inputs of snapshot building.
 //!
 //! These mirror the parts of `networking.k8s.io/v1` Ingress, IngressClass, `v1` Service and
-//! `discovery.k8s.io/v1` EndpointSlice that routing needs, and nothing else. Both sources (the
+//! Secret, and `discovery.k8s.io/v1` EndpointSlice that routing and TLS need, and nothing else. Both sources (the
 //! folder of manifests and the API server) translate Kubernetes objects into these, so one pure
 //! function ([`crate::build::build`]) turns either into routes.
 
@@ -159,6 +159,27 @@ pub struct EndpointSliceInput {
     pub endpoints: Vec<EndpointInput>,
 }
 
+/// The `type` of Secrets that hold a certificate and its key.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// A Secret, without its data: which keys it has, not what they hold. The certificate material
+/// stays in the proxy, which parses it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecretInput {
+    pub namespace: String,
+    pub name: String,
+    /// `type`, such as `kubernetes.io/tls` or `Opaque`.
+    pub type_: String,
+    /// The keys present in `data` (and `stringData`), with a non-empty value.
+    pub keys: std::collections::BTreeSet<String>,
+}
+
+impl SecretInput {
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef::new(&self.namespace, &self.name)
+    }
+}
+
 /// Everything snapshot building reads, by kind.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -166,4 +187,5 @@ pub struct Inputs {
     pub classes: Vec<IngressClassInput>,
     pub services: Vec<ServiceInput>,
     pub slices: Vec<EndpointSliceInput>,
+    pub secrets: Vec<SecretInput>,
 }

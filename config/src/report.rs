@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use crate::build::{Snapshot, Target};
 use crate::model::ObjectRef;
 use crate::routes::{MatchKind, RouteEntry};
+use crate::tls::SecretPurpose;
 
 /// One served route as the report shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct RouteLine {
 pub struct IngressReport {
     pub routes: Vec<RouteLine>,
     pub default_backend: Option<String>,
+    /// TLS lines: which Secret serves which names, and client authentication.
+    pub tls: Vec<String>,
     /// (reason, message) of every rule skipped.
     pub skipped: Vec<(String, String)>,
 }
@@ -72,6 +75,27 @@ pub fn report(snapshot: &Snapshot) -> BTreeMap<ObjectRef, IngressReport> {
                 .default_backend = Some(describe_target(snapshot, entry));
         }
     }
+    for u in &snapshot.tls.uses {
+        let line = match u.purpose {
+            SecretPurpose::Certificate => {
+                format!("{} <- Secret {}", u.hosts.join(", "), u.secret)
+            }
+            SecretPurpose::ClientCa => format!(
+                "{} client certificates checked against Secret {}",
+                u.hosts.join(", "),
+                u.secret
+            ),
+        };
+        out.entry(u.ingress.clone()).or_default().tls.push(line);
+    }
+    for (host, t) in snapshot.tls.hosts() {
+        if let Some(from) = &t.client_auth_from {
+            out.entry(from.clone()).or_default().tls.push(format!(
+                "{host} client-auth {}",
+                t.client_auth.mode.as_str()
+            ));
+        }
+    }
     for s in &snapshot.skipped {
         out.entry(s.ingress.clone())
             .or_default()
@@ -86,7 +110,11 @@ pub fn render(snapshot: &Snapshot) -> String {
     let mut text = String::new();
     for (ingress, r) in report(snapshot) {
         let _ = writeln!(text, "Ingress {ingress}");
-        if r.routes.is_empty() && r.default_backend.is_none() && r.skipped.is_empty() {
+        if r.routes.is_empty()
+            && r.default_backend.is_none()
+            && r.skipped.is_empty()
+            && r.tls.is_empty()
+        {
             let _ = writeln!(text, "  (no rules)");
         }
         for line in &r.routes {
@@ -102,6 +130,9 @@ pub fn render(snapshot: &Snapshot) -> String {
         }
         if let Some(d) = &r.default_backend {
             let _ = writeln!(text, "  default  -> {d}");
+        }
+        for line in &r.tls {
+            let _ = writeln!(text, "  tls      {line}");
         }
         for (reason, message) in &r.skipped {
             let _ = writeln!(text, "  skipped  {reason}: {message}");
@@ -199,6 +230,55 @@ Ingress web/site
   skipped  MissingService: spec.rules[0].http.paths[1]: Service web/missing does not exist
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn the_report_shows_which_secret_serves_which_names_and_client_auth() {
+        let ingress = IngressInput {
+            namespace: "web".into(),
+            name: "tls".into(),
+            class_name: Some("sluice".into()),
+            annotations: [
+                ("sluice.dev/client-auth".to_string(), "verify".to_string()),
+                ("sluice.dev/client-ca-secret".to_string(), "ca".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            tls: vec![TlsInput {
+                hosts: vec!["a.test".into(), "*.b.test".into()],
+                secret_name: Some("site".into()),
+            }],
+            ..Default::default()
+        };
+        let secret = |name: &str, keys: &[&str]| SecretInput {
+            namespace: "web".into(),
+            name: name.into(),
+            type_: "kubernetes.io/tls".into(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        };
+        let snapshot = build(
+            &Inputs {
+                ingresses: vec![ingress],
+                secrets: vec![
+                    secret("site", &["tls.crt", "tls.key"]),
+                    secret("ca", &["ca.crt"]),
+                ],
+                ..Default::default()
+            },
+            &ClassPolicy {
+                controller: "sluice.dev/ingress-controller".into(),
+                class_name: "sluice".into(),
+                serve_classless: false,
+            },
+        );
+        let expected = "\
+Ingress web/tls
+  tls      *.b.test, a.test client certificates checked against Secret web/ca
+  tls      *.b.test, a.test <- Secret web/site
+  tls      *.b.test client-auth verify
+  tls      a.test client-auth verify
+";
+        assert_eq!(render(&snapshot), expected);
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub const DEFAULT_LEASE_DURATION_SECS: u64 = 15;
 pub const DEFAULT_LEASE_RENEW_PERIOD_SECS: u64 = 5;
 /// The folder of manifests read by the files source, relative to the settings file.
 pub const DEFAULT_FILES_DIRECTORY: &str = "manifests";
+/// Whether plain-HTTP requests for a host with TLS are redirected (308) to https.
+pub const DEFAULT_SSL_REDIRECT: bool = true;
+/// The port written into https redirects; 443 is left out of the URL.
+pub const DEFAULT_HTTPS_REDIRECT_PORT: u16 = 443;
 
 /// Why a settings file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +152,31 @@ pub enum LogFormat {
     Json,
 }
 
+/// The certificate served when no Secret covers the requested name (or the client sent no SNI).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DefaultCertificate {
+    /// A certificate generated at start (self-signed, said in the log).
+    #[default]
+    SelfSigned,
+    /// PEM files: the certificate (optionally followed by its chain) and its private key.
+    Files { certificate: PathBuf, key: PathBuf },
+    /// A `kubernetes.io/tls` Secret, `namespace/name`.
+    Secret(crate::model::ObjectRef),
+}
+
+/// TLS at the edge: the HTTPS listeners and what they serve by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// HTTPS listeners; empty means no HTTPS at all (and no redirects).
+    pub https_listen: Vec<SocketAddr>,
+    pub default_certificate: DefaultCertificate,
+    /// Redirect plain-HTTP requests for hosts with TLS to https (each Ingress may opt out).
+    pub ssl_redirect: bool,
+    /// The port redirects point at (443 is left out of the URL); 0 means the bound port of the
+    /// first HTTPS listener.
+    pub redirect_port: u16,
+}
+
 /// The validated settings that the rest of sluice reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -176,6 +205,7 @@ pub struct Settings {
     /// A `tracing` filter directive such as `info` or `sluice=debug,info`.
     pub log_level: String,
     pub log_format: LogFormat,
+    pub tls: TlsSettings,
 }
 
 impl Settings {
@@ -278,6 +308,31 @@ mod file {
         pub status: Status,
         pub log: Log,
         pub access_log: AccessLog,
+        pub tls: Tls,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Tls {
+        pub https_listen: Vec<String>,
+        pub default_certificate_file: String,
+        pub default_key_file: String,
+        pub default_secret: String,
+        pub ssl_redirect: bool,
+        pub redirect_port: u16,
+    }
+
+    impl Default for Tls {
+        fn default() -> Self {
+            Tls {
+                https_listen: Vec::new(),
+                default_certificate_file: String::new(),
+                default_key_file: String::new(),
+                default_secret: String::new(),
+                ssl_redirect: DEFAULT_SSL_REDIRECT,
+                redirect_port: DEFAULT_HTTPS_REDIRECT_PORT,
+            }
+        }
     }
 
     #[derive(Debug, Deserialize)]
@@ -453,6 +508,91 @@ mod file {
         (!s.trim().is_empty()).then(|| s.trim().to_string())
     }
 
+    /// `namespace/name`, both parts non-empty.
+    fn namespace_name(s: &str) -> Option<(String, String)> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Some((ns.to_string(), name.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    impl Tls {
+        fn validate(
+            self,
+            path: &Path,
+            addr: &dyn Fn(&'static str, &str) -> Result<SocketAddr, ConfigError>,
+        ) -> Result<TlsSettings, ConfigError> {
+            let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            };
+            let https_listen = self
+                .https_listen
+                .iter()
+                .map(|s| addr("tls.https_listen", s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let relative = |p: String| {
+                let p = PathBuf::from(p);
+                if p.is_absolute() {
+                    p
+                } else {
+                    path.parent().unwrap_or(Path::new(".")).join(p)
+                }
+            };
+            let files = (
+                non_empty(&self.default_certificate_file),
+                non_empty(&self.default_key_file),
+            );
+            let secret = non_empty(&self.default_secret);
+            let default_certificate = match (files, secret) {
+                ((Some(_), _), Some(_)) | ((_, Some(_)), Some(_)) => {
+                    return Err(invalid(
+                        "tls.default_secret",
+                        "set either default_secret or the default certificate files, not both"
+                            .into(),
+                    ))
+                }
+                ((Some(certificate), Some(key)), None) => DefaultCertificate::Files {
+                    certificate: relative(certificate),
+                    key: relative(key),
+                },
+                ((Some(_), None), None) => {
+                    return Err(invalid(
+                        "tls.default_key_file",
+                        "is needed with default_certificate_file".into(),
+                    ))
+                }
+                ((None, Some(_)), None) => {
+                    return Err(invalid(
+                        "tls.default_certificate_file",
+                        "is needed with default_key_file".into(),
+                    ))
+                }
+                ((None, None), Some(s)) => match namespace_name(&s) {
+                    Some((ns, name)) => {
+                        DefaultCertificate::Secret(crate::model::ObjectRef::new(ns, name))
+                    }
+                    None => {
+                        return Err(invalid(
+                            "tls.default_secret",
+                            format!("`{s}` is not namespace/name"),
+                        ))
+                    }
+                },
+                ((None, None), None) => DefaultCertificate::SelfSigned,
+            };
+            Ok(TlsSettings {
+                https_listen,
+                default_certificate,
+                ssl_redirect: self.ssl_redirect,
+                redirect_port: self.redirect_port,
+            })
+        }
+    }
+
     impl File {
         pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
             let invalid = |key: &'static str, message: String| ConfigError::Invalid {
@@ -599,13 +739,9 @@ mod file {
             };
             let publish_service = match non_empty(&self.status.publish_service) {
                 None => None,
-                Some(s) => match s.split_once('/') {
-                    Some((ns, name))
-                        if !ns.is_empty() && !name.is_empty() && !name.contains('/') =>
-                    {
-                        Some((ns.to_string(), name.to_string()))
-                    }
-                    _ => {
+                Some(s) => match namespace_name(&s) {
+                    Some(pair) => Some(pair),
+                    None => {
                         return Err(invalid(
                             "status.publish_service",
                             format!("`{s}` is not namespace/name"),
@@ -626,7 +762,10 @@ mod file {
                 publish_service,
             };
 
+            let tls = self.tls.validate(path, &addr)?;
+
             Ok(Settings {
+                tls,
                 leader_election,
                 status,
                 http_listen,
@@ -784,6 +923,71 @@ mod tests {
                 other => panic!("{text}: expected an Invalid error for {key}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn tls_is_off_by_default_with_redirects_on_and_a_generated_certificate() {
+        let s = parse("").unwrap();
+        assert_eq!(
+            s.tls,
+            TlsSettings {
+                https_listen: vec![],
+                default_certificate: DefaultCertificate::SelfSigned,
+                ssl_redirect: true,
+                redirect_port: 443,
+            }
+        );
+    }
+
+    #[test]
+    fn tls_settings_are_read_with_paths_relative_to_the_file() {
+        let s = parse(
+            "[tls]\nhttps_listen = [\"127.0.0.1:8443\"]\ndefault_certificate_file = \"certs/tls.crt\"\n\
+             default_key_file = \"/keys/tls.key\"\nssl_redirect = false\nredirect_port = 0\n",
+        )
+        .unwrap();
+        assert_eq!(s.tls.https_listen, vec!["127.0.0.1:8443".parse().unwrap()]);
+        assert_eq!(
+            s.tls.default_certificate,
+            DefaultCertificate::Files {
+                certificate: PathBuf::from("/etc/sluice/certs/tls.crt"),
+                key: PathBuf::from("/keys/tls.key"),
+            }
+        );
+        assert!(!s.tls.ssl_redirect);
+        assert_eq!(s.tls.redirect_port, 0);
+        let s = parse("[tls]\ndefault_secret = \"edge/wildcard\"\n").unwrap();
+        assert_eq!(
+            s.tls.default_certificate,
+            DefaultCertificate::Secret(crate::model::ObjectRef::new("edge", "wildcard"))
+        );
+    }
+
+    #[test]
+    fn inconsistent_tls_settings_are_refused_with_their_key() {
+        for (text, key) in [
+            ("[tls]\nhttps_listen = [\"443\"]", "tls.https_listen"),
+            (
+                "[tls]\ndefault_certificate_file = \"a.crt\"",
+                "tls.default_key_file",
+            ),
+            (
+                "[tls]\ndefault_key_file = \"a.key\"",
+                "tls.default_certificate_file",
+            ),
+            ("[tls]\ndefault_secret = \"nope\"", "tls.default_secret"),
+            (
+                "[tls]\ndefault_secret = \"a/b\"\ndefault_certificate_file = \"a.crt\"\ndefault_key_file = \"a.key\"",
+                "tls.default_secret",
+            ),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an Invalid error for {key}, got {other:?}"),
+            }
+        }
+        let err = parse("[tls]\nhttps_port = 1\n").unwrap_err();
+        assert!(err.to_string().contains("`tls.https_port`"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`state`]: the live snapshot the request path reads and the one way it changes.
 //! - [`pool`]: endpoint pools (pingora-load-balancing glue).
 //! - [`router`]: the `ProxyHttp` implementation; the one place errors become statuses.
+//! - [`tls`]: the HTTPS listener, the SNI certificate store, client certificates.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`], [`access_log`]: Prometheus metrics and the per-request log.
 //! - [`server`]: starting, running and draining it all.
@@ -23,5 +24,6 @@ pub mod pool;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 pub use server::{start, start_with, Running, StartError};

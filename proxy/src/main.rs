@@ -81,7 +81,18 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
         eprintln!("sluice: {e}");
     }
     let policy = sluice_config::ClassPolicy::from(settings);
-    let snapshot = sluice_config::build(&objects.inputs(), &policy);
+    let mut snapshot = sluice_config::build(&objects.inputs(), &policy);
+    // Certificate material is checked as the proxy would: malformed PEM, mismatched keys.
+    match sluice::tls::certs::ServingCert::self_signed() {
+        Ok(fallback) => {
+            let mut builder =
+                sluice::tls::TlsStoreBuilder::new(std::sync::Arc::new(fallback), None);
+            let built = builder.build(&snapshot.tls, &objects.secret_material());
+            snapshot.skipped.extend(built.skipped);
+            snapshot.skipped.sort();
+        }
+        Err(e) => eprintln!("sluice: cannot check certificates: {e}"),
+    }
     print!("{}", sluice_config::report::render(&snapshot));
     if errors.is_empty() && snapshot.skipped.is_empty() {
         ExitCode::SUCCESS

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub watch_restarts: IntCounterVec,
     pub rules_skipped: IntGaugeVec,
     pub access_log_dropped: IntCounter,
+    /// Finished handshakes by result: `full`, `resumed`, `failed`.
+    pub tls_handshakes: IntCounterVec,
+    /// Failed handshakes by reason: `client_certificate`, `resumption_refused`, `other`.
+    pub tls_handshake_failures: IntCounterVec,
 }
 
 /// A metric registration that cannot fail unless two metrics share a name, which the
@@ -158,6 +162,20 @@ impl Metrics {
             access_log_dropped: reg!(IntCounter::new(
                 "sluice_access_log_dropped_total",
                 "Access log lines dropped because the writer fell behind"
+            )?),
+            tls_handshakes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_tls_handshakes_total",
+                    "TLS handshakes on the HTTPS listeners by result (full, resumed, failed)"
+                ),
+                &["result"],
+            )?),
+            tls_handshake_failures: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_tls_handshake_failures_total",
+                    "Failed TLS handshakes by reason (client_certificate, resumption_refused, other)"
+                ),
+                &["reason"],
             )?),
             registry,
         })

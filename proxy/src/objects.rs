@@ -5,12 +5,15 @@
 //! translation is pure and keeps only what routing reads.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_config::model::*;
+
+use crate::tls::{SecretData, SecretMaterial};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -112,7 +115,16 @@ impl Objects {
             classes: self.classes.values().map(class_input).collect(),
             services: self.services.values().map(service_input).collect(),
             slices: self.slices.values().map(slice_input).collect(),
+            secrets: self.secrets.values().map(secret_input).collect(),
         }
+    }
+
+    /// The TLS material of every Secret.
+    pub fn secret_material(&self) -> SecretMaterial {
+        self.secrets
+            .iter()
+            .map(|(k, s)| (k.clone(), Arc::new(SecretData::from_secret(s))))
+            .collect()
     }
 }
 
@@ -190,6 +202,28 @@ pub fn ingress_input(i: &Ingress) -> IngressInput {
                 secret_name: t.secret_name,
             })
             .collect(),
+    }
+}
+
+/// Translates a Secret: its type and which keys hold something, never the values.
+pub fn secret_input(s: &Secret) -> SecretInput {
+    let (namespace, name) = name_of(&s.metadata);
+    let mut keys = std::collections::BTreeSet::new();
+    for (k, v) in s.data.iter().flatten() {
+        if !v.0.is_empty() {
+            keys.insert(k.clone());
+        }
+    }
+    for (k, v) in s.string_data.iter().flatten() {
+        if !v.is_empty() {
+            keys.insert(k.clone());
+        }
+    }
+    SecretInput {
+        namespace,
+        name,
+        type_: s.type_.clone().unwrap_or_else(|| "Opaque".to_string()),
+        keys,
     }
 }
 
@@ -401,6 +435,29 @@ mod tests {
         let err = parse_document(json!({"apiVersion": "v1", "kind": "Service", "metadata": {}}))
             .unwrap_err();
         assert!(err.contains("metadata.name"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_translates_to_its_type_and_keys_and_keeps_only_tls_material() {
+        let doc = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "site-tls", "namespace": "shop"},
+            "type": "kubernetes.io/tls",
+            // base64 of "crt" and "key"; stringData as hand-written manifests have it.
+            "data": {"tls.crt": "Y3J0", "tls.key": "a2V5", "empty": ""},
+            "stringData": {"ca.crt": "ca"}
+        });
+        let Some(Object::Secret(s)) = parse_document(doc).unwrap() else {
+            panic!("not a secret")
+        };
+        let input = secret_input(&s);
+        assert_eq!(input.type_, "kubernetes.io/tls");
+        let keys: Vec<_> = input.keys.iter().map(String::as_str).collect();
+        assert_eq!(keys, vec!["ca.crt", "tls.crt", "tls.key"]);
+        let data = SecretData::from_secret(&s);
+        assert_eq!(data.tls_crt.as_deref(), Some(&b"crt"[..]));
+        assert_eq!(data.tls_key.as_deref(), Some(&b"key"[..]));
+        assert_eq!(data.ca_crt.as_deref(), Some(&b"ca"[..]));
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The request path: sluice's [`ProxyHttp`] implementation.
 //!
 //! Per request, in Pingora's phase order:
-//! 1. [`ProxyHttp::request_filter`] loads the live snapshot once, finds the route for the host
+//! 1. [`ProxyHttp::request_filter`] loads the live snapshot once, applies the TLS rules (421 when
+//!    the host and the TLS server name differ on a name with client authentication, 308 to https
+//!    for plain HTTP on a host with TLS; see [`Router::decide`]), finds the route for the host
 //!    and path, and answers by itself when there is nothing to proxy to: no route (404), a route
 //!    whose backend could not be resolved or whose pool has no ready endpoint (503), a request
 //!    head over the configured size (431).
 //! 2. [`ProxyHttp::upstream_peer`] picks the next endpoint of the route's pool (round robin),
 //!    skipping endpoints this request already failed to connect to.
-//! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers.
-//!    Pingora has already removed hop-by-hop headers and keeps the client's `Host`.
+//! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers,
+//!    removes any client-sent `X-Client-Cert*` header and adds the connection's own (see
+//!    [`crate::tls::client_auth`]). Pingora has already removed hop-by-hop headers and keeps the
+//!    client's `Host`.
 //! 4. On a connect failure [`ProxyHttp::fail_to_connect`] marks the error retryable until the
 //!    configured number of retries is spent, so step 2 runs again on another endpoint.
 //! 5. [`ProxyHttp::fail_to_proxy`] is the one place that turns errors into statuses: upstream
@@ -36,6 +40,10 @@ use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
 use crate::state::State;
+use crate::tls::client_auth::CLIENT_CERT_HEADERS;
+use crate::tls::ConnTls;
+use sluice_config::routes::normalize_host;
+use sluice_config::tls::ClientAuthMode;
 
 /// Per-request settings of the router, taken from [`Settings`].
 #[derive(Debug, Clone)]
@@ -46,6 +54,13 @@ pub struct RouterOptions {
     pub idle_timeout: Duration,
     pub connect_retries: usize,
     pub max_request_header_bytes: usize,
+    /// An HTTPS listener exists.
+    pub https: bool,
+    /// Redirect plain-HTTP requests for hosts with TLS (`tls.ssl_redirect`, and an HTTPS
+    /// listener exists).
+    pub ssl_redirect: bool,
+    /// The port written into redirects; 443 is left out.
+    pub redirect_port: u16,
 }
 
 impl From<&Settings> for RouterOptions {
@@ -57,6 +72,9 @@ impl From<&Settings> for RouterOptions {
             idle_timeout: s.keepalive_idle_timeout,
             connect_retries: s.connect_retries,
             max_request_header_bytes: s.max_request_header_bytes,
+            https: !s.tls.https_listen.is_empty(),
+            ssl_redirect: s.tls.ssl_redirect && !s.tls.https_listen.is_empty(),
+            redirect_port: s.tls.redirect_port,
         }
     }
 }
@@ -195,6 +213,23 @@ fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
+/// The TLS facts of the request's connection: `None` on plain HTTP.
+fn conn_tls(session: &Session) -> Option<Option<&ConnTls>> {
+    let ssl = session.digest()?.ssl_digest.as_ref()?;
+    Some(ssl.extension.get::<ConnTls>())
+}
+
+/// The https URL of a plain-HTTP request: host (port removed), then the configured port unless
+/// 443, then path and query unchanged.
+fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
+    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    }
+}
+
 /// Size of the request head as received: request line plus header lines.
 fn head_size(req: &RequestHeader) -> usize {
     let line = req.method.as_str().len() + req.raw_path().len() + 12;
@@ -209,8 +244,10 @@ fn head_size(req: &RequestHeader) -> usize {
 fn error_body(code: u16) -> &'static str {
     match code {
         400 => "400 Bad Request\n",
+        403 => "403 Forbidden: this host requires a client certificate over https\n",
+        308 => "308 Permanent Redirect: use https\n",
         404 => "404 Not Found: no route for this host and path\n",
-        421 => "421 Misdirected Request\n",
+        421 => "421 Misdirected Request: this host requires its own TLS connection\n",
         431 => "431 Request Header Fields Too Large\n",
         502 => "502 Bad Gateway\n",
         503 => "503 Service Unavailable: no ready endpoint for this route\n",
@@ -221,8 +258,16 @@ fn error_body(code: u16) -> &'static str {
 
 /// Answers a request without proxying it, keeping the connection open for the next one.
 async fn respond(session: &mut Session, code: u16) -> Result<bool> {
+    respond_with(session, code, None).await
+}
+
+/// As [`respond`], with a `Location` header.
+async fn respond_with(session: &mut Session, code: u16, location: Option<String>) -> Result<bool> {
     let body = error_body(code);
-    let mut resp = ResponseHeader::build(code, Some(3))?;
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    if let Some(location) = location {
+        resp.insert_header(header::LOCATION, location)?;
+    }
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
@@ -250,6 +295,77 @@ pub fn status_for(e: &Error) -> u16 {
             },
             ErrorSource::Internal | ErrorSource::Unset => 502,
         },
+    }
+}
+
+/// What [`Router::decide`] found for a request.
+enum Decision {
+    Proxy(Arc<Pool>),
+    /// Answer with this status and a short body.
+    Respond(u16),
+    /// 308 to this https URL.
+    Redirect(String),
+}
+
+impl Router {
+    /// Routes a request and applies the TLS rules, from one load of the live state:
+    ///
+    /// - over TLS, when the request's host or the connection's server name asks for client
+    ///   certificates, the two must be the same name, else 421: a verified connection serves
+    ///   only its own name, and a name with client authentication is served only on its own
+    ///   connections (this stops HTTP/2 connection coalescing and domain fronting);
+    /// - over plain HTTP, a host with TLS whose route's Ingress keeps `sluice.dev/ssl-redirect`
+    ///   gets a 308 to https; a host in `verify` mode always does (403 without an HTTPS
+    ///   listener), so it is never served in plain text;
+    /// - then 404 without a route, 503 without a ready endpoint.
+    fn decide(&self, session: &Session, ctx: &mut RequestCtx) -> Decision {
+        let req = session.req_header();
+        let tls = conn_tls(session);
+        let live = self.state.live();
+        let host = request_host(req);
+        let host_tls = live.snapshot.tls.find(host);
+        let host_mode = host_tls.map(|h| h.client_auth.mode).unwrap_or_default();
+        let mut redirect = false;
+        match tls {
+            Some(conn) => {
+                let sni_mode = conn.map(|c| c.mode).unwrap_or_default();
+                if host_mode.asks_for_certificate() || sni_mode.asks_for_certificate() {
+                    let sni = conn.and_then(|c| c.sni.as_deref());
+                    if sni != Some(&*normalize_host(host)) {
+                        return Decision::Respond(421);
+                    }
+                }
+            }
+            None if host_mode == ClientAuthMode::Verify => {
+                if !self.options.https {
+                    return Decision::Respond(403);
+                }
+                redirect = true;
+            }
+            None => {}
+        }
+        let Some(entry) = live.snapshot.routes.find(host, req.uri.path()) else {
+            return Decision::Respond(404);
+        };
+        if tls.is_none() && host_tls.is_some() && self.options.ssl_redirect {
+            redirect |= live
+                .snapshot
+                .ingresses
+                .get(entry.ingress)
+                .is_none_or(|i| i.ssl_redirect);
+        }
+        if redirect {
+            let host = normalize_host(host);
+            return Decision::Redirect(https_location(&host, self.options.redirect_port, req));
+        }
+        ctx.route = live
+            .route_metrics
+            .get(&(entry.ingress, entry.target))
+            .cloned();
+        match live.pools.get(entry.target) {
+            Some(Some(pool)) if !pool.is_empty() => Decision::Proxy(pool.clone()),
+            _ => Decision::Respond(503),
+        }
     }
 }
 
@@ -281,22 +397,15 @@ impl ProxyHttp for Router {
         if head_size(req) > self.options.max_request_header_bytes {
             return respond(session, 431).await;
         }
-        let pool = {
-            let live = self.state.live();
-            let Some(entry) = live.snapshot.routes.find(request_host(req), req.uri.path()) else {
-                return respond(session, 404).await;
-            };
-            ctx.route = live
-                .route_metrics
-                .get(&(entry.ingress, entry.target))
-                .cloned();
-            match live.pools.get(entry.target) {
-                Some(Some(pool)) if !pool.is_empty() => pool.clone(),
-                _ => return respond(session, 503).await,
+        let decision = self.decide(session, ctx);
+        match decision {
+            Decision::Proxy(pool) => {
+                ctx.pool = Some(pool);
+                Ok(false)
             }
-        };
-        ctx.pool = Some(pool);
-        Ok(false)
+            Decision::Respond(code) => respond(session, code).await,
+            Decision::Redirect(location) => respond_with(session, 308, Some(location)).await,
+        }
     }
 
     /// Picks the next endpoint that this request has not failed on.
@@ -336,6 +445,15 @@ impl ProxyHttp for Router {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // Only sluice says what the client certificate is.
+        for name in CLIENT_CERT_HEADERS {
+            upstream.remove_header(name);
+        }
+        if let Some(Some(conn)) = conn_tls(session) {
+            for (name, value) in &conn.headers {
+                upstream.insert_header(*name, value.as_str())?;
+            }
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())

@@ -6,7 +6,8 @@
 //! services (`start_service`), the source is a Pingora `BackgroundService`. That lets sluice
 //!
 //! - bind its listeners itself (port 0 works and the bound address is known, which tests need),
-//!   handing the sockets to Pingora through the same descriptor table Pingora uses for upgrades;
+//!   handing the sockets to Pingora through the same descriptor table Pingora uses for upgrades
+//!   (plain HTTP and HTTPS alike: an HTTPS listener is the same proxy service with TLS settings);
 //! - stop as soon as the last in-flight request finishes, bounded by the grace period;
 //! - run in-process in tests, started and stopped like any other value.
 
@@ -20,7 +21,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Fds, ListenFds, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::Service as _;
-use sluice_config::settings::SourceSettings;
+use sluice_config::settings::{DefaultCertificate, SourceSettings};
 use sluice_config::{ClassPolicy, Settings};
 use tokio::sync::watch;
 
@@ -31,6 +32,8 @@ use crate::k8s::{KubeOptions, KubeSource};
 use crate::metrics::Metrics;
 use crate::router::{InFlight, Router, RouterOptions};
 use crate::state::State;
+use crate::tls::certs::ServingCert;
+use crate::tls::TlsStoreBuilder;
 
 /// Why sluice could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,8 @@ pub enum StartError {
     Metrics(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A running sluice. Dropping it does not stop it; call [`Running::shutdown`] then
@@ -52,6 +57,8 @@ pub enum StartError {
 pub struct Running {
     /// The bound plain-HTTP listener addresses, in the order of `server.http_listen`.
     pub http_addrs: Vec<SocketAddr>,
+    /// The bound HTTPS listener addresses, in the order of `tls.https_listen`.
+    pub https_addrs: Vec<SocketAddr>,
     /// The bound admin listener address.
     pub admin_addr: SocketAddr,
     /// The live state (for tests and the check command).
@@ -134,6 +141,12 @@ pub fn start_with(
         .iter()
         .map(|a| bind(*a))
         .collect::<Result<_, _>>()?;
+    let https: Vec<std::net::TcpListener> = settings
+        .tls
+        .https_listen
+        .iter()
+        .map(|a| bind(*a))
+        .collect::<Result<_, _>>()?;
     let admin = bind(settings.admin_listen)?;
     let local = |l: &std::net::TcpListener, addr: SocketAddr| {
         l.local_addr()
@@ -144,7 +157,13 @@ pub fn start_with(
         .zip(&settings.http_listen)
         .map(|(l, a)| local(l, *a))
         .collect::<Result<Vec<_>, _>>()?;
+    let https_addrs = https
+        .iter()
+        .zip(&settings.tls.https_listen)
+        .map(|(l, a)| local(l, *a))
+        .collect::<Result<Vec<_>, _>>()?;
     let admin_addr = local(&admin, settings.admin_listen)?;
+    let tls = tls_builder(&settings, !https_addrs.is_empty())?;
 
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -158,7 +177,7 @@ pub fn start_with(
         .map_err(StartError::Runtime)?;
 
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
-    let state = Arc::new(State::new(ClassPolicy::from(&settings), metrics));
+    let state = Arc::new(State::new(ClassPolicy::from(&settings), metrics, tls));
     let (stop, stop_rx) = watch::channel(false);
 
     // The descriptor table through which Pingora's listeners take our bound sockets.
@@ -166,6 +185,9 @@ pub fn start_with(
     {
         let mut table = fds.lock();
         for (l, a) in http.into_iter().zip(&http_addrs) {
+            table.add(a.to_string(), l.into_raw_fd());
+        }
+        for (l, a) in https.into_iter().zip(&https_addrs) {
             table.add(a.to_string(), l.into_raw_fd());
         }
         table.add(admin_addr.to_string(), admin.into_raw_fd());
@@ -192,7 +214,11 @@ pub fn start_with(
     };
 
     let thread_state = state.clone();
-    let addrs = (http_addrs.clone(), admin_addr);
+    let addrs = Addrs {
+        http: http_addrs.clone(),
+        https: https_addrs.clone(),
+        admin: admin_addr,
+    };
     let thread = std::thread::Builder::new()
         .name("sluice-main".to_string())
         .spawn(move || {
@@ -213,11 +239,46 @@ pub fn start_with(
 
     Ok(Running {
         http_addrs,
+        https_addrs,
         admin_addr,
         state,
         stop,
         thread,
     })
+}
+
+/// The certificate store builder: the default certificate from files, else a generated one (said
+/// in the log when HTTPS is on), and the default Secret to prefer when it is usable.
+fn tls_builder(settings: &Settings, https: bool) -> Result<TlsStoreBuilder, StartError> {
+    let generated = || {
+        ServingCert::self_signed()
+            .map(Arc::new)
+            .map_err(|e| StartError::Tls(e.to_string()))
+    };
+    Ok(match &settings.tls.default_certificate {
+        DefaultCertificate::Files { certificate, key } => {
+            let cert = ServingCert::from_files(certificate, key).map_err(StartError::Tls)?;
+            TlsStoreBuilder::new(Arc::new(cert), None)
+        }
+        DefaultCertificate::Secret(secret) => {
+            TlsStoreBuilder::new(generated()?, Some(secret.clone()))
+        }
+        DefaultCertificate::SelfSigned => {
+            if https {
+                tracing::info!(
+                    "no default certificate is configured: names without a Secret get a generated self-signed one"
+                );
+            }
+            TlsStoreBuilder::new(generated()?, None)
+        }
+    })
+}
+
+/// The bound addresses of every listener.
+struct Addrs {
+    http: Vec<SocketAddr>,
+    https: Vec<SocketAddr>,
+    admin: SocketAddr,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -226,7 +287,7 @@ async fn run(
     state: Arc<State>,
     source: Box<dyn BackgroundService + Send + Sync>,
     fds: ListenFds,
-    (http_addrs, admin_addr): (Vec<SocketAddr>, SocketAddr),
+    addrs: Addrs,
     mut stop: watch::Receiver<bool>,
     threads: usize,
     access_log_out: Box<dyn std::io::Write + Send>,
@@ -251,12 +312,11 @@ async fn run(
         .ok()
     });
 
-    let router = Router::new(
-        state.clone(),
-        RouterOptions::from(&settings),
-        in_flight.clone(),
-        access_log,
-    );
+    let mut router_options = RouterOptions::from(&settings);
+    if settings.tls.redirect_port == 0 {
+        router_options.redirect_port = addrs.https.first().map(|a| a.port()).unwrap_or(443);
+    }
+    let router = Router::new(state.clone(), router_options, in_flight.clone(), access_log);
     let mut app = pingora_proxy::http_proxy(&conf, router);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
@@ -268,15 +328,23 @@ async fn run(
             open: state.metrics().downstream_connections.clone(),
         },
     );
-    for a in &http_addrs {
+    for a in &addrs.http {
         proxy.add_tcp(&a.to_string());
+    }
+    for a in &addrs.https {
+        match crate::tls::listener::settings(state.clone()) {
+            Ok(tls) => proxy.add_tls_with_settings(&a.to_string(), None, tls),
+            Err(e) => {
+                tracing::error!(addr = %a, error = %e, "cannot set up TLS; this listener is off")
+            }
+        }
     }
 
     let mut admin = pingora_core::services::listening::Service::new(
         "sluice-admin".to_string(),
         pingora_core::apps::http_app::HttpServer::new_app(Admin::new(state.clone())),
     );
-    admin.add_tcp(&admin_addr.to_string());
+    admin.add_tcp(&addrs.admin.to_string());
 
     let source_task = {
         let shutdown = shutdown_rx.clone();
@@ -290,7 +358,7 @@ async fn run(
         let shutdown = shutdown_rx.clone();
         tokio::spawn(async move { admin.start_service(Some(fds), shutdown, 1).await })
     };
-    tracing::info!(http = ?http_addrs, admin = %admin_addr, "sluice is listening");
+    tracing::info!(http = ?addrs.http, https = ?addrs.https, admin = %addrs.admin, "sluice is listening");
 
     // Wait for the stop signal (SIGTERM in the binary, `Running::shutdown` in tests).
     while !*stop.borrow_and_update() {

@@ -18,11 +18,14 @@ use sluice_config::{build, ClassPolicy, PoolKey, Skipped, Snapshot, Target};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::objects::Objects;
 use crate::pool::Pool;
+use crate::tls::{SecretMaterial, TlsStore, TlsStoreBuilder};
 
 /// One published version of everything the request path needs.
-#[derive(Default)]
 pub struct Live {
     pub snapshot: Snapshot,
+    /// The certificates and client-auth settings handshakes read, built from the same inputs as
+    /// `snapshot`.
+    pub tls: Arc<TlsStore>,
     /// The pool of each target, indexed like `snapshot.targets`; `None` for unresolved targets.
     pub pools: Vec<Option<Arc<Pool>>>,
     /// The metrics of each route, by (`RouteEntry::ingress`, `RouteEntry::target`).
@@ -52,20 +55,33 @@ pub struct ApplyReport {
     pub newly_served: Vec<ObjectRef>,
 }
 
-#[derive(Default)]
 struct Writer {
     pools: HashMap<PoolKey, Arc<Pool>>,
     reported: BTreeSet<Skipped>,
     served: BTreeSet<ObjectRef>,
+    tls: TlsStoreBuilder,
 }
 
 impl State {
-    pub fn new(policy: ClassPolicy, metrics: Arc<Metrics>) -> State {
+    /// A state serving nothing yet; `tls` builds the certificate store at each publish (before
+    /// the first, every name gets its fallback certificate).
+    pub fn new(policy: ClassPolicy, metrics: Arc<Metrics>, tls: TlsStoreBuilder) -> State {
+        let live = Live {
+            snapshot: Snapshot::default(),
+            tls: Arc::new(tls.initial()),
+            pools: Vec::new(),
+            route_metrics: HashMap::new(),
+        };
         State {
-            live: ArcSwap::from_pointee(Live::default()),
+            live: ArcSwap::from_pointee(live),
             metrics,
             policy,
-            writer: tokio::sync::Mutex::new(Writer::default()),
+            writer: tokio::sync::Mutex::new(Writer {
+                pools: HashMap::new(),
+                reported: BTreeSet::new(),
+                served: BTreeSet::new(),
+                tls,
+            }),
             ready: AtomicBool::new(false),
         }
     }
@@ -91,15 +107,16 @@ impl State {
 
     /// Builds a snapshot from `objects` and makes it live; logs every newly skipped rule once.
     pub async fn publish(&self, objects: &Objects) -> ApplyReport {
-        self.publish_inputs(&objects.inputs()).await
+        self.publish_with(&objects.inputs(), &objects.secret_material())
+            .await
     }
 
-    /// Builds a snapshot from model inputs and makes it live.
-    pub async fn publish_inputs(&self, inputs: &Inputs) -> ApplyReport {
+    /// Builds a snapshot from model inputs and Secret material, and makes it live.
+    pub async fn publish_with(&self, inputs: &Inputs, material: &SecretMaterial) -> ApplyReport {
         let started = Instant::now();
         let snapshot = build(inputs, &self.policy);
         let built = started.elapsed();
-        let report = self.apply(snapshot).await;
+        let report = self.apply(snapshot, material).await;
         self.metrics
             .snapshot_build
             .observe(started.elapsed().as_secs_f64());
@@ -111,10 +128,16 @@ impl State {
         report
     }
 
-    /// Makes `snapshot` live: updates the pools whose endpoints changed, creates and drops pools
-    /// as routes come and go, then swaps the new state in whole.
-    pub async fn apply(&self, snapshot: Snapshot) -> ApplyReport {
+    /// Makes `snapshot` live: builds its certificate store (parsing only Secrets that changed),
+    /// updates the pools whose endpoints changed, creates and drops pools as routes come and go,
+    /// then swaps the new state in whole.
+    pub async fn apply(&self, mut snapshot: Snapshot, material: &SecretMaterial) -> ApplyReport {
         let mut writer = self.writer.lock().await;
+        let tls = writer.tls.build(&snapshot.tls, material);
+        if !tls.skipped.is_empty() {
+            snapshot.skipped.extend(tls.skipped);
+            snapshot.skipped.sort();
+        }
         for (key, addrs) in &snapshot.endpoints {
             let pool = writer
                 .pools
@@ -194,6 +217,7 @@ impl State {
         );
         self.live.store(Arc::new(Live {
             snapshot,
+            tls: Arc::new(tls.store),
             pools,
             route_metrics,
         }));

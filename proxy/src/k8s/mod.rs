@@ -3,10 +3,11 @@
 //! [`KubeSource`] is a Pingora `BackgroundService`. When started it builds a kube-rs client
 //! (kubeconfig or in-cluster service account; a plain `http://` API server works too), then runs:
 //!
-//! - one watcher per kind ([`watch`]) feeding the translated-object [`store`];
+//! - one watcher per kind ([`watch`]) feeding the translated-object [`store`] (Secrets: only
+//!   those of type `kubernetes.io/tls`);
 //! - the publisher: after every change, once every kind has been listed completely, it builds a
 //!   snapshot from the store through the same path as the files source
-//!   ([`State::publish_inputs`]). Changes that arrive while a snapshot is being built are folded
+//!   ([`State::publish_with`]). Changes that arrive while a snapshot is being built are folded
 //!   into the next one, so a burst (an endpoint churn of one Service, a relist) costs one build,
 //!   and only pools whose endpoints changed are touched;
 //! - leader election ([`leader`]) and, for the leader only, Ingress status and Events
@@ -144,7 +145,10 @@ impl BackgroundService for KubeSource {
         loop {
             let generation = self.store.generation();
             if self.store.all_listed() && published != Some(generation) {
-                let report = self.state.publish_inputs(&self.store.inputs()).await;
+                let report = self
+                    .state
+                    .publish_with(&self.store.inputs(), &self.store.secret_material())
+                    .await;
                 published = Some(generation);
                 for (kind, n) in self.store.counts() {
                     metrics

@@ -9,10 +9,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use sluice_config::model::{
-    EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, ServiceInput,
+    EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, SecretInput,
+    ServiceInput,
 };
 use tokio::sync::Notify;
+
+use crate::tls::{SecretData, SecretMaterial};
 
 /// An address in `status.loadBalancer.ingress`: an IP or a hostname.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,6 +42,8 @@ pub enum Entry {
     Class(IngressClassInput),
     Service(ServiceInput, Vec<LbAddress>),
     Slice(EndpointSliceInput),
+    /// A `kubernetes.io/tls` Secret: its keys, and the bytes of the TLS ones.
+    Secret(SecretInput, Arc<SecretData>),
 }
 
 /// The kinds watched.
@@ -46,14 +53,16 @@ pub enum Kind {
     IngressClass,
     Service,
     EndpointSlice,
+    Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
         Kind::EndpointSlice,
+        Kind::Secret,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -62,6 +71,7 @@ impl Kind {
             Kind::IngressClass => "IngressClass",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
         }
     }
 }
@@ -162,9 +172,27 @@ impl Store {
                     Entry::Class(c) => out.classes.push(c.clone()),
                     Entry::Service(s, _) => out.services.push(s.clone()),
                     Entry::Slice(s) => out.slices.push(s.clone()),
+                    Entry::Secret(s, _) => out.secrets.push(s.clone()),
                 }
             }
             out
+        })
+    }
+
+    /// The TLS material of every Secret known now.
+    pub fn secret_material(&self) -> SecretMaterial {
+        self.with(|i| {
+            i.objects
+                .get(&Kind::Secret)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, e)| match e {
+                            Entry::Secret(_, data) => Some((k.clone(), data.clone())),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
         })
     }
 

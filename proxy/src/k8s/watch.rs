@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::watcher::{self, Event};
@@ -22,7 +22,23 @@ use sluice_config::model::ObjectRef;
 
 use super::store::{Entry, IngressMeta, Kind, LbAddress, Store};
 use crate::metrics::Metrics;
-use crate::objects::{class_input, ingress_input, service_input, slice_input, SERVICE_NAME_LABEL};
+use crate::objects::{
+    class_input, ingress_input, secret_input, service_input, slice_input, SERVICE_NAME_LABEL,
+};
+use crate::tls::SecretData;
+
+/// The only Secrets watched: those that can hold a serving certificate. Other types (service
+/// account tokens, passwords) are never listed, so they never sit in sluice's memory; a client CA
+/// is read from `ca.crt` of a Secret of this type.
+pub const SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
+
+/// Translates a TLS Secret, keeping only the bytes of its TLS keys.
+pub fn secret_entry(s: &Secret) -> Entry {
+    Entry::Secret(
+        secret_input(s),
+        std::sync::Arc::new(SecretData::from_secret(s)),
+    )
+}
 
 /// The key of an object.
 fn key_of<K: Resource>(o: &K) -> ObjectRef {
@@ -168,9 +184,17 @@ pub fn spawn_all(
         )),
         tokio::spawn(run(
             api::<EndpointSlice>(client, namespace),
-            base.labels(SERVICE_NAME_LABEL),
+            base.clone().labels(SERVICE_NAME_LABEL),
             Kind::EndpointSlice,
             |s| Entry::Slice(slice_input(s)),
+            store.clone(),
+            metrics.clone(),
+        )),
+        tokio::spawn(run(
+            api::<Secret>(client, namespace),
+            base.fields(SECRET_FIELD_SELECTOR),
+            Kind::Secret,
+            secret_entry,
             store.clone(),
             metrics.clone(),
         )),

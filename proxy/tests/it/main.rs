@@ -12,3 +12,4 @@ mod kube;
 mod live;
 mod observe;
 mod routing;
+mod tls;

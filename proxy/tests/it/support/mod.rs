@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod pki;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -241,7 +242,7 @@ impl H1 {
     }
 }
 
-async fn read_reply(resp: Response<Incoming>) -> Result<Reply, String> {
+pub async fn read_reply(resp: Response<Incoming>) -> Result<Reply, String> {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
@@ -501,6 +502,8 @@ pub struct Sluice {
     pub api: Option<fake_apiserver::FakeApiServer>,
     pub running: Option<sluice::Running>,
     pub addr: SocketAddr,
+    /// The first HTTPS listener, when the settings have one.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     /// Everything the access log wrote.
@@ -574,6 +577,7 @@ impl Sluice {
         let access_log = SharedBuf::default();
         let running = sluice::start_with(settings, Box::new(access_log.clone())).unwrap();
         let (addr, admin) = (running.http_addrs[0], running.admin_addr);
+        let https = running.https_addrs.first().copied();
         let state = running.state.clone();
         if ready {
             eventually(STEP, "the first snapshot", || {
@@ -586,6 +590,7 @@ impl Sluice {
             api: None,
             running: Some(running),
             addr,
+            https,
             admin,
             dir,
             access_log,
