@@ -139,10 +139,12 @@ async fn a_410_expired_relist_drops_objects_deleted_while_the_watch_was_gone() {
     let s = start_kube(&api, "one", true).await;
     s.wait_for_backend("gone.test", "/", "b").await;
 
-    // Forget history, then delete while no watch is open: only a relist can notice.
+    // Forget history and delete without a watch event, then end the watches: the re-watch from
+    // the old resourceVersion gets 410, and only the relist that follows can notice.
+    // (Deleting after dropping the watches would race the relist.)
     api.compact();
-    api.drop_watches();
     api.delete_silently("networking.k8s.io/v1", "Ingress", "default", "gone");
+    api.drop_watches();
     let addr = s.addr;
     eventually(STEP, "the relist to drop gone.test", || async move {
         (get(addr, "gone.test", "/").await.status == 404).then_some(())

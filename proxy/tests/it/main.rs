@@ -7,6 +7,7 @@ mod support;
 
 mod binary;
 mod failures;
+mod fake_apiserver_selftest;
 mod headers;
 mod kube;
 mod live;
