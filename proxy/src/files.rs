@@ -224,7 +224,18 @@ impl BackgroundService for FilesSource {
                 Ok(changed) => {
                     last_error = None;
                     if changed || first {
-                        self.state.publish(&f.objects()).await;
+                        let objects = f.objects();
+                        self.state.publish(&objects).await;
+                        let gauge = &self.state.metrics().watched_objects;
+                        for (kind, n) in [
+                            ("Ingress", objects.ingresses.len()),
+                            ("IngressClass", objects.classes.len()),
+                            ("Service", objects.services.len()),
+                            ("EndpointSlice", objects.slices.len()),
+                            ("Secret", objects.secrets.len()),
+                        ] {
+                            gauge.with_label_values(&[kind]).set(n as i64);
+                        }
                     }
                 }
                 Err(e) => {

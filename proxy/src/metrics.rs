@@ -48,6 +48,7 @@ pub struct Metrics {
     connect_errors: IntCounterVec,
     retries: IntCounterVec,
     pub requests_in_flight: IntGauge,
+    pub downstream_connections: IntGauge,
     pub pool_endpoints: IntGaugeVec,
     pub last_sync: prometheus::Gauge,
     pub snapshot_build: Histogram,
@@ -120,6 +121,10 @@ impl Metrics {
             requests_in_flight: reg!(IntGauge::new(
                 "sluice_requests_in_flight",
                 "Requests being served now"
+            )?),
+            downstream_connections: reg!(IntGauge::new(
+                "sluice_downstream_connections_open",
+                "Client connections open on the proxy listeners"
             )?),
             pool_endpoints: reg!(IntGaugeVec::new(
                 Opts::new(

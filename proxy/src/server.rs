@@ -16,7 +16,7 @@ use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora_core::apps::HttpServerOptions;
+use pingora_core::apps::{HttpServerOptions, ServerApp};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Fds, ListenFds, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
@@ -95,6 +95,34 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
         .set_nonblocking(true)
         .map_err(|source| StartError::Bind { addr, source })?;
     Ok(listener)
+}
+
+/// Wraps the proxy application to count open downstream connections.
+///
+/// Pingora hands a connection to `process_new` once per request and gets it back for the next
+/// one, so the gauge counts connections inside `process_new`; between two requests of one
+/// keepalive connection it dips for an instant.
+struct CountConnections<A> {
+    inner: Arc<A>,
+    open: prometheus::IntGauge,
+}
+
+#[async_trait::async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: pingora_core::protocols::Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora_core::protocols::Stream> {
+        self.open.inc();
+        let reused = self.inner.process_new(session, shutdown).await;
+        self.open.dec();
+        reused
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
 }
 
 /// Binds every listener, then starts sluice on its own runtime thread, with the access log (when
@@ -284,17 +312,22 @@ async fn run(
         .ok()
     });
 
-    let mut options = RouterOptions::from(&settings);
+    let mut router_options = RouterOptions::from(&settings);
     if settings.tls.redirect_port == 0 {
-        options.redirect_port = addrs.https.first().map(|a| a.port()).unwrap_or(443);
+        router_options.redirect_port = addrs.https.first().map(|a| a.port()).unwrap_or(443);
     }
-    let router = Router::new(state.clone(), options, in_flight.clone(), access_log);
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&conf, router, "sluice-http");
+    let router = Router::new(state.clone(), router_options, in_flight.clone(), access_log);
+    let mut app = pingora_proxy::http_proxy(&conf, router);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
-    if let Some(app) = proxy.app_logic_mut() {
-        app.server_options = Some(options);
-    }
+    app.server_options = Some(options);
+    let mut proxy = pingora_core::services::listening::Service::new(
+        "sluice-http".to_string(),
+        CountConnections {
+            inner: Arc::new(app),
+            open: state.metrics().downstream_connections.clone(),
+        },
+    );
     for a in &addrs.http {
         proxy.add_tcp(&a.to_string());
     }

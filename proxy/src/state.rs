@@ -47,6 +47,8 @@ pub struct State {
 pub struct ApplyReport {
     /// Rules skipped now that were not skipped by the previous publish.
     pub newly_skipped: Vec<Skipped>,
+    /// Every rule skipped now.
+    pub skipped: BTreeSet<Skipped>,
     /// Every Ingress served now.
     pub served: BTreeSet<ObjectRef>,
     /// Ingresses served now that were not served by the previous publish.
@@ -196,7 +198,8 @@ impl State {
         for s in &newly_skipped {
             tracing::warn!(ingress = %s.ingress, reason = s.reason.as_str(), "{}", s.message);
         }
-        writer.reported = now;
+        writer.reported = now.clone();
+        let all_skipped = now;
         let served: BTreeSet<ObjectRef> = snapshot
             .ingresses
             .iter()
@@ -226,6 +229,7 @@ impl State {
         self.metrics.last_sync.set(now);
         ApplyReport {
             newly_skipped,
+            skipped: all_skipped,
             served,
             newly_served,
         }

@@ -20,7 +20,6 @@ pub mod status;
 pub mod store;
 pub mod watch;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,6 @@ use async_trait::async_trait;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use sluice_config::model::ObjectRef;
 use sluice_config::settings::{KubernetesSettings, LeaderElection, StatusSettings};
 use tokio::sync::{mpsc, watch as tokio_watch};
 
@@ -181,15 +179,15 @@ async fn write_back(
     mut reports: mpsc::Receiver<ApplyReport>,
     mut leader: tokio_watch::Receiver<bool>,
 ) {
-    let mut served: BTreeSet<ObjectRef> = BTreeSet::new();
+    let mut latest = ApplyReport::default();
     loop {
         tokio::select! {
             report = reports.recv() => {
                 let Some(report) = report else { return };
-                served = report.served.clone();
+                latest = report;
                 if *leader.borrow() {
-                    writer.events(&report, &store).await;
-                    writer.reconcile(&served, &store).await;
+                    writer.announce(&latest, &store).await;
+                    writer.reconcile(&latest.served, &store).await;
                 }
             }
             changed = leader.changed() => {
@@ -198,7 +196,8 @@ async fn write_back(
                 }
                 if *leader.borrow_and_update() {
                     writer.reset();
-                    writer.reconcile(&served, &store).await;
+                    writer.announce(&latest, &store).await;
+                    writer.reconcile(&latest.served, &store).await;
                 }
             }
         }

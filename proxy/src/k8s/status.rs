@@ -7,8 +7,9 @@
 //! when it still holds our addresses: a status written by another controller is never touched.
 //!
 //! Events (`events.k8s.io/v1`, through kube-rs's `Recorder`, which also folds repeats into a
-//! series): a Warning on an Ingress for each rule newly skipped, with the reason; a Normal one
-//! when an Ingress is first served. Only changes produce Events, so a relist raises none.
+//! series): a Warning on an Ingress for each rule skipped, with the reason; a Normal one when an
+//! Ingress is first served. Each is raised once per instance while it stays true, so a relist
+//! raises none; an instance that becomes leader announces what it has not announced itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Api;
 use sluice_config::model::ObjectRef;
 use sluice_config::settings::StatusSettings;
+use sluice_config::Skipped;
 
 use super::store::{IngressMeta, LbAddress, Store};
 use crate::state::ApplyReport;
@@ -89,6 +91,8 @@ pub struct StatusWriter {
     settings: StatusSettings,
     /// (Ingress, resourceVersion) already written with this value: skip until the object changes.
     written: BTreeMap<ObjectRef, (Option<String>, Vec<LbAddress>)>,
+    announced_skipped: BTreeSet<Skipped>,
+    announced_served: BTreeSet<ObjectRef>,
 }
 
 impl StatusWriter {
@@ -107,6 +111,8 @@ impl StatusWriter {
             client,
             settings,
             written: BTreeMap::new(),
+            announced_skipped: BTreeSet::new(),
+            announced_served: BTreeSet::new(),
         }
     }
 
@@ -141,8 +147,27 @@ impl StatusWriter {
         self.written.clear();
     }
 
-    /// Raises the Events a publish calls for.
-    pub async fn events(&self, report: &ApplyReport, store: &Store) {
+    /// Raises a Warning for each skipped rule and a Normal Event for each served Ingress that
+    /// this instance has not announced yet; forgets what is no longer current, so a rule that
+    /// is fixed and breaks again is announced again.
+    pub async fn announce(&mut self, report: &ApplyReport, store: &Store) {
+        let skipped: Vec<Skipped> = report
+            .skipped
+            .difference(&self.announced_skipped)
+            .cloned()
+            .collect();
+        let served: Vec<ObjectRef> = report
+            .served
+            .difference(&self.announced_served)
+            .cloned()
+            .collect();
+        self.events(&skipped, &served, store).await;
+        self.announced_skipped = report.skipped.clone();
+        self.announced_served = report.served.clone();
+    }
+
+    /// Raises the given Events.
+    async fn events(&self, skipped: &[Skipped], served: &[ObjectRef], store: &Store) {
         let ingresses = store.ingress_meta();
         let reference = |key: &ObjectRef| ObjectReference {
             api_version: Some("networking.k8s.io/v1".to_string()),
@@ -152,7 +177,7 @@ impl StatusWriter {
             uid: ingresses.get(key).and_then(|m| m.uid.clone()),
             ..Default::default()
         };
-        for s in &report.newly_skipped {
+        for s in skipped {
             let ev = Event {
                 type_: EventType::Warning,
                 reason: s.reason.as_str().to_string(),
@@ -164,7 +189,7 @@ impl StatusWriter {
                 tracing::warn!(ingress = %s.ingress, error = %e, "publishing an Event failed");
             }
         }
-        for key in &report.newly_served {
+        for key in served {
             let ev = Event {
                 type_: EventType::Normal,
                 reason: "Served".to_string(),

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-#[tokio::test]
 async fn no_route_answers_404_with_a_short_plain_body() {
     let a = Backend::start("a").await;
     let manifests = [
@@ -38,7 +37,6 @@ async fn no_route_answers_404_with_a_short_plain_body() {
     assert_eq!(conn.get("a.test", "/app").await.unwrap().status, 200);
 }
 
-#[tokio::test]
 async fn a_route_without_ready_endpoints_answers_503() {
     let a = Backend::start("a").await;
     let manifests = [
@@ -62,7 +60,6 @@ async fn a_route_without_ready_endpoints_answers_503() {
     assert_eq!(a.hits(), 0);
 }
 
-#[tokio::test]
 async fn an_unresolvable_backend_answers_503_instead_of_falling_through_to_a_shorter_path() {
     let a = Backend::start("a").await;
     let manifests = [
@@ -87,7 +84,6 @@ async fn an_unresolvable_backend_answers_503_instead_of_falling_through_to_a_sho
     assert_eq!(s.get("x", "/other").await.backend(), "a");
 }
 
-#[tokio::test]
 async fn a_connect_failure_is_retried_on_another_endpoint() {
     let a = Backend::start("a").await;
     let dead = dead_addr().await;
@@ -108,7 +104,6 @@ async fn a_connect_failure_is_retried_on_another_endpoint() {
     assert_eq!(a.hits(), 10);
 }
 
-#[tokio::test]
 async fn connect_failures_on_every_endpoint_answer_502() {
     let (d1, d2) = (dead_addr().await, dead_addr().await);
     let manifests = [
@@ -124,7 +119,6 @@ async fn connect_failures_on_every_endpoint_answer_502() {
     assert!(r.body.starts_with("502"), "{}", r.body);
 }
 
-#[tokio::test]
 async fn an_upstream_slower_than_the_read_timeout_answers_504() {
     let slow = Backend::start("slow").await;
     slow.set_delay(Duration::from_millis(1500));
@@ -143,7 +137,6 @@ async fn an_upstream_slower_than_the_read_timeout_answers_504() {
     assert!(r.body.starts_with("504"), "{}", r.body);
 }
 
-#[tokio::test]
 async fn a_request_head_over_the_limit_answers_431() {
     let a = Backend::start("a").await;
     let manifests = [
@@ -172,3 +165,13 @@ async fn get_with(
 ) -> Reply {
     H1::connect(addr).await.send(req).await.unwrap()
 }
+
+crate::through_both_sources!(
+    no_route_answers_404_with_a_short_plain_body,
+    a_route_without_ready_endpoints_answers_503,
+    an_unresolvable_backend_answers_503_instead_of_falling_through_to_a_shorter_path,
+    a_connect_failure_is_retried_on_another_endpoint,
+    connect_failures_on_every_endpoint_answer_502,
+    an_upstream_slower_than_the_read_timeout_answers_504,
+    a_request_head_over_the_limit_answers_431,
+);

@@ -1,9 +1,5 @@
 //! Changes to the manifests folder go live without failing requests or closing connections.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use crate::support::*;
 
 fn web_routes(backend: std::net::SocketAddr) -> String {
@@ -18,57 +14,13 @@ fn web_routes(backend: std::net::SocketAddr) -> String {
 async fn an_endpoint_change_under_concurrent_load_fails_no_request() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let s = Sluice::start(&web_routes(a.addr)).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failures, addr) = (stop.clone(), ok.clone(), failures.clone(), s.addr);
-        clients.push(tokio::spawn(async move {
-            let mut conn = H1::connect(addr).await;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            // Bounded in count and time.
-            for _ in 0..20_000 {
-                if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
-                    break;
-                }
-                match conn.get("x", "/").await {
-                    Ok(r) if r.status == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{} {}", r.status, r.body)),
-                    Err(e) => {
-                        failures.lock().unwrap().push(e);
-                        conn = H1::connect(addr).await;
-                    }
-                }
-            }
-        }));
-    }
-    let count = ok.clone();
-    eventually(STEP, "load to start", || {
-        let n = count.load(Ordering::SeqCst);
-        async move { (n >= 200).then_some(()) }
-    })
-    .await;
+    let load = Load::start(s.addr, "x", 4);
+    load.wait_for_more(200).await;
     s.write_manifest("routes.yaml", &web_routes(b.addr));
     s.wait_for_backend("x", "/", "b").await;
     // Keep the load on a little after the switch, then stop.
-    let after = ok.load(Ordering::SeqCst) + 200;
-    let count = ok.clone();
-    eventually(STEP, "load after the change", || {
-        let n = count.load(Ordering::SeqCst);
-        async move { (n >= after).then_some(()) }
-    })
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let failures = failures.lock().unwrap();
+    load.wait_for_more(200).await;
+    let failures = load.stop().await;
     assert!(
         failures.is_empty(),
         "{} failed requests: {:?}",

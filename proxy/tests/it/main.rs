@@ -7,7 +7,9 @@ mod support;
 
 mod binary;
 mod failures;
+mod fake_apiserver_selftest;
 mod headers;
+mod kube;
 mod live;
 mod observe;
 mod routing;

@@ -31,25 +31,14 @@ async fn metrics_count_known_traffic_by_route_and_status_class() {
     for _ in 0..2 {
         assert_eq!(s.get("nowhere.test", "/").await.status, 404);
     }
-    // Pingora runs the logging phase, which counts, after the response has gone out: wait for
-    // every request to be counted.
-    let ok = "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"}";
-    let unrouted = "sluice_requests_total{ingress=\"\",method=\"GET\",namespace=\"\",service=\"\",status_class=\"4xx\"}";
-    let text = eventually(STEP, "every request to be counted", || async {
+    // Requests are counted as they finish, just after their responses are sent.
+    let text = eventually(STEP, "the counts of five requests", || async {
         let text = scrape(&s).await;
-        (sample(&text, ok) == Some(3.0) && sample(&text, unrouted) == Some(2.0)).then_some(text)
+        let ok = sample(&text, "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"}");
+        let missing = sample(&text, "sluice_requests_total{ingress=\"\",method=\"GET\",namespace=\"\",service=\"\",status_class=\"4xx\"}");
+        (ok == Some(3.0) && missing == Some(2.0)).then_some(text)
     })
     .await;
-    assert_eq!(
-        sample(&text, "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"}"),
-        Some(3.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, "sluice_requests_total{ingress=\"\",method=\"GET\",namespace=\"\",service=\"\",status_class=\"4xx\"}"),
-        Some(2.0),
-        "{text}"
-    );
     assert_eq!(
         sample(&text, "sluice_request_duration_seconds_count{ingress=\"web\",namespace=\"shop\",service=\"api\"}"),
         Some(3.0)
@@ -66,6 +55,19 @@ async fn metrics_count_known_traffic_by_route_and_status_class() {
         Some(1.0)
     );
     assert!(sample(&text, "sluice_last_sync_timestamp_seconds").unwrap_or(0.0) > 1.0e9);
+    // Every client above has closed its connection (scrapes go to the admin listener)...
+    let admin = s.admin;
+    let open = |want: f64| async move {
+        let text = get(admin, "admin", "/metrics").await.body;
+        (sample(&text, "sluice_downstream_connections_open") == Some(want)).then_some(())
+    };
+    eventually(STEP, "no open connection", || open(0.0)).await;
+    // ...and an idle keepalive connection counts while it is open.
+    let mut conn = H1::connect(s.addr).await;
+    assert_eq!(conn.get("shop.test", "/").await.unwrap().status, 200);
+    eventually(STEP, "one open connection", || open(1.0)).await;
+    drop(conn);
+    eventually(STEP, "the connection to close", || open(0.0)).await;
     // No raw path, host or client address becomes a label.
     for leak in ["/x", "nowhere.test", "127.0.0.1"] {
         assert!(!text.contains(leak), "{leak} leaked into the metrics");
@@ -87,7 +89,12 @@ async fn connect_errors_and_retries_are_counted() {
     for _ in 0..4 {
         assert_eq!(s.get("x", "/").await.status, 200);
     }
-    let text = scrape(&s).await;
+    let text = eventually(STEP, "four counted requests", || async {
+        let text = scrape(&s).await;
+        let n = sample(&text, "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"default\",service=\"web\",status_class=\"2xx\"}");
+        (n == Some(4.0)).then_some(text)
+    })
+    .await;
     let labels = "{ingress=\"web\",namespace=\"default\",service=\"web\"}";
     // Some requests try the dead endpoint first (how many depends on the balancer's rotation);
     // each such failed connect was retried on the live one.

@@ -2,7 +2,6 @@
 
 use crate::support::*;
 
-#[tokio::test]
 async fn requests_are_routed_by_host_and_path_to_the_matching_service() {
     let (a, b, c, d) = (
         Backend::start("a").await,
@@ -62,7 +61,6 @@ async fn requests_are_routed_by_host_and_path_to_the_matching_service() {
     assert_eq!(r.json()["uri"], "/api/v1?x=1&y=%20");
 }
 
-#[tokio::test]
 async fn a_wildcard_covers_exactly_one_label() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let manifests = [
@@ -83,7 +81,6 @@ async fn a_wildcard_covers_exactly_one_label() {
     assert_eq!(s.get("two.one.example.test", "/").await.backend(), "b");
 }
 
-#[tokio::test]
 async fn h2c_requests_are_routed_by_authority() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let manifests = [
@@ -113,7 +110,6 @@ async fn h2c_requests_are_routed_by_authority() {
     assert_eq!(get_h2c(s.addr, "c.test", "/").await.status, 404);
 }
 
-#[tokio::test]
 async fn requests_rotate_over_the_ready_endpoints_of_a_service() {
     let (a, b, c) = (
         Backend::start("a").await,
@@ -139,7 +135,6 @@ async fn requests_rotate_over_the_ready_endpoints_of_a_service() {
     assert_eq!(c.hits(), 0);
 }
 
-#[tokio::test]
 async fn the_oldest_ingress_keeps_a_contested_rule_and_the_default_backend_catches_the_rest() {
     let (a, b, d) = (
         Backend::start("a").await,
@@ -167,7 +162,6 @@ async fn the_oldest_ingress_keeps_a_contested_rule_and_the_default_backend_catch
     assert_eq!(s.get("unknown.test", "/").await.backend(), "d");
 }
 
-#[tokio::test]
 async fn ingresses_of_another_class_are_not_served() {
     let a = Backend::start("a").await;
     let theirs = ingress(
@@ -189,3 +183,12 @@ async fn ingresses_of_another_class_are_not_served() {
     assert_eq!(s.get("x.test", "/").await.status, 404);
     assert_eq!(a.hits(), 0);
 }
+
+crate::through_both_sources!(
+    requests_are_routed_by_host_and_path_to_the_matching_service,
+    a_wildcard_covers_exactly_one_label,
+    h2c_requests_are_routed_by_authority,
+    requests_rotate_over_the_ready_endpoints_of_a_service,
+    the_oldest_ingress_keeps_a_contested_rule_and_the_default_backend_catches_the_rest,
+    ingresses_of_another_class_are_not_served,
+);

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_apiserver;
 pub mod pki;
 
 use std::collections::BTreeMap;
@@ -298,6 +299,82 @@ pub async fn get_h2c(addr: SocketAddr, host: &str, path: &str) -> Reply {
     reply
 }
 
+/// Concurrent clients, each on its own keepalive connection, sending GETs in a loop (bounded in
+/// count and time) and recording every request that did not get a 200.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, host: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                tokio::spawn(async move {
+                    let mut conn = H1::connect(addr).await;
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    for _ in 0..50_000 {
+                        if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                            break;
+                        }
+                        match conn.get(host, "/").await {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} {}", r.status, r.body)),
+                            Err(e) => {
+                                failures.lock().unwrap().push(e);
+                                conn = H1::connect(addr).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            clients,
+        }
+    }
+
+    /// Requests answered 200 so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more requests have succeeded.
+    pub async fn wait_for_more(&self, n: usize) {
+        let target = self.ok() + n;
+        let ok = self.ok.clone();
+        eventually(STEP, "more requests under load", || {
+            let now = ok.load(Ordering::SeqCst);
+            async move { (now >= target).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Stops the clients and returns every failure seen.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        failures
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Manifests
 
@@ -368,8 +445,61 @@ pub fn ingress(ns: &str, name: &str, host: Option<&str>, paths: &[PathRule<'_>])
 // ---------------------------------------------------------------------------------------------
 // sluice in-process
 
+tokio::task_local! {
+    /// Set (by [`through_both_sources`]) to run a test's sluice on the kubernetes source: its
+    /// manifests are applied to a fake API server instead of being written to a folder.
+    pub static KUBE_SOURCE: bool;
+}
+
+/// Generates, for each named `async fn` test body, one test on the files source and one on the
+/// kubernetes source.
+#[macro_export]
+macro_rules! through_both_sources {
+    ($($name:ident),* $(,)?) => {
+        mod files_source {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name().await
+                }
+            )*
+        }
+        mod kubernetes_source {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::support::KUBE_SOURCE.scope(true, super::$name()).await
+                }
+            )*
+        }
+    };
+}
+
+/// Settings text that reads `api` instead of the manifests folder; the kubeconfig goes in `dir`.
+pub fn kube_settings_text(
+    base: &str,
+    dir: &Path,
+    api: &fake_apiserver::FakeApiServer,
+    identity: &str,
+) -> String {
+    let kubeconfig = dir.join(format!("kubeconfig-{identity}"));
+    std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
+    base.replace(
+        "[source.files]\ndirectory = \"manifests\"\npoll_interval_ms = 20\n",
+        "",
+    ) + &format!(
+        "[source]\nkind = \"kubernetes\"\n[source.kubernetes]\nkubeconfig = \"{}\"\n\
+         [leader_election]\nlease_name = \"sluice-test\"\nlease_namespace = \"sluice\"\n\
+         lease_duration_secs = 5\nrenew_period_secs = 1\nidentity = \"{identity}\"\n\
+         [status]\naddresses = [\"192.0.2.10\", \"lb.example.test\"]\n",
+        kubeconfig.display()
+    )
+}
+
 /// A sluice started in-process on loopback port 0, reading a temporary folder of manifests.
 pub struct Sluice {
+    /// The fake API server, when the test runs on the kubernetes source.
+    pub api: Option<fake_apiserver::FakeApiServer>,
     pub running: Option<sluice::Running>,
     pub addr: SocketAddr,
     /// The first HTTPS listener, when the settings have one.
@@ -420,9 +550,27 @@ impl Sluice {
     }
 
     pub async fn start_with(manifests: &str, settings_text: &str) -> Sluice {
+        if KUBE_SOURCE.try_with(|k| *k).unwrap_or(false) {
+            let api = fake_apiserver::FakeApiServer::start().await;
+            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(manifests).unwrap();
+            for doc in docs.into_iter().filter(|d| !d.is_null()) {
+                api.apply(doc);
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let text = kube_settings_text(settings_text, dir.path(), &api, "test");
+            let mut s = Sluice::start_in(dir, &text, true).await;
+            s.api = Some(api);
+            return s;
+        }
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("manifests")).unwrap();
         std::fs::write(dir.path().join("manifests/routes.yaml"), manifests).unwrap();
+        Sluice::start_in(dir, settings_text, true).await
+    }
+
+    /// Starts sluice with `settings_text` as `sluice.toml` in `dir`; waits for readiness when
+    /// `ready` is set.
+    pub async fn start_in(dir: tempfile::TempDir, settings_text: &str, ready: bool) -> Sluice {
         let config = dir.path().join("sluice.toml");
         std::fs::write(&config, settings_text).unwrap();
         let settings = sluice_config::Settings::load(&config).unwrap();
@@ -431,12 +579,15 @@ impl Sluice {
         let (addr, admin) = (running.http_addrs[0], running.admin_addr);
         let https = running.https_addrs.first().copied();
         let state = running.state.clone();
-        eventually(STEP, "the first snapshot", || {
-            let ready = state.is_ready();
-            async move { ready.then_some(()) }
-        })
-        .await;
+        if ready {
+            eventually(STEP, "the first snapshot", || {
+                let ready = state.is_ready();
+                async move { ready.then_some(()) }
+            })
+            .await;
+        }
         Sluice {
+            api: None,
             running: Some(running),
             addr,
             https,

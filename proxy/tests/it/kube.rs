@@ -1,0 +1,368 @@
+//! The Kubernetes source, end to end: the real kube-rs client inside sluice talks to the
+//! in-repo fake API server over plain HTTP on loopback.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::fake_apiserver::FakeApiServer;
+use crate::support::*;
+
+fn class() -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+           "metadata": {"name": "sluice"},
+           "spec": {"controller": "sluice.dev/ingress-controller"}})
+}
+
+fn service_obj(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"ports": [{"name": "http", "port": 80}]}})
+}
+
+fn slice_obj(ns: &str, service: &str, name: &str, backends: &[&Backend]) -> Value {
+    // One slice holds one port list: all backends of a slice share the first one's port.
+    let port = backends.first().map(|b| b.addr.port()).unwrap_or(1);
+    let endpoints: Vec<Value> = backends
+        .iter()
+        .map(|b| json!({"addresses": [b.addr.ip().to_string()], "conditions": {"ready": true}}))
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": name, "namespace": ns,
+                        "labels": {"kubernetes.io/service-name": service}},
+           "addressType": "IPv4",
+           "ports": [{"name": "http", "port": port}],
+           "endpoints": endpoints})
+}
+
+fn ingress_obj(ns: &str, name: &str, host: &str, service: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"ingressClassName": "sluice",
+                    "rules": [{"host": host, "http": {"paths": [
+                        {"path": "/", "pathType": "Prefix",
+                         "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}})
+}
+
+/// A sluice on the kubernetes source; `ready` says whether to wait for readiness.
+async fn start_kube(api: &FakeApiServer, identity: &str, ready: bool) -> Sluice {
+    let dir = tempfile::tempdir().unwrap();
+    let text = kube_settings_text(&test_settings(""), dir.path(), api, identity);
+    Sluice::start_in(dir, &text, ready).await
+}
+
+/// An API server with a class, and one Ingress `web` on host `web.test` to Service `web`
+/// whose endpoints are `backends`.
+async fn cluster(backends: &[&Backend]) -> FakeApiServer {
+    let api = FakeApiServer::start().await;
+    api.apply(class());
+    api.apply(service_obj("default", "web"));
+    api.apply(slice_obj("default", "web", "web-1", backends));
+    api.apply(ingress_obj("default", "web", "web.test", "web"));
+    api
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_come_from_the_api_server_and_follow_its_changes() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let api = cluster(&[&a]).await;
+    let s = start_kube(&api, "one", true).await;
+    assert_eq!(s.get("web.test", "/").await.backend(), "a");
+
+    // A new Ingress and Service appear; an endpoint change moves traffic.
+    api.apply(service_obj("default", "other"));
+    api.apply(slice_obj("default", "other", "other-1", &[&b]));
+    api.apply(ingress_obj("default", "other", "other.test", "other"));
+    s.wait_for_backend("other.test", "/", "b").await;
+    api.apply(slice_obj("default", "web", "web-1", &[&b]));
+    s.wait_for_backend("web.test", "/", "b").await;
+
+    // A deleted Ingress takes its route away.
+    api.delete("networking.k8s.io/v1", "Ingress", "default", "other");
+    let addr = s.addr;
+    eventually(STEP, "other.test to be gone", || async move {
+        (get(addr, "other.test", "/").await.status == 404).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_a_complete_list_of_every_kind() {
+    let a = Backend::start("a").await;
+    let api = cluster(&[&a]).await;
+    api.set_available(false);
+    let s = start_kube(&api, "one", false).await;
+    // Bounded observation while the API server is away: never ready, nothing routed.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        assert_eq!(get(s.admin, "admin", "/readyz").await.status, 503);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.set_available(true);
+    let admin = s.admin;
+    eventually(STEP, "readiness", || async move {
+        (get(admin, "admin", "/readyz").await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(s.get("web.test", "/").await.backend(), "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_good_snapshot_serves_through_an_outage_and_changes_made_meanwhile_arrive_after() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let api = cluster(&[&a]).await;
+    let s = start_kube(&api, "one", true).await;
+    let lists_before = api.list_count("ingresses");
+
+    api.set_available(false);
+    for _ in 0..20 {
+        assert_eq!(s.get("web.test", "/").await.backend(), "a");
+    }
+    // Changes while sluice cannot see them.
+    api.apply(slice_obj("default", "web", "web-1", &[&b]));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // an outage of a while, not a sync
+    assert_eq!(s.get("web.test", "/").await.backend(), "a");
+    // Backoff keeps reconnection attempts few.
+    assert!(api.list_count("ingresses") <= lists_before + 1);
+
+    api.set_available(true);
+    s.wait_for_backend("web.test", "/", "b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_expired_relist_drops_objects_deleted_while_the_watch_was_gone() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let api = cluster(&[&a]).await;
+    api.apply(service_obj("default", "gone"));
+    api.apply(slice_obj("default", "gone", "gone-1", &[&b]));
+    api.apply(ingress_obj("default", "gone", "gone.test", "gone"));
+    let s = start_kube(&api, "one", true).await;
+    s.wait_for_backend("gone.test", "/", "b").await;
+
+    // Forget history and delete without a watch event, then end the watches: the re-watch from
+    // the old resourceVersion gets 410, and only the relist that follows can notice.
+    // (Deleting after dropping the watches would race the relist.)
+    api.compact();
+    api.delete_silently("networking.k8s.io/v1", "Ingress", "default", "gone");
+    api.drop_watches();
+    let addr = s.addr;
+    eventually(STEP, "the relist to drop gone.test", || async move {
+        (get(addr, "gone.test", "/").await.status == 404).then_some(())
+    })
+    .await;
+    assert_eq!(s.get("web.test", "/").await.backend(), "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_churn_under_concurrent_load_fails_no_request() {
+    let backends = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    let api = cluster(&[&backends[0]]).await;
+    let s = start_kube(&api, "one", true).await;
+    let load = Load::start(s.addr, "web.test", 4);
+    // Churn: every slice update moves the Service to another single endpoint (each backend has
+    // its own port, so one slice holds one backend at a time), 30 times.
+    for i in 0..30 {
+        let next = &backends[(i + 1) % backends.len()];
+        api.apply(slice_obj("default", "web", "web-1", &[next]));
+        s.wait_for_backend("web.test", "/", &next.name).await;
+    }
+    let succeeded = load.ok();
+    let failures = load.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(succeeded > 100, "{succeeded}");
+    assert!(backends.iter().all(|b| b.hits() > 0));
+}
+
+/// The status patches the fake API server received, as (ingress name, body).
+fn status_writes(api: &FakeApiServer) -> Vec<(String, Value)> {
+    api.writes()
+        .into_iter()
+        .filter(|w| {
+            w.method == "PATCH" && w.path.ends_with("/status") && w.path.contains("/ingresses/")
+        })
+        .map(|w| {
+            let name = w
+                .path
+                .trim_end_matches("/status")
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            (name, w.body.clone())
+        })
+        .collect()
+}
+
+fn lb_status(api: &FakeApiServer, name: &str) -> Value {
+    api.get("networking.k8s.io/v1", "Ingress", "default", name)
+        .map(|o| o["status"]["loadBalancer"]["ingress"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_instances_writes_status_once_and_the_other_takes_over_when_it_stops() {
+    let a = Backend::start("a").await;
+    let api = cluster(&[&a]).await;
+    let first = start_kube(&api, "first", true).await;
+    let second = start_kube(&api, "second", true).await;
+    let want = json!([{"ip": "192.0.2.10"}, {"hostname": "lb.example.test"}]);
+    let status_of_web = || lb_status(&api, "web");
+    eventually(STEP, "the status of web", || {
+        let got = status_of_web();
+        let want = want.clone();
+        async move { (got == want).then_some(()) }
+    })
+    .await;
+    // A few renew periods pass: nobody writes the same value again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let writes = status_writes(&api);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let holder = api
+        .get("coordination.k8s.io/v1", "Lease", "sluice", "sluice-test")
+        .map(|l| {
+            l["spec"]["holderIdentity"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    assert!(holder == "first" || holder == "second", "{holder}");
+
+    // Stop the leader; the other one takes over and writes the next Ingress's status.
+    let (mut leader, follower, follower_id) = if holder == "first" {
+        (first, second, "second")
+    } else {
+        (second, first, "first")
+    };
+    leader.stop().await;
+    api.apply(service_obj("default", "late"));
+    api.apply(ingress_obj("default", "late", "late.test", "late"));
+    eventually(
+        Duration::from_secs(10),
+        "the new leader to write late's status",
+        || {
+            let got = lb_status(&api, "late");
+            let want = want.clone();
+            async move { (got == want).then_some(()) }
+        },
+    )
+    .await;
+    // The handover never cleared web's status.
+    assert_eq!(lb_status(&api, "web"), want);
+    assert!(status_writes(&api)
+        .iter()
+        .all(|(_, body)| !body.to_string().contains("null")));
+    let holder = api
+        .get("coordination.k8s.io/v1", "Lease", "sluice", "sluice-test")
+        .map(|l| {
+            l["spec"]["holderIdentity"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    assert_eq!(holder, follower_id);
+    drop(follower);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_no_longer_served_has_its_status_cleared() {
+    let a = Backend::start("a").await;
+    let api = cluster(&[&a]).await;
+    let s = start_kube(&api, "one", true).await;
+    let want = json!([{"ip": "192.0.2.10"}, {"hostname": "lb.example.test"}]);
+    eventually(STEP, "the status of web", || {
+        let got = lb_status(&api, "web");
+        let want = want.clone();
+        async move { (got == want).then_some(()) }
+    })
+    .await;
+    let mut moved = ingress_obj("default", "web", "web.test", "web");
+    moved["spec"]["ingressClassName"] = json!("someone-else");
+    moved["status"] = json!({"loadBalancer": {"ingress": want}});
+    api.apply(moved);
+    eventually(STEP, "the status of web to be cleared", || {
+        let got = lb_status(&api, "web");
+        async move { got.is_null().then_some(()) }
+    })
+    .await;
+    drop(s);
+}
+
+/// The Events the fake API server holds for an Ingress, as (type, reason).
+fn events_for(api: &FakeApiServer, name: &str) -> Vec<(String, String)> {
+    api.list("Event")
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == name || e["involvedObject"]["name"] == name)
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_rules_raise_one_warning_event_and_a_relist_raises_none() {
+    let a = Backend::start("a").await;
+    let api = cluster(&[&a]).await;
+    api.apply(ingress_obj(
+        "default",
+        "broken",
+        "broken.test",
+        "no-such-service",
+    ));
+    let s = start_kube(&api, "one", true).await;
+    let events = eventually(STEP, "a warning event on broken", || {
+        let ev = events_for(&api, "broken");
+        async move { ev.iter().any(|(t, _)| t == "Warning").then_some(ev) }
+    })
+    .await;
+    assert!(
+        events.contains(&("Warning".to_string(), "MissingService".to_string())),
+        "{events:?}"
+    );
+    eventually(STEP, "a normal event on web", || {
+        let ev = events_for(&api, "web");
+        async move {
+            ev.iter()
+                .any(|(t, r)| t == "Normal" && r == "Served")
+                .then_some(())
+        }
+    })
+    .await;
+    let before = api
+        .writes()
+        .iter()
+        .filter(|w| w.path.contains("events"))
+        .count();
+
+    // A relist of everything: nothing new to say.
+    api.compact();
+    api.drop_watches();
+    let lists = api.list_count("ingresses");
+    let api_ref = &api;
+    eventually(STEP, "a relist", || {
+        let n = api_ref.list_count("ingresses");
+        async move { (n > lists).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = api
+        .writes()
+        .iter()
+        .filter(|w| w.path.contains("events"))
+        .count();
+    assert_eq!(before, after, "a relist raised events");
+    drop(s);
+}
