@@ -366,3 +366,83 @@ async fn skipped_rules_raise_one_warning_event_and_a_relist_raises_none() {
     assert_eq!(before, after, "a relist raised events");
     drop(s);
 }
+
+/// A `kubernetes.io/tls` (or other type) Secret object with `cert` and the key of `key`.
+fn tls_secret_obj(
+    name: &str,
+    type_: &str,
+    cert: &crate::support::pki::Issued,
+    key: &crate::support::pki::Issued,
+) -> Value {
+    let b64 = |s: String| openssl::base64::encode_block(s.as_bytes());
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": name, "namespace": "default"}, "type": type_,
+           "data": {"tls.crt": b64(cert.cert_pem()), "tls.key": b64(key.key_pem())}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secrets_are_watched_rotated_and_a_broken_one_raises_a_warning_event() {
+    use crate::support::pki::*;
+    let ca = Ca::root("test root");
+    let first = ca.issue(&Leaf::server("first", &["web.test"]));
+    let second = ca.issue(&Leaf::server("second", &["web.test"]));
+    let stranger = ca.issue(&Leaf::server("stranger", &["web.test"]).key(Key::P256));
+    let a = Backend::start("a").await;
+    let api = cluster(&[&a]).await;
+    api.apply(tls_secret_obj(
+        "web-tls",
+        "kubernetes.io/tls",
+        &first,
+        &first,
+    ));
+    // Of another type: never watched, so the Ingress naming it hears it does not exist.
+    api.apply(tls_secret_obj("opaque-tls", "Opaque", &second, &second));
+    let mut ingress = ingress_obj("default", "web", "web.test", "web");
+    ingress["spec"]["tls"] = json!([
+        {"hosts": ["web.test"], "secretName": "web-tls"},
+        {"hosts": ["opaque.test"], "secretName": "opaque-tls"}
+    ]);
+    api.apply(ingress);
+    let dir = tempfile::tempdir().unwrap();
+    let text = kube_settings_text(&test_settings(""), dir.path(), &api, "one")
+        + "[tls]\nhttps_listen = [\"127.0.0.1:0\"]\n";
+    let s = Sluice::start_in(dir, &text, true).await;
+    let addr = s.https.expect("an HTTPS listener");
+    let cn = |name: &'static str| async move { served(addr, &ClientTls::sni(name)).await.cn };
+    assert_eq!(cn("web.test").await, "first");
+    assert_eq!(cn("opaque.test").await, "sluice default certificate");
+    let (r, _) = https_get(addr, &ClientTls::sni("web.test"), "web.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // Rotated through the watch: the next handshake has it.
+    api.apply(tls_secret_obj(
+        "web-tls",
+        "kubernetes.io/tls",
+        &second,
+        &second,
+    ));
+    eventually(STEP, "the rotated certificate", || async move {
+        (cn("web.test").await == "second").then_some(())
+    })
+    .await;
+    // A key that is not the certificate's: the default certificate, and a Warning Event.
+    api.apply(tls_secret_obj(
+        "web-tls",
+        "kubernetes.io/tls",
+        &first,
+        &stranger,
+    ));
+    eventually(STEP, "the default certificate", || async move {
+        (cn("web.test").await == "sluice default certificate").then_some(())
+    })
+    .await;
+    eventually(STEP, "Warning Events for both Secrets", || {
+        let ev = events_for(&api, "web");
+        let warned = |reason: &str| ev.iter().any(|(t, r)| t == "Warning" && r == reason);
+        let both = warned("InvalidSecret") && warned("MissingSecret");
+        async move { both.then_some(()) }
+    })
+    .await;
+}
