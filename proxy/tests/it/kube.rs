@@ -446,3 +446,25 @@ async fn tls_secrets_are_watched_rotated_and_a_broken_one_raises_a_warning_event
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_can_copy_the_load_balancer_of_a_published_service() {
+    let a = Backend::start("a").await;
+    let api = cluster(&[&a]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = kube_settings_text(&test_settings(""), dir.path(), &api, "one").replace(
+        "addresses = [\"192.0.2.10\", \"lb.example.test\"]",
+        "publish_service = \"sluice/sluice\"",
+    );
+    let s = Sluice::start_in(dir, &text, true).await;
+    // The published Service gets its load-balancer address; served Ingresses copy it.
+    let mut lb = service_obj("sluice", "sluice");
+    lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.5"}]}});
+    api.apply(lb);
+    eventually(STEP, "web to get the published address", || {
+        let got = lb_status(&api, "web");
+        async move { (got == json!([{"ip": "203.0.113.5"}])).then_some(()) }
+    })
+    .await;
+    drop(s);
+}
