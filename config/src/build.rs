@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::annotations::{upstream_policy, UpstreamPolicy};
 use crate::model::{
     BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, PortRef,
     ServiceInput,
@@ -73,6 +74,8 @@ pub enum SkipReason {
     MissingPort,
     UnsupportedBackend,
     ConflictingRule,
+    /// An annotation's value is not used (the default applies instead).
+    InvalidAnnotation,
 }
 
 impl SkipReason {
@@ -86,6 +89,7 @@ impl SkipReason {
             SkipReason::MissingPort => "MissingPort",
             SkipReason::UnsupportedBackend => "UnsupportedBackend",
             SkipReason::ConflictingRule => "ConflictingRule",
+            SkipReason::InvalidAnnotation => "InvalidAnnotation",
         }
     }
 }
@@ -111,6 +115,10 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Indexed by [`RouteEntry::target`].
     pub targets: Vec<Target>,
+    /// How each target reaches its upstream (timeouts from the owning Ingress's annotations);
+    /// indexed like `targets`. Two Ingresses with different annotations on one Service port get
+    /// two targets over the same pool.
+    pub policies: Vec<UpstreamPolicy>,
     /// Indexed by [`RouteEntry::ingress`]; oldest first.
     pub ingresses: Vec<ServedIngress>,
     /// The ready endpoint addresses of every pool a route uses, sorted.
@@ -123,6 +131,11 @@ impl Snapshot {
     /// The target a route entry leads to.
     pub fn target(&self, entry: &RouteEntry) -> Option<&Target> {
         self.targets.get(entry.target)
+    }
+
+    /// The upstream policy of a route entry's target.
+    pub fn policy(&self, entry: &RouteEntry) -> Option<&UpstreamPolicy> {
+        self.policies.get(entry.target)
     }
 }
 
@@ -183,6 +196,7 @@ pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
     let mut b = Builder {
         snapshot: Snapshot::default(),
         target_ids: HashMap::new(),
+        policy: UpstreamPolicy::default(),
         services: &services,
         slices: &slices,
         // Which Ingress holds each contested rule, for conflict messages.
@@ -202,7 +216,9 @@ pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
 
 struct Builder<'a> {
     snapshot: Snapshot,
-    target_ids: HashMap<Target, TargetId>,
+    target_ids: HashMap<(Target, UpstreamPolicy), TargetId>,
+    /// The policy of the Ingress being added.
+    policy: UpstreamPolicy,
     services: &'a HashMap<(&'a str, &'a str), &'a ServiceInput>,
     slices: &'a HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceInput>>,
     owners: HashMap<(String, String, MatchKind), ObjectRef>,
@@ -218,6 +234,12 @@ impl Builder<'_> {
     }
 
     fn add_ingress(&mut self, index: usize, ingress: &IngressInput) {
+        let (policy, bad) = upstream_policy(&ingress.annotations);
+        for b in bad {
+            self.skip(ingress, SkipReason::InvalidAnnotation, b.to_string());
+        }
+        self.policy = policy;
+
         if let Some(backend) = &ingress.default_backend {
             let target = self.resolve(ingress, backend, "defaultBackend");
             if !self.snapshot.routes.set_default_backend(RouteEntry {
@@ -334,12 +356,14 @@ impl Builder<'_> {
                 Target::Unresolved { reason: message }
             }
         };
-        if let Some(id) = self.target_ids.get(&target) {
+        let key = (target, self.policy.clone());
+        if let Some(id) = self.target_ids.get(&key) {
             return *id;
         }
         let id = self.snapshot.targets.len();
-        self.snapshot.targets.push(target.clone());
-        self.target_ids.insert(target, id);
+        self.snapshot.targets.push(key.0.clone());
+        self.snapshot.policies.push(key.1.clone());
+        self.target_ids.insert(key, id);
         id
     }
 

@@ -5,10 +5,12 @@
 //!   server) produce.
 //! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend
 //!   targets, ready endpoints, and every rule skipped with its reason.
+//! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //!
 //! No tokio, no sockets, no Pingora: everything here is tested in milliseconds.
 
+pub mod annotations;
 pub mod build;
 pub mod model;
 pub mod report;

@@ -6,7 +6,8 @@
 //!    whose backend could not be resolved or whose pool has no ready endpoint (503), a request
 //!    head over the configured size (431).
 //! 2. [`ProxyHttp::upstream_peer`] picks the next endpoint of the route's pool (round robin),
-//!    skipping endpoints this request already failed to connect to.
+//!    skipping endpoints this request already failed to connect to, with the route's timeouts
+//!    (its Ingress's `sluice.dev/*-timeout` annotations, else the settings).
 //! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers.
 //!    Pingora has already removed hop-by-hop headers and keeps the client's `Host`.
 //! 4. On a connect failure [`ProxyHttp::fail_to_connect`] marks the error retryable until the
@@ -29,6 +30,7 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use sluice_config::annotations::Timeouts;
 use sluice_config::Settings;
 use tokio::sync::Notify;
 
@@ -119,6 +121,8 @@ pub struct RequestCtx {
     start: Instant,
     pool: Option<Arc<Pool>>,
     route: Option<Arc<RouteMetrics>>,
+    /// The route's own timeouts (from its Ingress's annotations); unset ones use the settings.
+    timeouts: Timeouts,
     /// Endpoints this request failed to connect to; empty (and unallocated) on the happy path.
     failed: Vec<SocketAddr>,
     attempts: usize,
@@ -262,6 +266,7 @@ impl ProxyHttp for Router {
             start: Instant::now(),
             pool: None,
             route: None,
+            timeouts: Timeouts::default(),
             failed: Vec::new(),
             attempts: 0,
             upstream_start: None,
@@ -290,6 +295,9 @@ impl ProxyHttp for Router {
                 .route_metrics
                 .get(&(entry.ingress, entry.target))
                 .cloned();
+            if let Some(policy) = live.snapshot.policy(entry) {
+                ctx.timeouts = policy.timeouts;
+            }
             match live.pools.get(entry.target) {
                 Some(Some(pool)) if !pool.is_empty() => pool.clone(),
                 _ => return respond(session, 503).await,
@@ -321,9 +329,10 @@ impl ProxyHttp for Router {
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
-        o.connection_timeout = Some(self.options.connect_timeout);
-        o.read_timeout = Some(self.options.read_timeout);
-        o.write_timeout = Some(self.options.write_timeout);
+        let (t, d) = (&ctx.timeouts, &self.options);
+        o.connection_timeout = Some(t.connect.unwrap_or(d.connect_timeout));
+        o.read_timeout = Some(t.read.unwrap_or(d.read_timeout));
+        o.write_timeout = Some(t.send.unwrap_or(d.write_timeout));
         o.idle_timeout = Some(self.options.idle_timeout);
         Ok(Box::new(peer))
     }

@@ -137,6 +137,39 @@ async fn an_upstream_slower_than_the_read_timeout_answers_504() {
     assert!(r.body.starts_with("504"), "{}", r.body);
 }
 
+async fn a_route_with_a_short_read_timeout_answers_504_while_another_on_the_same_backend_waits() {
+    let slow = Backend::start("slow").await;
+    slow.set_delay(Duration::from_millis(800));
+    let manifests = [
+        service_with("default", "slow", &[slow.addr]),
+        annotate(
+            &ingress("default", "short", None, &[("/short", "Prefix", "slow")]),
+            &[("sluice.dev/read-timeout", "200ms")],
+        ),
+        // The settings' read timeout (2 s in tests) applies here.
+        ingress("default", "long", None, &[("/long", "Prefix", "slow")]),
+        // A bad value is reported and leaves the default: this route waits too.
+        annotate(
+            &ingress("default", "typo", None, &[("/typo", "Prefix", "slow")]),
+            &[("sluice.dev/read-timeout", "fast")],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    let (short, long, typo) = tokio::join!(
+        s.get("x", "/short"),
+        s.get("x", "/long"),
+        s.get("x", "/typo")
+    );
+    assert_eq!(short.status, 504, "{}", short.body);
+    assert_eq!(long.status, 200, "{}", long.body);
+    assert_eq!(long.backend(), "slow");
+    assert_eq!(typo.status, 200, "{}", typo.body);
+    // Making the backend fast again makes the short route answer: the 504 was its timeout.
+    slow.set_delay(Duration::from_millis(0));
+    assert_eq!(s.get("x", "/short").await.status, 200);
+}
+
 async fn a_request_head_over_the_limit_answers_431() {
     let a = Backend::start("a").await;
     let manifests = [
@@ -173,5 +206,6 @@ crate::through_both_sources!(
     a_connect_failure_is_retried_on_another_endpoint,
     connect_failures_on_every_endpoint_answer_502,
     an_upstream_slower_than_the_read_timeout_answers_504,
+    a_route_with_a_short_read_timeout_answers_504_while_another_on_the_same_backend_waits,
     a_request_head_over_the_limit_answers_431,
 );

@@ -365,6 +365,19 @@ pub fn ingress(ns: &str, name: &str, host: Option<&str>, paths: &[PathRule<'_>])
     out
 }
 
+/// Adds annotations to a manifest made by [`ingress`].
+pub fn annotate(ingress: &str, annotations: &[(&str, &str)]) -> String {
+    let list: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+        .collect();
+    ingress.replacen(
+        "}\nspec:",
+        &format!(", annotations: {{{}}}}}\nspec:", list.join(", ")),
+        1,
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // sluice in-process
 

@@ -1,0 +1,191 @@
+//! Per-Ingress annotations: what an Ingress may change about how its requests reach the upstream.
+//!
+//! Annotations are read once per Ingress while a snapshot is built ([`crate::build`]) and apply
+//! to every rule of that Ingress, its `defaultBackend` included. A value that does not parse is
+//! reported (as a skipped rule with reason `InvalidAnnotation`) and the default is used instead:
+//! a typo never takes an Ingress off the air.
+//!
+//! | annotation | value | default |
+//! |---|---|---|
+//! | `sluice.dev/connect-timeout` | a duration | `upstream.connect_timeout_ms` |
+//! | `sluice.dev/read-timeout` | a duration | `upstream.read_timeout_ms` |
+//! | `sluice.dev/send-timeout` | a duration | `upstream.write_timeout_ms` |
+//!
+//! A duration is a whole number with a unit, `500ms`, `5s`, `1m` or `1h`; a bare number means
+//! seconds, as in ingress-nginx's `proxy-*-timeout` annotations. Zero is refused.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Time allowed to open a TCP connection to an endpoint.
+pub const CONNECT_TIMEOUT: &str = "sluice.dev/connect-timeout";
+/// Time allowed between two reads from an endpoint (504 when exceeded).
+pub const READ_TIMEOUT: &str = "sluice.dev/read-timeout";
+/// Time allowed between two writes to an endpoint (504 when exceeded).
+pub const SEND_TIMEOUT: &str = "sluice.dev/send-timeout";
+
+/// The longest duration an annotation may give: one day. Longer values are almost certainly a
+/// unit mistake (`60000` meant as milliseconds is 16 hours as seconds).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Upstream timeouts of one route; `None` uses the settings' default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub send: Option<Duration>,
+}
+
+/// What an Ingress's annotations ask of its upstreams. Every route target carries one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamPolicy {
+    pub timeouts: Timeouts,
+}
+
+/// An annotation whose value is not used, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadAnnotation {
+    pub key: &'static str,
+    pub value: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for BadAnnotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "annotation `{}`: `{}` {}; the default is used",
+            self.key, self.value, self.message
+        )
+    }
+}
+
+/// Parses a duration: a whole number and a unit (`ms`, `s`, `m`, `h`), or a bare number of
+/// seconds. Surrounding whitespace is ignored; zero and values over [`MAX_DURATION`] are refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "is not a duration such as 500ms, 5s or 1m".to_string())?;
+    let millis_per_unit = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err("is not a duration such as 500ms, 5s or 1m".to_string()),
+    };
+    let d = n
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| "is longer than a day".to_string())?;
+    if d.is_zero() {
+        return Err("is zero; a timeout must be positive".to_string());
+    }
+    Ok(d)
+}
+
+/// The upstream policy an Ingress's annotations describe, and every annotation not used.
+pub fn upstream_policy(
+    annotations: &BTreeMap<String, String>,
+) -> (UpstreamPolicy, Vec<BadAnnotation>) {
+    let mut bad = Vec::new();
+    let mut duration = |key: &'static str| {
+        let value = annotations.get(key)?;
+        match parse_duration(value) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                bad.push(BadAnnotation {
+                    key,
+                    value: value.clone(),
+                    message,
+                });
+                None
+            }
+        }
+    };
+    let timeouts = Timeouts {
+        connect: duration(CONNECT_TIMEOUT),
+        read: duration(READ_TIMEOUT),
+        send: duration(SEND_TIMEOUT),
+    };
+    (UpstreamPolicy { timeouts }, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_and_a_bare_number_means_seconds() {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("5s", 5_000),
+            ("1m", 60_000),
+            ("2h", 7_200_000),
+            ("30", 30_000),
+            (" 7s ", 7_000),
+            ("1 s", 1_000),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_refused_with_a_reason() {
+        for text in [
+            "",
+            "ms",
+            "5x",
+            "1.5s",
+            "-1s",
+            "5 sec",
+            "0",
+            "0ms",
+            "25h",
+            "99999999999999999999",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_bad_timeout_is_reported_and_the_others_still_apply() {
+        let annotations: BTreeMap<String, String> = [
+            (READ_TIMEOUT, "300ms"),
+            (CONNECT_TIMEOUT, "soon"),
+            ("other.example/x", "y"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (policy, bad) = upstream_policy(&annotations);
+        assert_eq!(
+            policy.timeouts,
+            Timeouts {
+                connect: None,
+                read: Some(Duration::from_millis(300)),
+                send: None,
+            }
+        );
+        assert_eq!(bad.len(), 1);
+        assert_eq!(
+            bad[0].to_string(),
+            "annotation `sluice.dev/connect-timeout`: `soon` is not a duration such as 500ms, \
+             5s or 1m; the default is used"
+        );
+    }
+
+    #[test]
+    fn without_annotations_every_default_applies() {
+        let (policy, bad) = upstream_policy(&BTreeMap::new());
+        assert_eq!(policy, UpstreamPolicy::default());
+        assert!(bad.is_empty());
+    }
+}
