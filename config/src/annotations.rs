@@ -10,6 +10,11 @@
 //! | `sluice.dev/connect-timeout` | a duration | `upstream.connect_timeout_ms` |
 //! | `sluice.dev/read-timeout` | a duration | `upstream.read_timeout_ms` |
 //! | `sluice.dev/send-timeout` | a duration | `upstream.write_timeout_ms` |
+//! | `sluice.dev/load-balance` | `round-robin`, `least-request`, `ewma`, `consistent-hash` | `upstream.load_balance` |
+//! | `sluice.dev/hash-by` | `$remote_addr`, `$http_<header>`, `$cookie_<name>` | none |
+//!
+//! `sluice.dev/hash-by` alone asks for `consistent-hash` (as ingress-nginx's `upstream-hash-by`
+//! does); `consistent-hash` without it is reported and the default algorithm is used.
 //!
 //! A duration is a whole number with a unit, `500ms`, `5s`, `1m` or `1h`; a bare number means
 //! seconds, as in ingress-nginx's `proxy-*-timeout` annotations. Zero is refused.
@@ -23,6 +28,10 @@ pub const CONNECT_TIMEOUT: &str = "sluice.dev/connect-timeout";
 pub const READ_TIMEOUT: &str = "sluice.dev/read-timeout";
 /// Time allowed between two writes to an endpoint (504 when exceeded).
 pub const SEND_TIMEOUT: &str = "sluice.dev/send-timeout";
+/// The balancing algorithm of the Ingress's routes.
+pub const LOAD_BALANCE: &str = "sluice.dev/load-balance";
+/// The key of consistent hashing.
+pub const HASH_BY: &str = "sluice.dev/hash-by";
 
 /// The longest duration an annotation may give: one day. Longer values are almost certainly a
 /// unit mistake (`60000` meant as milliseconds is 16 hours as seconds).
@@ -40,6 +49,81 @@ pub struct Timeouts {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UpstreamPolicy {
     pub timeouts: Timeouts,
+    /// `None`: the settings' `upstream.load_balance`.
+    pub balance: Option<Balance>,
+}
+
+/// How a route spreads its requests over the endpoints of its pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Balance {
+    /// Each endpoint in turn; the turn is shared by every worker thread.
+    RoundRobin,
+    /// The less loaded of two endpoints drawn at random (power of two choices), by requests in
+    /// flight.
+    LeastRequest,
+    /// The better of two endpoints drawn at random, by peak-EWMA latency times requests in
+    /// flight.
+    Ewma,
+    /// The endpoint a request's key hashes to (rendezvous hashing): the same key goes to the same
+    /// endpoint while it stays, and only the keys of an endpoint that goes move.
+    ConsistentHash(HashBy),
+}
+
+impl Balance {
+    /// The annotation value naming this algorithm.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastRequest => "least-request",
+            Balance::Ewma => "ewma",
+            Balance::ConsistentHash(_) => "consistent-hash",
+        }
+    }
+
+    /// An algorithm that needs no key, by name (as in `upstream.load_balance`).
+    pub fn keyless(name: &str) -> Option<Balance> {
+        match name.trim() {
+            "round-robin" => Some(Balance::RoundRobin),
+            "least-request" => Some(Balance::LeastRequest),
+            "ewma" => Some(Balance::Ewma),
+            _ => None,
+        }
+    }
+}
+
+/// What a consistent hash is keyed by (`sluice.dev/hash-by`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HashBy {
+    /// `$remote_addr`: the client's IP address (without the port).
+    RemoteAddr,
+    /// `$http_<name>`: a request header, lowercased, `_` read as `-` (as nginx does).
+    Header(String),
+    /// `$cookie_<name>`: a cookie's value; the name is case-sensitive.
+    Cookie(String),
+}
+
+/// Parses `$remote_addr`, `$http_<name>` or `$cookie_<name>`.
+pub fn parse_hash_by(text: &str) -> Result<HashBy, String> {
+    let text = text.trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if text == "$remote_addr" {
+        return Ok(HashBy::RemoteAddr);
+    }
+    if let Some(name) = text.strip_prefix("$http_") {
+        if token(name) {
+            return Ok(HashBy::Header(name.to_ascii_lowercase().replace('_', "-")));
+        }
+    }
+    if let Some(name) = text.strip_prefix("$cookie_") {
+        if token(name) {
+            return Ok(HashBy::Cookie(name.to_string()));
+        }
+    }
+    Err("is not $remote_addr, $http_<header> or $cookie_<name>".to_string())
 }
 
 /// An annotation whose value is not used, with why.
@@ -111,7 +195,63 @@ pub fn upstream_policy(
         read: duration(READ_TIMEOUT),
         send: duration(SEND_TIMEOUT),
     };
-    (UpstreamPolicy { timeouts }, bad)
+    let balance = balance(annotations, &mut bad);
+    (UpstreamPolicy { timeouts, balance }, bad)
+}
+
+/// The balancing algorithm the annotations choose, `None` for the settings' default.
+fn balance(
+    annotations: &BTreeMap<String, String>,
+    bad: &mut Vec<BadAnnotation>,
+) -> Option<Balance> {
+    let mut report = |key: &'static str, value: &String, message: String| {
+        bad.push(BadAnnotation {
+            key,
+            value: value.clone(),
+            message,
+        })
+    };
+    let hash_by = annotations.get(HASH_BY);
+    let keyed = |report: &mut dyn FnMut(&'static str, &String, String)| {
+        let value = hash_by?;
+        match parse_hash_by(value) {
+            Ok(h) => Some(Balance::ConsistentHash(h)),
+            Err(message) => {
+                report(HASH_BY, value, message);
+                None
+            }
+        }
+    };
+    let Some(name) = annotations.get(LOAD_BALANCE) else {
+        // As in ingress-nginx, a hash key alone asks for consistent hashing.
+        return keyed(&mut report);
+    };
+    if name.trim() == "consistent-hash" {
+        if hash_by.is_none() {
+            report(
+                LOAD_BALANCE,
+                name,
+                format!("needs `{HASH_BY}` to say what to hash"),
+            );
+        }
+        return keyed(&mut report);
+    }
+    let Some(b) = Balance::keyless(name) else {
+        report(
+            LOAD_BALANCE,
+            name,
+            "is not round-robin, least-request, ewma or consistent-hash".to_string(),
+        );
+        return None;
+    };
+    if let Some(value) = hash_by {
+        report(
+            HASH_BY,
+            value,
+            format!("is not used: `{LOAD_BALANCE}` is `{}`", b.name()),
+        );
+    }
+    Some(b)
 }
 
 #[cfg(test)]
@@ -180,6 +320,71 @@ mod tests {
             "annotation `sluice.dev/connect-timeout`: `soon` is not a duration such as 500ms, \
              5s or 1m; the default is used"
         );
+    }
+
+    fn policy_of(pairs: &[(&str, &str)]) -> (UpstreamPolicy, Vec<BadAnnotation>) {
+        let annotations = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        upstream_policy(&annotations)
+    }
+
+    #[test]
+    fn the_balancing_annotations_choose_the_algorithm_and_its_key() {
+        let header = Balance::ConsistentHash(HashBy::Header("x-user".into()));
+        for (pairs, want, bad_keys) in [
+            (vec![(LOAD_BALANCE, "ewma")], Some(Balance::Ewma), vec![]),
+            (
+                vec![(LOAD_BALANCE, " least-request ")],
+                Some(Balance::LeastRequest),
+                vec![],
+            ),
+            (
+                vec![(LOAD_BALANCE, "round-robin")],
+                Some(Balance::RoundRobin),
+                vec![],
+            ),
+            (
+                vec![(LOAD_BALANCE, "consistent-hash"), (HASH_BY, "$http_X_User")],
+                Some(header.clone()),
+                vec![],
+            ),
+            (vec![(HASH_BY, "$http_x-user")], Some(header), vec![]),
+            (
+                vec![(HASH_BY, "$remote_addr")],
+                Some(Balance::ConsistentHash(HashBy::RemoteAddr)),
+                vec![],
+            ),
+            (
+                vec![(HASH_BY, "$cookie_Session")],
+                Some(Balance::ConsistentHash(HashBy::Cookie("Session".into()))),
+                vec![],
+            ),
+            (vec![(LOAD_BALANCE, "random")], None, vec![LOAD_BALANCE]),
+            (
+                vec![(LOAD_BALANCE, "consistent-hash")],
+                None,
+                vec![LOAD_BALANCE],
+            ),
+            (vec![(HASH_BY, "$request_uri")], None, vec![HASH_BY]),
+            (vec![(HASH_BY, "$http_")], None, vec![HASH_BY]),
+            (
+                vec![(LOAD_BALANCE, "consistent-hash"), (HASH_BY, "uri")],
+                None,
+                vec![HASH_BY],
+            ),
+            (
+                vec![(LOAD_BALANCE, "ewma"), (HASH_BY, "$remote_addr")],
+                Some(Balance::Ewma),
+                vec![HASH_BY],
+            ),
+        ] {
+            let (policy, bad) = policy_of(&pairs);
+            assert_eq!(policy.balance, want, "{pairs:?}");
+            let keys: Vec<&str> = bad.iter().map(|b| b.key).collect();
+            assert_eq!(keys, bad_keys, "{pairs:?}");
+        }
     }
 
     #[test]

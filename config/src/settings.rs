@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::annotations::Balance;
+
 /// Where plain HTTP is served when `server.http_listen` is not set.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 /// Where `/healthz`, `/readyz` (and later `/metrics`) are served when `server.admin_listen` is not set.
@@ -38,6 +40,9 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
 /// Time allowed, in milliseconds, between two writes to an upstream (504 when exceeded).
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// How routes spread requests over a pool unless their Ingress says otherwise
+/// (`round-robin`, `least-request` or `ewma`).
+pub const DEFAULT_LOAD_BALANCE: &str = "round-robin";
 /// How many times, in attempts, a failed connect is retried on another endpoint before 502.
 pub const DEFAULT_CONNECT_RETRIES: usize = 2;
 /// The `spec.controller` value of the IngressClasses this instance serves.
@@ -164,6 +169,9 @@ pub struct Settings {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub connect_retries: usize,
+    /// The balancing algorithm of routes whose Ingress names none; never consistent hashing,
+    /// which needs a per-Ingress key.
+    pub load_balance: Balance,
     pub controller_name: String,
     pub ingress_class: String,
     /// Serve Ingresses that name no class, even without a default IngressClass of ours.
@@ -358,6 +366,7 @@ mod file {
         pub read_timeout_ms: u64,
         pub write_timeout_ms: u64,
         pub connect_retries: usize,
+        pub load_balance: String,
     }
 
     impl Default for Upstream {
@@ -369,6 +378,7 @@ mod file {
                 read_timeout_ms: DEFAULT_READ_TIMEOUT_MS,
                 write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
                 connect_retries: DEFAULT_CONNECT_RETRIES,
+                load_balance: DEFAULT_LOAD_BALANCE.to_string(),
             }
         }
     }
@@ -507,6 +517,26 @@ mod file {
                     "must be at most 16".into(),
                 ));
             }
+
+            let load_balance = match Balance::keyless(&self.upstream.load_balance) {
+                Some(b) => b,
+                None if self.upstream.load_balance.trim() == "consistent-hash" => {
+                    return Err(invalid(
+                        "upstream.load_balance",
+                        "consistent-hash needs a key; set it per Ingress with sluice.dev/hash-by"
+                            .into(),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        "upstream.load_balance",
+                        format!(
+                            "`{}` is not an algorithm; use \"round-robin\", \"least-request\" or \"ewma\"",
+                            self.upstream.load_balance
+                        ),
+                    ))
+                }
+            };
 
             let source = match self.source.kind.as_str() {
                 "files" => {
@@ -651,6 +681,7 @@ mod file {
                     self.upstream.write_timeout_ms,
                 )?,
                 connect_retries: self.upstream.connect_retries,
+                load_balance,
                 controller_name: self.controller.name,
                 ingress_class: self.controller.ingress_class,
                 watch_ingress_without_class: self.controller.watch_ingress_without_class,
@@ -678,6 +709,7 @@ mod tests {
         assert_eq!(s.admin_listen, "0.0.0.0:10254".parse().unwrap());
         assert_eq!(s.connect_timeout, Duration::from_secs(2));
         assert_eq!(s.connect_retries, 2);
+        assert_eq!(s.load_balance, Balance::RoundRobin);
         assert_eq!(s.controller_name, "sluice.dev/ingress-controller");
         assert_eq!(s.ingress_class, "sluice");
         assert!(!s.watch_ingress_without_class);
@@ -702,13 +734,14 @@ mod tests {
     fn values_in_the_file_replace_defaults() {
         let s = parse(
             "[server]\nhttp_listen = [\"127.0.0.1:80\", \"[::1]:80\"]\nworker_threads = 3\n\
-             [upstream]\nread_timeout_ms = 1500\n[source]\nkind = \"kubernetes\"\n\
+             [upstream]\nread_timeout_ms = 1500\nload_balance = \"ewma\"\n[source]\nkind = \"kubernetes\"\n\
              [source.kubernetes]\nnamespace = \"web\"\n[log]\nformat = \"json\"\n",
         )
         .unwrap();
         assert_eq!(s.http_listen.len(), 2);
         assert_eq!(s.worker_threads_or(8), 3);
         assert_eq!(s.read_timeout, Duration::from_millis(1500));
+        assert_eq!(s.load_balance, Balance::Ewma);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(
             s.source,
@@ -760,6 +793,14 @@ mod tests {
                 "upstream.connect_retries",
             ),
             ("[source]\nkind = \"consul\"", "source.kind"),
+            (
+                "[upstream]\nload_balance = \"random\"",
+                "upstream.load_balance",
+            ),
+            (
+                "[upstream]\nload_balance = \"consistent-hash\"",
+                "upstream.load_balance",
+            ),
             ("[log]\nformat = \"xml\"", "log.format"),
             ("[access_log]\nformat = \"apache\"", "access_log.format"),
             (

@@ -5,14 +5,17 @@
 //!    and path, and answers by itself when there is nothing to proxy to: no route (404), a route
 //!    whose backend could not be resolved or whose pool has no ready endpoint (503), a request
 //!    head over the configured size (431).
-//! 2. [`ProxyHttp::upstream_peer`] picks the next endpoint of the route's pool (round robin),
-//!    skipping endpoints this request already failed to connect to, with the route's timeouts
-//!    (its Ingress's `sluice.dev/*-timeout` annotations, else the settings).
+//! 2. [`ProxyHttp::upstream_peer`] picks an endpoint of the route's pool with the route's
+//!    algorithm (see [`crate::pool`]), skipping endpoints this request already failed to connect
+//!    to, and counts the request in flight there; it applies the route's timeouts (its Ingress's
+//!    `sluice.dev/*-timeout` annotations, else the settings).
 //! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers.
 //!    Pingora has already removed hop-by-hop headers and keeps the client's `Host`.
 //! 4. On a connect failure [`ProxyHttp::fail_to_connect`] marks the error retryable until the
 //!    configured number of retries is spent, so step 2 runs again on another endpoint.
-//! 5. [`ProxyHttp::fail_to_proxy`] is the one place that turns errors into statuses: upstream
+//! 5. [`ProxyHttp::upstream_response_filter`] records the endpoint's time to the response head,
+//!    the latency that EWMA balancing reads.
+//! 6. [`ProxyHttp::fail_to_proxy`] is the one place that turns errors into statuses: upstream
 //!    timeouts 504, other upstream failures 502.
 //!
 //! Routing allocates nothing per request beyond the `Arc` clone of the chosen pool and the peer
@@ -30,13 +33,13 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use sluice_config::annotations::Timeouts;
+use sluice_config::annotations::{Balance, HashBy, Timeouts};
 use sluice_config::Settings;
 use tokio::sync::Notify;
 
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
-use crate::pool::Pool;
+use crate::pool::{hash_key, InFlightEndpoint, Pick, Pool};
 use crate::state::State;
 
 /// Per-request settings of the router, taken from [`Settings`].
@@ -48,6 +51,8 @@ pub struct RouterOptions {
     pub idle_timeout: Duration,
     pub connect_retries: usize,
     pub max_request_header_bytes: usize,
+    /// The algorithm of routes whose Ingress names none.
+    pub load_balance: Balance,
 }
 
 impl From<&Settings> for RouterOptions {
@@ -59,6 +64,7 @@ impl From<&Settings> for RouterOptions {
             idle_timeout: s.keepalive_idle_timeout,
             connect_retries: s.connect_retries,
             max_request_header_bytes: s.max_request_header_bytes,
+            load_balance: s.load_balance.clone(),
         }
     }
 }
@@ -123,6 +129,10 @@ pub struct RequestCtx {
     route: Option<Arc<RouteMetrics>>,
     /// The route's own timeouts (from its Ingress's annotations); unset ones use the settings.
     timeouts: Timeouts,
+    /// How this request picks its endpoint (the route's algorithm, its key already hashed).
+    pick: Pick,
+    /// The endpoint of the current attempt, counted in flight while the request lasts.
+    attempt: Option<InFlightEndpoint>,
     /// Endpoints this request failed to connect to; empty (and unallocated) on the happy path.
     failed: Vec<SocketAddr>,
     attempts: usize,
@@ -199,6 +209,44 @@ fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
+/// How a request picks its endpoint under `balance`: for consistent hashing, the hash of its
+/// key, or `None` when the request lacks the key.
+fn pick_for(
+    balance: &Balance,
+    req: &RequestHeader,
+    client: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
+) -> Pick {
+    match balance {
+        Balance::RoundRobin => Pick::RoundRobin,
+        Balance::LeastRequest => Pick::LeastRequest,
+        Balance::Ewma => Pick::Ewma,
+        Balance::ConsistentHash(by) => Pick::Hash(match by {
+            HashBy::RemoteAddr => client.and_then(|a| a.as_inet()).map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
+                std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
+            }),
+            HashBy::Header(name) => req
+                .headers
+                .get(name.as_str())
+                .map(|v| hash_key(v.as_bytes())),
+            HashBy::Cookie(name) => cookie(req, name).map(hash_key),
+        }),
+    }
+}
+
+/// The value of the first cookie named `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
 /// Size of the request head as received: request line plus header lines.
 fn head_size(req: &RequestHeader) -> usize {
     let line = req.method.as_str().len() + req.raw_path().len() + 12;
@@ -267,6 +315,8 @@ impl ProxyHttp for Router {
             pool: None,
             route: None,
             timeouts: Timeouts::default(),
+            pick: Pick::RoundRobin,
+            attempt: None,
             failed: Vec::new(),
             attempts: 0,
             upstream_start: None,
@@ -297,6 +347,11 @@ impl ProxyHttp for Router {
                 .cloned();
             if let Some(policy) = live.snapshot.policy(entry) {
                 ctx.timeouts = policy.timeouts;
+                let balance = policy
+                    .balance
+                    .as_ref()
+                    .unwrap_or(&self.options.load_balance);
+                ctx.pick = pick_for(balance, req, session.client_addr());
             }
             match live.pools.get(entry.target) {
                 Some(Some(pool)) if !pool.is_empty() => pool.clone(),
@@ -318,13 +373,16 @@ impl ProxyHttp for Router {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no pool for this request");
         };
         let failed = &ctx.failed;
-        let Some(addr) = pool.select(|a| !failed.contains(a)) else {
+        let Some(endpoint) = pool.pick(ctx.pick, |a| !failed.contains(a)) else {
             let code = if failed.is_empty() { 503 } else { 502 };
             return Error::e_explain(
                 ErrorType::HTTPStatus(code),
                 format!("no endpoint left to try in {}", pool.key()),
             );
         };
+        let addr = endpoint.addr();
+        // Replacing a failed attempt ends its in-flight count.
+        ctx.attempt = Some(endpoint.begin());
         ctx.upstream_start.get_or_insert_with(Instant::now);
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
@@ -385,6 +443,8 @@ impl ProxyHttp for Router {
         if let Some(addr) = peer.address().as_inet() {
             ctx.failed.push(*addr);
         }
+        // A failed connect says nothing about the endpoint's response time.
+        ctx.attempt = None;
         let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
         route.connect_errors.inc();
         if ctx.attempts <= self.options.connect_retries {
@@ -394,8 +454,26 @@ impl ProxyHttp for Router {
         e
     }
 
+    /// Records the endpoint's time to the response head for latency-aware balancing.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(attempt) = ctx.attempt.as_mut() {
+            attempt.observe_response();
+        }
+        Ok(())
+    }
+
     /// Counts the request and writes its access-log line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // An attempt that ended without a response head (a timeout, a reset) counts as slow as it
+        // lasted; then the endpoint's in-flight count ends.
+        if let Some(mut attempt) = ctx.attempt.take() {
+            attempt.observe_response();
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

@@ -121,7 +121,7 @@ impl State {
                 .entry(key.clone())
                 .or_insert_with(|| Arc::new(Pool::new(key.clone())))
                 .clone();
-            if pool.set_endpoints(addrs).await {
+            if pool.set_endpoints(addrs) {
                 tracing::info!(pool = %key, endpoints = addrs.len(), "pool endpoints changed");
             }
         }

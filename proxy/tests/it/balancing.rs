@@ -1,0 +1,144 @@
+//! How requests spread over the endpoints of a Service: each balancing algorithm over real
+//! loopback backends.
+//!
+//! Balancing does not depend on where the objects come from, so these run on the files source
+//! only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// One Ingress for any host, `/` to `web`, with `annotations`.
+fn web_ingress(annotations: &[(&str, &str)]) -> String {
+    annotate(
+        &ingress("default", "web", None, &[("/", "Prefix", "web")]),
+        annotations,
+    )
+}
+
+async fn start_four(annotations: &[(&str, &str)]) -> (Vec<Backend>, Sluice) {
+    let mut backends = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        backends.push(Backend::start(name).await);
+    }
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let manifests = [
+        service_with("default", "web", &addrs),
+        web_ingress(annotations),
+    ]
+    .concat();
+    (backends, Sluice::start(&manifests).await)
+}
+
+/// Sends `total` requests from `workers` concurrent keepalive connections.
+async fn load(s: &Sluice, workers: usize, total: usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut conn = H1::connect(addr).await;
+            for _ in 0..total / workers {
+                let r = conn.get("x", "/").await.unwrap();
+                assert_eq!(r.status, 200, "{}", r.body);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_requests_evenly_over_four_endpoints() {
+    let (backends, s) = start_four(&[("sluice.dev/load-balance", "round-robin")]).await;
+    load(&s, 4, 400).await;
+    for b in &backends {
+        // Even within 5% of the fair share of 100.
+        assert!((95..=105).contains(&b.hits()), "{}: {}", b.name, b.hits());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_steers_away_from_a_slow_endpoint() {
+    let (backends, s) = start_four(&[("sluice.dev/load-balance", "least-request")]).await;
+    backends[0].set_delay(Duration::from_millis(200));
+    load(&s, 4, 120).await;
+    let slow = backends[0]
+        .arrivals
+        .load(std::sync::atomic::Ordering::SeqCst);
+    // Round robin would send it 30 (a quarter); the slow endpoint keeps a request in flight for
+    // longer, so the power of two choices prefers the others. (Switching the annotation to
+    // round-robin makes this fail.)
+    assert!(slow <= 12, "the slow endpoint got {slow} of 120");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ewma_steers_away_from_a_slow_endpoint_even_one_request_at_a_time() {
+    let (backends, s) = start_four(&[("sluice.dev/load-balance", "ewma")]).await;
+    backends[0].set_delay(Duration::from_millis(100));
+    // One request at a time: nothing is ever in flight when an endpoint is picked, so only
+    // latency tells the slow endpoint apart. (Switching the annotation to least-request, which
+    // then sends it a quarter, makes this fail.)
+    load(&s, 1, 60).await;
+    let slow = backends[0]
+        .arrivals
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(slow <= 3, "the slow endpoint got {slow} of 60");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consistent_hash_keeps_its_keys_when_an_unrelated_endpoint_goes() {
+    let (backends, s) = start_four(&[("sluice.dev/hash-by", "$http_x_user")]).await;
+    let mut conn = H1::connect(s.addr).await;
+    let mut owner = BTreeMap::new();
+    for user in 0..40 {
+        let mut req = request("x", "/");
+        req.headers_mut()
+            .insert("x-user", format!("user-{user}").parse().unwrap());
+        let first = conn.send(req).await.unwrap().backend();
+        // The same key goes to the same endpoint.
+        for _ in 0..3 {
+            let mut req = request("x", "/");
+            req.headers_mut()
+                .insert("x-user", format!("user-{user}").parse().unwrap());
+            assert_eq!(conn.send(req).await.unwrap().backend(), first);
+        }
+        owner.insert(user, first);
+    }
+    assert!(
+        owner.values().any(|b| b == "d") && owner.values().any(|b| b != "d"),
+        "{owner:?}"
+    );
+    // Endpoint d goes.
+    let addrs: Vec<_> = backends[..3].iter().map(|b| b.addr).collect();
+    s.write_manifest(
+        "routes.yaml",
+        &[
+            service_with("default", "web", &addrs),
+            web_ingress(&[("sluice.dev/hash-by", "$http_x_user")]),
+        ]
+        .concat(),
+    );
+    let moved = *owner.iter().find(|(_, b)| *b == "d").unwrap().0;
+    let addr = s.addr;
+    eventually(STEP, "endpoint d to leave the pool", || async move {
+        let mut req = request("x", "/");
+        req.headers_mut()
+            .insert("x-user", format!("user-{moved}").parse().unwrap());
+        let r = H1::connect(addr).await.send(req).await.unwrap();
+        (r.backend() != "d").then_some(())
+    })
+    .await;
+    for (user, was) in &owner {
+        let mut req = request("x", "/");
+        req.headers_mut()
+            .insert("x-user", format!("user-{user}").parse().unwrap());
+        let now = conn.send(req).await.unwrap().backend();
+        if was != "d" {
+            assert_eq!(&now, was, "user-{user} moved although its endpoint stayed");
+        }
+    }
+    // A request without the key is still answered.
+    assert_eq!(conn.get("x", "/").await.unwrap().status, 200);
+}
