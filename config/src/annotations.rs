@@ -13,6 +13,10 @@
 //! | `sluice.dev/load-balance` | `round-robin`, `least-request`, `ewma`, `consistent-hash` | `upstream.load_balance` |
 //! | `sluice.dev/hash-by` | `$remote_addr`, `$http_<header>`, `$cookie_<name>` | none |
 //!
+//! | `sluice.dev/affinity` | `cookie` | none |
+//! | `sluice.dev/session-cookie-name` | a cookie name | `SLUICE_AFFINITY` |
+//! | `sluice.dev/session-cookie-max-age` | a duration (sent in whole seconds) | none: a session cookie |
+//!
 //! `sluice.dev/hash-by` alone asks for `consistent-hash` (as ingress-nginx's `upstream-hash-by`
 //! does); `consistent-hash` without it is reported and the default algorithm is used.
 //!
@@ -33,6 +37,15 @@ pub const LOAD_BALANCE: &str = "sluice.dev/load-balance";
 /// The key of consistent hashing.
 pub const HASH_BY: &str = "sluice.dev/hash-by";
 
+/// Session affinity; `cookie` is the one kind.
+pub const AFFINITY: &str = "sluice.dev/affinity";
+/// The name of the affinity cookie.
+pub const SESSION_COOKIE_NAME: &str = "sluice.dev/session-cookie-name";
+/// The `Max-Age` of the affinity cookie.
+pub const SESSION_COOKIE_MAX_AGE: &str = "sluice.dev/session-cookie-max-age";
+/// The affinity cookie's name when the Ingress names none.
+pub const DEFAULT_SESSION_COOKIE_NAME: &str = "SLUICE_AFFINITY";
+
 /// The longest duration an annotation may give: one day. Longer values are almost certainly a
 /// unit mistake (`60000` meant as milliseconds is 16 hours as seconds).
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -51,6 +64,17 @@ pub struct UpstreamPolicy {
     pub timeouts: Timeouts,
     /// `None`: the settings' `upstream.load_balance`.
     pub balance: Option<Balance>,
+    /// Cookie session affinity: a client that sends the cookie goes back to its endpoint while
+    /// that endpoint is ready; the balancing algorithm places clients without it.
+    pub affinity: Option<CookieAffinity>,
+}
+
+/// The cookie that pins a client to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CookieAffinity {
+    pub name: String,
+    /// `None`: a session cookie (no `Max-Age`).
+    pub max_age: Option<Duration>,
 }
 
 /// How a route spreads its requests over the endpoints of its pool.
@@ -196,7 +220,63 @@ pub fn upstream_policy(
         send: duration(SEND_TIMEOUT),
     };
     let balance = balance(annotations, &mut bad);
-    (UpstreamPolicy { timeouts, balance }, bad)
+    let affinity = affinity(annotations, &mut bad);
+    (
+        UpstreamPolicy {
+            timeouts,
+            balance,
+            affinity,
+        },
+        bad,
+    )
+}
+
+/// The cookie affinity the annotations ask for, if any.
+fn affinity(
+    annotations: &BTreeMap<String, String>,
+    bad: &mut Vec<BadAnnotation>,
+) -> Option<CookieAffinity> {
+    let kind = annotations.get(AFFINITY)?;
+    if kind.trim() != "cookie" {
+        bad.push(BadAnnotation {
+            key: AFFINITY,
+            value: kind.clone(),
+            message: "is not `cookie`, the one kind of affinity".to_string(),
+        });
+        return None;
+    }
+    // A cookie name is an RFC 6265 token.
+    let is_token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let name = match annotations.get(SESSION_COOKIE_NAME) {
+        Some(n) if is_token(n.trim()) => n.trim().to_string(),
+        Some(n) => {
+            bad.push(BadAnnotation {
+                key: SESSION_COOKIE_NAME,
+                value: n.clone(),
+                message: "is not a cookie name".to_string(),
+            });
+            DEFAULT_SESSION_COOKIE_NAME.to_string()
+        }
+        None => DEFAULT_SESSION_COOKIE_NAME.to_string(),
+    };
+    let max_age = annotations
+        .get(SESSION_COOKIE_MAX_AGE)
+        .and_then(|v| match parse_duration(v) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                bad.push(BadAnnotation {
+                    key: SESSION_COOKIE_MAX_AGE,
+                    value: v.clone(),
+                    message,
+                });
+                None
+            }
+        });
+    Some(CookieAffinity { name, max_age })
 }
 
 /// The balancing algorithm the annotations choose, `None` for the settings' default.
@@ -385,6 +465,38 @@ mod tests {
             let keys: Vec<&str> = bad.iter().map(|b| b.key).collect();
             assert_eq!(keys, bad_keys, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn cookie_affinity_takes_a_name_and_a_max_age_with_defaults() {
+        let (p, bad) = policy_of(&[(AFFINITY, "cookie")]);
+        assert_eq!(
+            p.affinity,
+            Some(CookieAffinity {
+                name: "SLUICE_AFFINITY".into(),
+                max_age: None
+            })
+        );
+        assert!(bad.is_empty());
+        let (p, bad) = policy_of(&[
+            (AFFINITY, "cookie"),
+            (SESSION_COOKIE_NAME, "route"),
+            (SESSION_COOKIE_MAX_AGE, "3600"),
+        ]);
+        assert_eq!(
+            p.affinity,
+            Some(CookieAffinity {
+                name: "route".into(),
+                max_age: Some(Duration::from_secs(3600))
+            })
+        );
+        assert!(bad.is_empty());
+        let (p, bad) = policy_of(&[(AFFINITY, "cookie"), (SESSION_COOKIE_NAME, "a b;")]);
+        assert_eq!(p.affinity.map(|a| a.name), Some("SLUICE_AFFINITY".into()));
+        assert_eq!(bad[0].key, SESSION_COOKIE_NAME);
+        let (p, bad) = policy_of(&[(AFFINITY, "ip")]);
+        assert_eq!(p.affinity, None);
+        assert_eq!(bad[0].key, AFFINITY);
     }
 
     #[test]

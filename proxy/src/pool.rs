@@ -59,6 +59,9 @@ pub enum Pick {
 /// One endpoint of a pool and its load.
 pub struct Endpoint {
     addr: SocketAddr,
+    /// What an affinity cookie says to name this endpoint: a hash of its address, so the cookie
+    /// does not reveal pod addresses.
+    token: u64,
     in_flight: AtomicUsize,
     latency: Mutex<PeakEwma>,
 }
@@ -67,6 +70,7 @@ impl Endpoint {
     fn new(addr: SocketAddr) -> Endpoint {
         Endpoint {
             addr,
+            token: rendezvous(AFFINITY_SALT, &addr),
             in_flight: AtomicUsize::new(0),
             latency: Mutex::new(PeakEwma {
                 cost_ns: EWMA_DEFAULT_RTT.as_nanos() as f64,
@@ -77,6 +81,11 @@ impl Endpoint {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// This endpoint's affinity-cookie value.
+    pub fn token(&self) -> u64 {
+        self.token
     }
 
     /// Requests now in flight to this endpoint, from every route and thread.
@@ -233,6 +242,19 @@ impl Pool {
         }
     }
 
+    /// The endpoint an affinity cookie names, if it is in the pool and `accept` takes it.
+    pub fn by_token(
+        &self,
+        token: u64,
+        accept: impl Fn(&SocketAddr) -> bool,
+    ) -> Option<Arc<Endpoint>> {
+        self.endpoints
+            .load()
+            .iter()
+            .find(|e| e.token == token && accept(&e.addr))
+            .cloned()
+    }
+
     fn round_robin(
         &self,
         all: &[Arc<Endpoint>],
@@ -313,6 +335,9 @@ fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     }
     hash
 }
+
+/// Mixed into affinity tokens so they differ from any consistent-hash score.
+const AFFINITY_SALT: u64 = 0x5e55_1011_af11_0001;
 
 /// The FNV-1a offset basis: the start of every key hash.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -461,6 +486,28 @@ mod tests {
         let first = pick(&pool, Pick::Hash(Some(k)));
         let second = pool.pick(Pick::Hash(Some(k)), |a| *a != first).unwrap();
         assert_ne!(second.addr(), first);
+    }
+
+    #[test]
+    fn an_affinity_token_finds_its_endpoint_while_it_stays() {
+        let pool = Pool::new(key());
+        let all = addrs(3);
+        pool.set_endpoints(&all);
+        let e = pool.pick(Pick::RoundRobin, |a| *a == all[1]).unwrap();
+        let token = e.token();
+        assert_ne!(
+            token,
+            pool.pick(Pick::RoundRobin, |a| *a == all[0])
+                .unwrap()
+                .token()
+        );
+        assert_eq!(
+            pool.by_token(token, |_| true).map(|e| e.addr()),
+            Some(all[1])
+        );
+        assert!(pool.by_token(token, |a| *a != all[1]).is_none());
+        pool.set_endpoints(&[all[0], all[2]]);
+        assert!(pool.by_token(token, |_| true).is_none());
     }
 
     #[test]

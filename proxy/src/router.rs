@@ -14,7 +14,9 @@
 //! 4. On a connect failure [`ProxyHttp::fail_to_connect`] marks the error retryable until the
 //!    configured number of retries is spent, so step 2 runs again on another endpoint.
 //! 5. [`ProxyHttp::upstream_response_filter`] records the endpoint's time to the response head,
-//!    the latency that EWMA balancing reads.
+//!    the latency that EWMA balancing reads; [`ProxyHttp::response_filter`] sets the affinity
+//!    cookie of routes with `sluice.dev/affinity: cookie` when the client's cookie named no
+//!    usable endpoint (a client with a valid cookie goes back to its endpoint in step 2).
 //! 6. [`ProxyHttp::fail_to_proxy`] is the one place that turns errors into statuses: upstream
 //!    timeouts 504, other upstream failures 502.
 //!
@@ -33,7 +35,7 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use sluice_config::annotations::{Balance, HashBy, Timeouts};
+use sluice_config::annotations::{Balance, CookieAffinity, HashBy, Timeouts};
 use sluice_config::Settings;
 use tokio::sync::Notify;
 
@@ -131,6 +133,10 @@ pub struct RequestCtx {
     timeouts: Timeouts,
     /// How this request picks its endpoint (the route's algorithm, its key already hashed).
     pick: Pick,
+    /// The route's affinity cookie, and the endpoint token the client's cookie names.
+    affinity: Option<(CookieAffinity, Option<u64>)>,
+    /// The affinity cookie to set on the response: the client's cookie named no usable endpoint.
+    set_affinity: Option<u64>,
     /// The endpoint of the current attempt, counted in flight while the request lasts.
     attempt: Option<InFlightEndpoint>,
     /// Endpoints this request failed to connect to; empty (and unallocated) on the happy path.
@@ -316,6 +322,8 @@ impl ProxyHttp for Router {
             route: None,
             timeouts: Timeouts::default(),
             pick: Pick::RoundRobin,
+            affinity: None,
+            set_affinity: None,
             attempt: None,
             failed: Vec::new(),
             attempts: 0,
@@ -352,6 +360,12 @@ impl ProxyHttp for Router {
                     .as_ref()
                     .unwrap_or(&self.options.load_balance);
                 ctx.pick = pick_for(balance, req, session.client_addr());
+                if let Some(a) = &policy.affinity {
+                    let token = cookie(req, &a.name)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| u64::from_str_radix(v, 16).ok());
+                    ctx.affinity = Some((a.clone(), token));
+                }
             }
             match live.pools.get(entry.target) {
                 Some(Some(pool)) if !pool.is_empty() => pool.clone(),
@@ -373,7 +387,12 @@ impl ProxyHttp for Router {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no pool for this request");
         };
         let failed = &ctx.failed;
-        let Some(endpoint) = pool.pick(ctx.pick, |a| !failed.contains(a)) else {
+        let accept = |a: &SocketAddr| !failed.contains(a);
+        let sticky = match &ctx.affinity {
+            Some((_, Some(token))) => pool.by_token(*token, accept),
+            _ => None,
+        };
+        let Some(endpoint) = sticky.or_else(|| pool.pick(ctx.pick, accept)) else {
             let code = if failed.is_empty() { 503 } else { 502 };
             return Error::e_explain(
                 ErrorType::HTTPStatus(code),
@@ -381,6 +400,10 @@ impl ProxyHttp for Router {
             );
         };
         let addr = endpoint.addr();
+        ctx.set_affinity = match &ctx.affinity {
+            Some((_, token)) if *token != Some(endpoint.token()) => Some(endpoint.token()),
+            _ => None,
+        };
         // Replacing a failed attempt ends its in-flight count.
         ctx.attempt = Some(endpoint.begin());
         ctx.upstream_start.get_or_insert_with(Instant::now);
@@ -463,6 +486,23 @@ impl ProxyHttp for Router {
     ) -> Result<()> {
         if let Some(attempt) = ctx.attempt.as_mut() {
             attempt.observe_response();
+        }
+        Ok(())
+    }
+
+    /// Sets the affinity cookie when the client's cookie named no usable endpoint.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some((affinity, _)), Some(token)) = (&ctx.affinity, ctx.set_affinity) {
+            let mut value = format!("{}={token:016x}; Path=/; HttpOnly", affinity.name);
+            if let Some(age) = affinity.max_age {
+                value.push_str(&format!("; Max-Age={}", age.as_secs().max(1)));
+            }
+            upstream_response.append_header(header::SET_COOKIE, value)?;
         }
         Ok(())
     }

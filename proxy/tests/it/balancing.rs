@@ -142,3 +142,88 @@ async fn a_consistent_hash_keeps_its_keys_when_an_unrelated_endpoint_goes() {
     // A request without the key is still answered.
     assert_eq!(conn.get("x", "/").await.unwrap().status, 200);
 }
+
+/// A GET for `/` that sends `cookie` when given.
+fn with_cookie(cookie: Option<&str>) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = request("x", "/");
+    if let Some(c) = cookie {
+        req.headers_mut().insert("cookie", c.parse().unwrap());
+    }
+    req
+}
+
+/// The `name=value` part of the response's Set-Cookie, if any.
+fn set_cookie(r: &Reply) -> Option<String> {
+    r.headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_affinity_cookie_sticks_to_its_endpoint_while_it_stays_ready() {
+    let annotations = [
+        ("sluice.dev/affinity", "cookie"),
+        ("sluice.dev/session-cookie-name", "route"),
+        ("sluice.dev/session-cookie-max-age", "1h"),
+    ];
+    let (backends, s) = start_four(&annotations).await;
+    let mut conn = H1::connect(s.addr).await;
+    let first = conn.send(with_cookie(None)).await.unwrap();
+    let full = first.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(full.starts_with("route="), "{full}");
+    assert!(
+        full.contains("Max-Age=3600") && full.contains("HttpOnly"),
+        "{full}"
+    );
+    let cookie = set_cookie(&first).unwrap();
+    let home = first.backend();
+    // Round robin alone would visit every endpoint in these 12 requests; the cookie holds.
+    for _ in 0..12 {
+        let r = conn.send(with_cookie(Some(&cookie))).await.unwrap();
+        assert_eq!(r.backend(), home);
+        assert_eq!(set_cookie(&r), None, "a valid cookie is not set again");
+    }
+    // Other cookies in the same header do not get in the way.
+    let r = conn
+        .send(with_cookie(Some(&format!("theme=dark; {cookie}; x=1"))))
+        .await
+        .unwrap();
+    assert_eq!(r.backend(), home);
+
+    // The home endpoint stops being ready: the client moves, and gets a new cookie.
+    let others: Vec<_> = backends.iter().filter(|b| b.name != home).collect();
+    let home_addr = backends.iter().find(|b| b.name == home).unwrap().addr;
+    let mut manifests = service("default", "web");
+    manifests.push_str(&slice("default", "web", &[(home_addr, Some(false))]));
+    for b in &others {
+        manifests.push_str(&slice("default", "web", &[(b.addr, Some(true))]));
+    }
+    manifests.push_str(&web_ingress(&annotations));
+    s.write_manifest("routes.yaml", &manifests);
+    let addr = s.addr;
+    let moved = eventually(STEP, "the home endpoint to leave the pool", || {
+        let cookie = cookie.clone();
+        let home = home.clone();
+        async move {
+            let r = H1::connect(addr)
+                .await
+                .send(with_cookie(Some(&cookie)))
+                .await
+                .unwrap();
+            (r.backend() != home).then_some(r)
+        }
+    })
+    .await;
+    let new_cookie = set_cookie(&moved).expect("a new cookie for the new endpoint");
+    assert_ne!(new_cookie, cookie);
+    for _ in 0..6 {
+        let r = conn.send(with_cookie(Some(&new_cookie))).await.unwrap();
+        assert_eq!(r.backend(), moved.backend());
+    }
+    // A cookie that names nothing is replaced, and the request is still served.
+    let r = conn.send(with_cookie(Some("route=zzz"))).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(set_cookie(&r).is_some());
+}
