@@ -19,4 +19,4 @@ pub mod settings;
 
 pub use build::{build, ClassPolicy, PoolKey, SkipReason, Skipped, Snapshot, Target};
 pub use routes::{RouteEntry, RouteTable};
-pub use settings::{ConfigError, Settings};
+pub use settings::{ConfigError, Ejection, Settings};

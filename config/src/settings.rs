@@ -43,6 +43,14 @@ pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
 /// How routes spread requests over a pool unless their Ingress says otherwise
 /// (`round-robin`, `least-request` or `ewma`).
 pub const DEFAULT_LOAD_BALANCE: &str = "round-robin";
+/// Consecutive failures (failed connects or 5xx answers), in requests, that eject an endpoint;
+/// 0 turns passive ejection off.
+pub const DEFAULT_EJECT_CONSECUTIVE_FAILURES: u32 = 5;
+/// How long, in milliseconds, an endpoint is first ejected; each further ejection without a
+/// success in between doubles it.
+pub const DEFAULT_EJECT_BASE_MS: u64 = 10_000;
+/// The longest ejection, in milliseconds.
+pub const DEFAULT_EJECT_MAX_MS: u64 = 300_000;
 /// How many times, in attempts, a failed connect is retried on another endpoint before 502.
 pub const DEFAULT_CONNECT_RETRIES: usize = 2;
 /// The `spec.controller` value of the IngressClasses this instance serves.
@@ -153,6 +161,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// When a failing endpoint stops getting requests, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// Consecutive failed connects or 5xx answers that eject an endpoint; 0: never eject.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; it doubles with each ejection not separated by a success.
+    pub base: Duration,
+    /// The longest ejection.
+    pub max: Duration,
+}
+
 /// The validated settings that the rest of sluice reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -172,6 +191,8 @@ pub struct Settings {
     /// The balancing algorithm of routes whose Ingress names none; never consistent hashing,
     /// which needs a per-Ingress key.
     pub load_balance: Balance,
+    /// Passive ejection of failing endpoints.
+    pub ejection: Ejection,
     pub controller_name: String,
     pub ingress_class: String,
     /// Serve Ingresses that name no class, even without a default IngressClass of ours.
@@ -367,6 +388,9 @@ mod file {
         pub write_timeout_ms: u64,
         pub connect_retries: usize,
         pub load_balance: String,
+        pub eject_consecutive_failures: u32,
+        pub eject_base_ms: u64,
+        pub eject_max_ms: u64,
     }
 
     impl Default for Upstream {
@@ -379,6 +403,9 @@ mod file {
                 write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
                 connect_retries: DEFAULT_CONNECT_RETRIES,
                 load_balance: DEFAULT_LOAD_BALANCE.to_string(),
+                eject_consecutive_failures: DEFAULT_EJECT_CONSECUTIVE_FAILURES,
+                eject_base_ms: DEFAULT_EJECT_BASE_MS,
+                eject_max_ms: DEFAULT_EJECT_MAX_MS,
             }
         }
     }
@@ -538,6 +565,18 @@ mod file {
                 }
             };
 
+            let ejection = Ejection {
+                consecutive_failures: self.upstream.eject_consecutive_failures,
+                base: positive_ms("upstream.eject_base_ms", self.upstream.eject_base_ms)?,
+                max: positive_ms("upstream.eject_max_ms", self.upstream.eject_max_ms)?,
+            };
+            if ejection.max < ejection.base {
+                return Err(invalid(
+                    "upstream.eject_max_ms",
+                    "must be at least upstream.eject_base_ms".into(),
+                ));
+            }
+
             let source = match self.source.kind.as_str() {
                 "files" => {
                     let dir = PathBuf::from(&self.source.files.directory);
@@ -682,6 +721,7 @@ mod file {
                 )?,
                 connect_retries: self.upstream.connect_retries,
                 load_balance,
+                ejection,
                 controller_name: self.controller.name,
                 ingress_class: self.controller.ingress_class,
                 watch_ingress_without_class: self.controller.watch_ingress_without_class,
@@ -710,6 +750,9 @@ mod tests {
         assert_eq!(s.connect_timeout, Duration::from_secs(2));
         assert_eq!(s.connect_retries, 2);
         assert_eq!(s.load_balance, Balance::RoundRobin);
+        assert_eq!(s.ejection.consecutive_failures, 5);
+        assert_eq!(s.ejection.base, Duration::from_secs(10));
+        assert_eq!(s.ejection.max, Duration::from_secs(300));
         assert_eq!(s.controller_name, "sluice.dev/ingress-controller");
         assert_eq!(s.ingress_class, "sluice");
         assert!(!s.watch_ingress_without_class);
@@ -793,6 +836,10 @@ mod tests {
                 "upstream.connect_retries",
             ),
             ("[source]\nkind = \"consul\"", "source.kind"),
+            (
+                "[upstream]\neject_base_ms = 5000\neject_max_ms = 1000",
+                "upstream.eject_max_ms",
+            ),
             (
                 "[upstream]\nload_balance = \"random\"",
                 "upstream.load_balance",

@@ -14,6 +14,15 @@
 //! balancer and keeps no per-endpoint load, while sluice chooses the algorithm per route and
 //! needs in-flight counts and latency that outlive endpoint updates.
 //!
+//! # Passive ejection
+//!
+//! An endpoint that fails `consecutive_failures` requests in a row (failed connects or 5xx
+//! answers, whichever route sent them) leaves the rotation of every algorithm for `base`, then
+//! twice that at each further ejection not separated by a success, up to `max` (as Envoy's
+//! outlier detection). The last endpoint not ejected is never ejected, and a request whose every
+//! candidate is ejected still goes to one of them. An affinity cookie naming an ejected endpoint
+//! moves its client. Ejection ends by itself when its time is up; the next answers decide again.
+//!
 //! # Algorithms
 //!
 //! - **Round robin**: one counter per pool, advanced by every request of every thread.
@@ -34,12 +43,12 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use sluice_config::PoolKey;
+use sluice_config::{Ejection, PoolKey};
 
 /// Time constant of the EWMA latency score: how fast old observations fade (as Linkerd's).
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
@@ -64,6 +73,12 @@ pub struct Endpoint {
     token: u64,
     in_flight: AtomicUsize,
     latency: Mutex<PeakEwma>,
+    /// Failed connects and 5xx answers since the last success.
+    failures: AtomicU32,
+    /// Ejections since the last success; the next one lasts `base × 2^ejections`.
+    ejections: AtomicU32,
+    /// Until when the endpoint is ejected, as [`since_epoch`] nanoseconds; 0: never was.
+    ejected_until: AtomicU64,
 }
 
 impl Endpoint {
@@ -76,7 +91,15 @@ impl Endpoint {
                 cost_ns: EWMA_DEFAULT_RTT.as_nanos() as f64,
                 stamp: Instant::now(),
             }),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the endpoint is out of rotation at `now`.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > since_epoch(now)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -178,15 +201,19 @@ pub struct Pool {
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// The round-robin turn.
     next: AtomicUsize,
+    ejection: Ejection,
 }
 
 impl Pool {
-    /// An empty pool; call [`Pool::set_endpoints`] to fill it.
-    pub fn new(key: PoolKey) -> Pool {
+    /// An empty pool that ejects failing endpoints as `ejection` says; call
+    /// [`Pool::set_endpoints`] to fill it.
+    pub fn new(key: PoolKey, ejection: Ejection) -> Pool {
+        epoch();
         Pool {
             key,
             endpoints: ArcSwap::from_pointee(Vec::new()),
             next: AtomicUsize::new(0),
+            ejection,
         }
     }
 
@@ -224,25 +251,35 @@ impl Pool {
         self.endpoints.load().is_empty()
     }
 
-    /// The endpoint `pick` chooses among those `accept` takes, or `None` when it takes none.
+    /// The endpoint `pick` chooses among those `accept` takes and that are not ejected, or `None`
+    /// when `accept` takes none. When every endpoint `accept` takes is ejected (ejections race, or
+    /// the request already failed on the others), the ejected ones are used: a request is never
+    /// refused because of ejection alone.
     pub fn pick(&self, pick: Pick, accept: impl Fn(&SocketAddr) -> bool) -> Option<Arc<Endpoint>> {
+        let now = Instant::now();
+        self.pick_among(pick, &|e: &Endpoint| accept(&e.addr) && !e.is_ejected(now))
+            .or_else(|| self.pick_among(pick, &|e: &Endpoint| accept(&e.addr)))
+    }
+
+    fn pick_among(&self, pick: Pick, accept: &impl Fn(&Endpoint) -> bool) -> Option<Arc<Endpoint>> {
         let all = self.endpoints.load();
         match pick {
-            Pick::RoundRobin | Pick::Hash(None) => self.round_robin(&all, &accept),
-            Pick::LeastRequest => two_choices(&all, &accept, |e| e.in_flight() as f64),
+            Pick::RoundRobin | Pick::Hash(None) => self.round_robin(&all, accept),
+            Pick::LeastRequest => two_choices(&all, accept, |e| e.in_flight() as f64),
             Pick::Ewma => {
                 let now = Instant::now();
-                two_choices(&all, &accept, |e| e.score(now))
+                two_choices(&all, accept, |e| e.score(now))
             }
             Pick::Hash(Some(key)) => all
                 .iter()
-                .filter(|e| accept(&e.addr))
+                .filter(|e| accept(e))
                 .max_by_key(|e| rendezvous(key, &e.addr))
                 .cloned(),
         }
     }
 
-    /// The endpoint an affinity cookie names, if it is in the pool and `accept` takes it.
+    /// The endpoint an affinity cookie names, if it is in the pool, not ejected, and `accept`
+    /// takes it.
     pub fn by_token(
         &self,
         token: u64,
@@ -251,14 +288,14 @@ impl Pool {
         self.endpoints
             .load()
             .iter()
-            .find(|e| e.token == token && accept(&e.addr))
+            .find(|e| e.token == token && accept(&e.addr) && !e.is_ejected(Instant::now()))
             .cloned()
     }
 
     fn round_robin(
         &self,
         all: &[Arc<Endpoint>],
-        accept: &impl Fn(&SocketAddr) -> bool,
+        accept: &impl Fn(&Endpoint) -> bool,
     ) -> Option<Arc<Endpoint>> {
         if all.is_empty() {
             return None;
@@ -266,15 +303,86 @@ impl Pool {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..all.len())
             .map(|i| &all[(start + i) % all.len()])
-            .find(|e| accept(&e.addr))
+            .find(|e| accept(e))
             .cloned()
     }
+
+    /// Records how a request to `endpoint` went: `ok` is a response below 500; a failed connect
+    /// or a 5xx is a failure. Returns whether this ejected the endpoint.
+    pub fn report(&self, endpoint: &Endpoint, ok: bool) -> bool {
+        self.report_at(endpoint, ok, Instant::now())
+    }
+
+    fn report_at(&self, e: &Endpoint, ok: bool, now: Instant) -> bool {
+        if ok {
+            e.failures.store(0, Ordering::Relaxed);
+            if !e.is_ejected(now) {
+                // Back in rotation and answering: the next ejection starts from the base again.
+                e.ejections.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let limit = self.ejection.consecutive_failures;
+        if limit == 0 {
+            return false;
+        }
+        let failures = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < limit || e.is_ejected(now) {
+            return false;
+        }
+        // Never the last endpoint: another one must stay in rotation.
+        let others_up = self
+            .endpoints
+            .load()
+            .iter()
+            .any(|o| o.addr != e.addr && !o.is_ejected(now));
+        if !others_up {
+            return false;
+        }
+        let previous = e.ejections.fetch_add(1, Ordering::Relaxed);
+        let length = self
+            .ejection
+            .base
+            .saturating_mul(2u32.saturating_pow(previous.min(16)))
+            .min(self.ejection.max);
+        e.ejected_until
+            .store(since_epoch(now + length), Ordering::Relaxed);
+        e.failures.store(0, Ordering::Relaxed);
+        tracing::warn!(
+            pool = %self.key,
+            endpoint = %e.addr,
+            failures,
+            ejected_ms = length.as_millis() as u64,
+            "endpoint ejected after consecutive failures"
+        );
+        true
+    }
+
+    /// Endpoints now ejected.
+    pub fn ejected(&self) -> usize {
+        let now = Instant::now();
+        self.endpoints
+            .load()
+            .iter()
+            .filter(|e| e.is_ejected(now))
+            .count()
+    }
+}
+
+/// Nanoseconds from the process's first pool to `t` (0 for earlier instants).
+fn since_epoch(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Power of two choices: the lower-cost of two distinct accepted endpoints drawn at random.
 fn two_choices(
     all: &[Arc<Endpoint>],
-    accept: &impl Fn(&SocketAddr) -> bool,
+    accept: &impl Fn(&Endpoint) -> bool,
     cost: impl Fn(&Endpoint) -> f64,
 ) -> Option<Arc<Endpoint>> {
     let better = |a: &Arc<Endpoint>, b: &Arc<Endpoint>| {
@@ -290,11 +398,11 @@ fn two_choices(
         let i = random_below(n);
         let j = (i + 1 + random_below(n - 1)) % n;
         let (a, b) = (&all[i], &all[j]);
-        if accept(&a.addr) && accept(&b.addr) {
+        if accept(a) && accept(b) {
             return Some(better(a, b));
         }
     }
-    let accepted: Vec<&Arc<Endpoint>> = all.iter().filter(|e| accept(&e.addr)).collect();
+    let accepted: Vec<&Arc<Endpoint>> = all.iter().filter(|e| accept(e)).collect();
     match accepted.len() {
         0 => None,
         1 => Some(accepted[0].clone()),
@@ -366,6 +474,14 @@ fn rendezvous(key: u64, addr: &SocketAddr) -> u64 {
 mod tests {
     use super::*;
 
+    fn no_ejection() -> Ejection {
+        Ejection {
+            consecutive_failures: 0,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+        }
+    }
+
     fn key() -> PoolKey {
         PoolKey {
             namespace: "ns".into(),
@@ -386,7 +502,7 @@ mod tests {
 
     #[test]
     fn a_pool_rotates_over_its_endpoints_and_follows_updates() {
-        let pool = Pool::new(key());
+        let pool = Pool::new(key(), no_ejection());
         assert!(pool.pick(Pick::RoundRobin, |_| true).is_none());
         let (a, b) = (addrs(2)[0], addrs(2)[1]);
         assert!(pool.set_endpoints(&[a, b]));
@@ -404,7 +520,7 @@ mod tests {
 
     #[test]
     fn an_endpoint_that_stays_keeps_its_load_across_updates() {
-        let pool = Pool::new(key());
+        let pool = Pool::new(key(), no_ejection());
         let all = addrs(3);
         pool.set_endpoints(&all[..2]);
         let e = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
@@ -416,7 +532,7 @@ mod tests {
 
     #[test]
     fn least_request_avoids_the_endpoint_with_requests_in_flight() {
-        let pool = Pool::new(key());
+        let pool = Pool::new(key(), no_ejection());
         let all = addrs(2);
         pool.set_endpoints(&all);
         let busy = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
@@ -428,7 +544,7 @@ mod tests {
 
     #[test]
     fn ewma_avoids_the_slow_endpoint_and_tries_it_again_once_its_score_decays() {
-        let pool = Pool::new(key());
+        let pool = Pool::new(key(), no_ejection());
         let all = addrs(2);
         pool.set_endpoints(&all);
         let slow = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
@@ -458,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_consistent_hash_keeps_its_keys_when_an_unrelated_endpoint_goes() {
-        let pool = Pool::new(key());
+        let pool = Pool::new(key(), no_ejection());
         let all = addrs(5);
         pool.set_endpoints(&all);
         let keys: Vec<u64> = (0..500)
@@ -490,7 +606,7 @@ mod tests {
 
     #[test]
     fn an_affinity_token_finds_its_endpoint_while_it_stays() {
-        let pool = Pool::new(key());
+        let pool = Pool::new(key(), no_ejection());
         let all = addrs(3);
         pool.set_endpoints(&all);
         let e = pool.pick(Pick::RoundRobin, |a| *a == all[1]).unwrap();
@@ -508,6 +624,91 @@ mod tests {
         assert!(pool.by_token(token, |a| *a != all[1]).is_none());
         pool.set_endpoints(&[all[0], all[2]]);
         assert!(pool.by_token(token, |_| true).is_none());
+    }
+
+    #[test]
+    fn consecutive_failures_eject_for_a_growing_time_but_never_the_last_endpoint() {
+        let pool = Pool::new(
+            key(),
+            Ejection {
+                consecutive_failures: 3,
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(25),
+            },
+        );
+        let all = addrs(2);
+        pool.set_endpoints(&all);
+        let bad = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
+        let good = pool.pick(Pick::RoundRobin, |a| *a == all[1]).unwrap();
+        let t0 = Instant::now();
+        // A success in between starts the count again.
+        assert!(!pool.report_at(&bad, false, t0));
+        assert!(!pool.report_at(&bad, false, t0));
+        assert!(!pool.report_at(&bad, true, t0));
+        assert!(!pool.report_at(&bad, false, t0));
+        assert!(!pool.report_at(&bad, false, t0));
+        assert!(pool.report_at(&bad, false, t0), "the third in a row ejects");
+        assert!(bad.is_ejected(t0 + Duration::from_secs(9)));
+        assert!(!bad.is_ejected(t0 + Duration::from_secs(10)));
+        // The last endpoint in rotation is never ejected.
+        for _ in 0..10 {
+            assert!(!pool.report_at(&good, false, t0));
+        }
+        assert!(!good.is_ejected(t0));
+        // Back after 10 s and failing again: 20 s, then capped at 25 s.
+        let t1 = t0 + Duration::from_secs(10);
+        for _ in 0..3 {
+            pool.report_at(&bad, false, t1);
+        }
+        assert!(bad.is_ejected(t1 + Duration::from_secs(19)));
+        assert!(!bad.is_ejected(t1 + Duration::from_secs(20)));
+        let t2 = t1 + Duration::from_secs(20);
+        for _ in 0..3 {
+            pool.report_at(&bad, false, t2);
+        }
+        assert!(bad.is_ejected(t2 + Duration::from_secs(24)));
+        assert!(!bad.is_ejected(t2 + Duration::from_secs(25)));
+        // A success once back resets the growth.
+        let t3 = t2 + Duration::from_secs(25);
+        pool.report_at(&bad, true, t3);
+        for _ in 0..3 {
+            pool.report_at(&bad, false, t3);
+        }
+        assert!(!bad.is_ejected(t3 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn an_ejected_endpoint_gets_no_requests_unless_it_is_all_that_is_left() {
+        let pool = Pool::new(
+            key(),
+            Ejection {
+                consecutive_failures: 1,
+                base: Duration::from_secs(60),
+                max: Duration::from_secs(60),
+            },
+        );
+        let all = addrs(3);
+        pool.set_endpoints(&all);
+        let bad = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
+        assert!(pool.report(&bad, false));
+        assert_eq!(pool.ejected(), 1);
+        for p in [
+            Pick::RoundRobin,
+            Pick::LeastRequest,
+            Pick::Ewma,
+            Pick::Hash(Some(7)),
+        ] {
+            for _ in 0..20 {
+                assert_ne!(pick(&pool, p), all[0], "{p:?}");
+            }
+        }
+        assert!(pool.by_token(bad.token(), |_| true).is_none());
+        // The request already failed on the others: the ejected endpoint still serves it.
+        assert_eq!(
+            pool.pick(Pick::RoundRobin, |a| *a == all[0])
+                .map(|e| e.addr()),
+            Some(all[0])
+        );
     }
 
     #[test]

@@ -466,8 +466,10 @@ impl ProxyHttp for Router {
         if let Some(addr) = peer.address().as_inet() {
             ctx.failed.push(*addr);
         }
-        // A failed connect says nothing about the endpoint's response time.
-        ctx.attempt = None;
+        // A failed connect counts towards ejection, and says nothing about response time.
+        if let (Some(pool), Some(attempt)) = (&ctx.pool, ctx.attempt.take()) {
+            pool.report(attempt.endpoint(), false);
+        }
         let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
         route.connect_errors.inc();
         if ctx.attempts <= self.options.connect_retries {
@@ -477,15 +479,22 @@ impl ProxyHttp for Router {
         e
     }
 
-    /// Records the endpoint's time to the response head for latency-aware balancing.
+    /// Records the endpoint's time to the response head for latency-aware balancing, and its
+    /// answer (5xx or not) for passive ejection.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
         if let Some(attempt) = ctx.attempt.as_mut() {
-            attempt.observe_response();
+            if status >= 200 || status == 101 {
+                attempt.observe_response();
+                if let Some(pool) = &ctx.pool {
+                    pool.report(attempt.endpoint(), status < 500);
+                }
+            }
         }
         Ok(())
     }

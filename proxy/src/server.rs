@@ -158,7 +158,11 @@ pub fn start_with(
         .map_err(StartError::Runtime)?;
 
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
-    let state = Arc::new(State::new(ClassPolicy::from(&settings), metrics));
+    let state = Arc::new(State::new(
+        ClassPolicy::from(&settings),
+        settings.ejection,
+        metrics,
+    ));
     let (stop, stop_rx) = watch::channel(false);
 
     // The descriptor table through which Pingora's listeners take our bound sockets.

@@ -227,3 +227,85 @@ async fn an_affinity_cookie_sticks_to_its_endpoint_while_it_stays_ready() {
     assert_eq!(r.status, 200);
     assert!(set_cookie(&r).is_some());
 }
+
+/// The value of `sluice_pool_endpoints` for web's `state`.
+async fn pool_gauge(s: &Sluice, state: &str) -> i64 {
+    let text = get(s.admin, "admin", "/metrics").await.body;
+    let series = format!(
+        "sluice_pool_endpoints{{namespace=\"default\",port=\"80\",service=\"web\",state=\"{state}\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_answering_5xx_is_ejected_and_comes_back_when_it_recovers() {
+    let (backends, s) = {
+        let mut backends = Vec::new();
+        for name in ["a", "b", "c"] {
+            backends.push(Backend::start(name).await);
+        }
+        let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+        let manifests = [service_with("default", "web", &addrs), web_ingress(&[])].concat();
+        let settings = test_settings(
+            "eject_consecutive_failures = 3\neject_base_ms = 1000\neject_max_ms = 1000",
+        );
+        (backends, Sluice::start_with(&manifests, &settings).await)
+    };
+    backends[1].set_status(503);
+    let mut conn = H1::connect(s.addr).await;
+    let mut errors = 0;
+    for _ in 0..30 {
+        if conn.get("x", "/").await.unwrap().status != 200 {
+            errors += 1;
+        }
+    }
+    // Three 503s in a row eject b; the other 27 requests go to a and c. (With
+    // eject_consecutive_failures = 0, b keeps a third of the requests and this fails.)
+    assert_eq!(errors, 3);
+    assert_eq!(
+        backends[1]
+            .arrivals
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    assert_eq!(pool_gauge(&s, "ejected").await, 1);
+    assert_eq!(pool_gauge(&s, "ready").await, 2);
+
+    // b recovers; once its ejection is over it gets requests again.
+    backends[1].set_status(200);
+    let addr = s.addr;
+    let b_hits = backends[1].hits.clone();
+    let before = backends[1].hits();
+    eventually(STEP, "b to come back", || {
+        let b_hits = b_hits.clone();
+        async move {
+            assert_eq!(get(addr, "x", "/").await.status, 200);
+            (b_hits.load(std::sync::atomic::Ordering::SeqCst) > before).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(pool_gauge(&s, "ejected").await, 0);
+    assert_eq!(pool_gauge(&s, "ready").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_endpoint_is_never_ejected() {
+    let a = Backend::start("a").await;
+    a.set_status(500);
+    let manifests = [service_with("default", "web", &[a.addr]), web_ingress(&[])].concat();
+    let settings = test_settings(
+        "eject_consecutive_failures = 1\neject_base_ms = 60000\neject_max_ms = 60000",
+    );
+    let s = Sluice::start_with(&manifests, &settings).await;
+    for _ in 0..5 {
+        // The backend's own 500 reaches the client: not a 502 or 503 from sluice.
+        let r = s.get("x", "/").await;
+        assert_eq!(r.status, 500);
+        assert_eq!(r.backend(), "a");
+    }
+    assert_eq!(a.hits(), 5);
+    assert_eq!(pool_gauge(&s, "ejected").await, 0);
+}

@@ -10,7 +10,7 @@ pub mod fake_apiserver;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,8 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     /// Requests received (counted before the delay).
     pub arrivals: Arc<AtomicUsize>,
+    /// The status every response carries (200 unless set).
+    pub status: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -70,23 +72,26 @@ impl Backend {
         let delay_ms = Arc::new(AtomicU64::new(0));
         let hits = Arc::new(AtomicUsize::new(0));
         let arrivals = Arc::new(AtomicUsize::new(0));
-        let (n, d, h, arr) = (
+        let status = Arc::new(AtomicU16::new(200));
+        let (n, d, h, arr, st) = (
             name.to_string(),
             delay_ms.clone(),
             hits.clone(),
             arrivals.clone(),
+            status.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (n, d, h, arr) = (n.clone(), d.clone(), h.clone(), arr.clone());
+                let (n, d, h, arr, st) = (n.clone(), d.clone(), h.clone(), arr.clone(), st.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (n, d, h) = (n.clone(), d.clone(), h.clone());
+                        let code = st.load(Ordering::SeqCst);
                         arr.fetch_add(1, Ordering::SeqCst);
-                        async move { Ok::<_, hyper::Error>(answer(req, &n, &d, &h).await) }
+                        async move { Ok::<_, hyper::Error>(answer(req, &n, &d, &h, code).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -101,8 +106,14 @@ impl Backend {
             delay_ms,
             hits,
             arrivals,
+            status,
             task,
         }
+    }
+
+    /// Makes every later response carry `code`.
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
     }
 
     pub fn set_delay(&self, d: Duration) {
@@ -119,6 +130,7 @@ async fn answer(
     name: &str,
     delay: &AtomicU64,
     hits: &AtomicUsize,
+    status: u16,
 ) -> Response<Full<Bytes>> {
     let ms = delay.load(Ordering::SeqCst);
     if ms > 0 {
@@ -139,6 +151,7 @@ async fn answer(
     });
     hits.fetch_add(1, Ordering::SeqCst);
     Response::builder()
+        .status(status)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
