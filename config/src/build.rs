@@ -437,7 +437,8 @@ impl Builder<'_> {
     }
 }
 
-/// The ready `address:port` pairs of a Service's slices for the Service port named `port_name`.
+/// The ready, not terminating `address:port` pairs of a Service's slices for the Service port
+/// named `port_name`.
 pub fn slice_endpoints(slices: &[&EndpointSliceInput], port_name: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for slice in slices {
@@ -454,7 +455,9 @@ pub fn slice_endpoints(slices: &[&EndpointSliceInput], port_name: &str) -> Vec<S
             continue;
         };
         for ep in &slice.endpoints {
-            if ep.ready == Some(false) {
+            // A terminating endpoint gets no new requests even while it still serves
+            // (`serving: true`): its requests in flight finish on their own connections.
+            if ep.ready == Some(false) || ep.terminating == Some(true) {
                 continue;
             }
             for addr in &ep.addresses {

@@ -607,3 +607,35 @@ fn timeout_annotations_give_each_ingress_its_own_target_over_one_pool() {
         snap.skipped[0].message
     );
 }
+
+#[test]
+fn a_terminating_endpoint_gets_no_new_requests_even_while_it_serves() {
+    let mut s = slice(
+        "default",
+        "a",
+        &[("http", 8080)],
+        &[("10.0.0.1", None), ("10.0.0.2", None)],
+    );
+    // As the API shows a pod being deleted that still answers.
+    s.endpoints[1].serving = Some(true);
+    s.endpoints[1].terminating = Some(true);
+    let inputs = Inputs {
+        ingresses: vec![ingress(
+            "one",
+            Some(1),
+            None,
+            vec![path("/", "Prefix", backend("a", 80))],
+        )],
+        services: base_services(),
+        slices: vec![s],
+        ..Default::default()
+    };
+    let snap = build(&inputs, &policy());
+    let eps: Vec<String> = snap
+        .endpoints
+        .values()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(eps, vec!["10.0.0.1:8080"]);
+}
