@@ -11,8 +11,10 @@
 //!    `sluice.dev/*-timeout` annotations, else the settings).
 //! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers.
 //!    Pingora has already removed hop-by-hop headers and keeps the client's `Host`.
-//! 4. On a connect failure [`ProxyHttp::fail_to_connect`] marks the error retryable until the
-//!    configured number of retries is spent, so step 2 runs again on another endpoint.
+//! 4. On a connect failure [`ProxyHttp::fail_to_connect`], and for an idempotent request on a
+//!    reset before any response byte [`ProxyHttp::error_while_proxy`], the error is marked
+//!    retryable until the configured number of retries is spent, so step 2 runs again on another
+//!    endpoint. A non-idempotent request is never retried once its bytes may have been sent.
 //! 5. [`ProxyHttp::upstream_response_filter`] records the endpoint's time to the response head,
 //!    the latency that EWMA balancing reads; [`ProxyHttp::response_filter`] sets the affinity
 //!    cookie of routes with `sluice.dev/affinity: cookie` when the client's cookie named no
@@ -137,6 +139,8 @@ pub struct RequestCtx {
     affinity: Option<(CookieAffinity, Option<u64>)>,
     /// The affinity cookie to set on the response: the client's cookie named no usable endpoint.
     set_affinity: Option<u64>,
+    /// Whether the current attempt's endpoint has sent a response head.
+    responded: bool,
     /// The endpoint of the current attempt, counted in flight while the request lasts.
     attempt: Option<InFlightEndpoint>,
     /// Endpoints this request failed to connect to; empty (and unallocated) on the happy path.
@@ -324,6 +328,7 @@ impl ProxyHttp for Router {
             pick: Pick::RoundRobin,
             affinity: None,
             set_affinity: None,
+            responded: false,
             attempt: None,
             failed: Vec::new(),
             attempts: 0,
@@ -488,6 +493,7 @@ impl ProxyHttp for Router {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        ctx.responded = true;
         if let Some(attempt) = ctx.attempt.as_mut() {
             if status >= 200 || status == 101 {
                 attempt.observe_response();
@@ -514,6 +520,44 @@ impl ProxyHttp for Router {
             upstream_response.append_header(header::SET_COOKIE, value)?;
         }
         Ok(())
+    }
+
+    /// Decides whether an error after connecting is retried on another endpoint.
+    ///
+    /// Pingora's own rule stays: never a non-idempotent request (its bytes may have reached the
+    /// endpoint; as nginx's `proxy_next_upstream` without `non_idempotent`), nor one whose body
+    /// no longer fits the retry buffer; a stale reused connection is retried. On top of it, an
+    /// idempotent request whose connection reset or closed before any response byte is retried
+    /// on another endpoint, within `upstream.connect_retries` attempts in all.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        e.retry.decide_reuse(client_reused);
+        let reset = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        if reset && !ctx.responded && ctx.attempts <= self.options.connect_retries {
+            if let Some(addr) = peer.address().as_inet() {
+                ctx.failed.push(*addr);
+            }
+            let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
+            route.retries.inc();
+            e.set_retry(true);
+        }
+        e
     }
 
     /// Counts the request and writes its access-log line.
