@@ -309,3 +309,36 @@ async fn the_last_endpoint_is_never_ejected() {
     assert_eq!(a.hits(), 5);
     assert_eq!(pool_gauge(&s, "ejected").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_refusing_connections_is_ejected_and_stops_costing_retries() {
+    let a = Backend::start("a").await;
+    let dead = dead_addr().await;
+    let manifests = [
+        service("default", "web"),
+        slice("default", "web", &[(dead, Some(true))]),
+        slice("default", "web", &[(a.addr, Some(true))]),
+        web_ingress(&[]),
+    ]
+    .concat();
+    let settings = test_settings(
+        "eject_consecutive_failures = 2\neject_base_ms = 60000\neject_max_ms = 60000",
+    );
+    let s = Sluice::start_with(&manifests, &settings).await;
+    for _ in 0..20 {
+        assert_eq!(s.get("x", "/").await.status, 200);
+    }
+    assert_eq!(pool_gauge(&s, "ejected").await, 1);
+    // Two failed connects ejected the dead endpoint; no request tried it afterwards. (With
+    // eject_consecutive_failures = 0 every other request pays a failed connect: 10.)
+    let text = get(s.admin, "admin", "/metrics").await.body;
+    let errors = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "sluice_upstream_connect_errors_total{ingress=\"web\",namespace=\"default\",service=\"web\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(errors, Some(2.0), "{text}");
+}
