@@ -342,3 +342,21 @@ async fn an_endpoint_refusing_connections_is_ejected_and_stops_costing_retries()
         .and_then(|v| v.trim().parse::<f64>().ok());
     assert_eq!(errors, Some(2.0), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_default_algorithm_applies_to_routes_whose_ingress_names_none() {
+    let mut backends = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        backends.push(Backend::start(name).await);
+    }
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let manifests = [service_with("default", "web", &addrs), web_ingress(&[])].concat();
+    let s = Sluice::start_with(&manifests, &test_settings("load_balance = \"ewma\"")).await;
+    backends[0].set_delay(Duration::from_millis(100));
+    load(&s, 1, 60).await;
+    let slow = backends[0]
+        .arrivals
+        .load(std::sync::atomic::Ordering::SeqCst);
+    // Round robin, the built-in default, would send it 15.
+    assert!(slow <= 3, "the slow endpoint got {slow} of 60");
+}
