@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::annotations::{upstream_policy, UpstreamPolicy};
 use crate::model::{
     BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, PortRef,
     ServiceInput,
@@ -126,6 +127,10 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Indexed by [`RouteEntry::target`].
     pub targets: Vec<Target>,
+    /// How each target reaches its upstream (timeouts from the owning Ingress's annotations);
+    /// indexed like `targets`. Two Ingresses with different annotations on one Service port get
+    /// two targets over the same pool.
+    pub policies: Vec<UpstreamPolicy>,
     /// Indexed by [`RouteEntry::ingress`]; oldest first.
     pub ingresses: Vec<ServedIngress>,
     /// The ready endpoint addresses of every pool a route uses, sorted.
@@ -140,6 +145,11 @@ impl Snapshot {
     /// The target a route entry leads to.
     pub fn target(&self, entry: &RouteEntry) -> Option<&Target> {
         self.targets.get(entry.target)
+    }
+
+    /// The upstream policy of a route entry's target.
+    pub fn policy(&self, entry: &RouteEntry) -> Option<&UpstreamPolicy> {
+        self.policies.get(entry.target)
     }
 }
 
@@ -200,6 +210,7 @@ pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
     let mut b = Builder {
         snapshot: Snapshot::default(),
         target_ids: HashMap::new(),
+        policy: UpstreamPolicy::default(),
         services: &services,
         slices: &slices,
         // Which Ingress holds each contested rule, for conflict messages.
@@ -225,7 +236,9 @@ pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
 
 struct Builder<'a> {
     snapshot: Snapshot,
-    target_ids: HashMap<Target, TargetId>,
+    target_ids: HashMap<(Target, UpstreamPolicy), TargetId>,
+    /// The policy of the Ingress being added.
+    policy: UpstreamPolicy,
     services: &'a HashMap<(&'a str, &'a str), &'a ServiceInput>,
     slices: &'a HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceInput>>,
     owners: HashMap<(String, String, MatchKind), ObjectRef>,
@@ -241,6 +254,12 @@ impl Builder<'_> {
     }
 
     fn add_ingress(&mut self, index: usize, ingress: &IngressInput) {
+        let (policy, bad) = upstream_policy(&ingress.annotations);
+        for b in bad {
+            self.skip(ingress, SkipReason::InvalidAnnotation, b.to_string());
+        }
+        self.policy = policy;
+
         if let Some(backend) = &ingress.default_backend {
             let target = self.resolve(ingress, backend, "defaultBackend");
             if !self.snapshot.routes.set_default_backend(RouteEntry {
@@ -357,12 +376,14 @@ impl Builder<'_> {
                 Target::Unresolved { reason: message }
             }
         };
-        if let Some(id) = self.target_ids.get(&target) {
+        let key = (target, self.policy.clone());
+        if let Some(id) = self.target_ids.get(&key) {
             return *id;
         }
         let id = self.snapshot.targets.len();
-        self.snapshot.targets.push(target.clone());
-        self.target_ids.insert(target, id);
+        self.snapshot.targets.push(key.0.clone());
+        self.snapshot.policies.push(key.1.clone());
+        self.target_ids.insert(key, id);
         id
     }
 
@@ -436,7 +457,8 @@ impl Builder<'_> {
     }
 }
 
-/// The ready `address:port` pairs of a Service's slices for the Service port named `port_name`.
+/// The ready, not terminating `address:port` pairs of a Service's slices for the Service port
+/// named `port_name`.
 pub fn slice_endpoints(slices: &[&EndpointSliceInput], port_name: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for slice in slices {
@@ -453,7 +475,9 @@ pub fn slice_endpoints(slices: &[&EndpointSliceInput], port_name: &str) -> Vec<S
             continue;
         };
         for ep in &slice.endpoints {
-            if ep.ready == Some(false) {
+            // A terminating endpoint gets no new requests even while it still serves
+            // (`serving: true`): its requests in flight finish on their own connections.
+            if ep.ready == Some(false) || ep.terminating == Some(true) {
                 continue;
             }
             for addr in &ep.addresses {

@@ -5,12 +5,14 @@
 //!   server) produce.
 //! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend
 //!   targets, ready endpoints, and every rule skipped with its reason.
+//! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
 //!
 //! No tokio, no sockets, no Pingora: everything here is tested in milliseconds.
 
+pub mod annotations;
 pub mod build;
 pub mod model;
 pub mod report;
@@ -20,4 +22,4 @@ pub mod tls;
 
 pub use build::{build, ClassPolicy, PoolKey, SkipReason, Skipped, Snapshot, Target};
 pub use routes::{RouteEntry, RouteTable};
-pub use settings::{ConfigError, Settings};
+pub use settings::{ConfigError, Ejection, Settings};

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::annotations::{Balance, HashBy, UpstreamPolicy};
 use crate::build::{Snapshot, Target};
 use crate::model::ObjectRef;
 use crate::routes::{MatchKind, RouteEntry};
@@ -39,11 +40,41 @@ fn describe_target(snapshot: &Snapshot, entry: &RouteEntry) -> String {
         Some(Target::Pool(key)) => {
             let n = snapshot.endpoints.get(key).map(Vec::len).unwrap_or(0);
             let word = if n == 1 { "endpoint" } else { "endpoints" };
-            format!("{key} ({n} ready {word})")
+            let policy = snapshot
+                .policy(entry)
+                .map(describe_policy)
+                .filter(|p| !p.is_empty())
+                .map(|p| format!(" [{p}]"))
+                .unwrap_or_default();
+            format!("{key} ({n} ready {word}){policy}")
         }
         Some(Target::Unresolved { reason }) => format!("503: {reason}"),
         None => "503: unknown target".to_string(),
     }
+}
+
+/// What an Ingress's annotations change for a route, empty when nothing is.
+fn describe_policy(policy: &UpstreamPolicy) -> String {
+    let mut parts = Vec::new();
+    match &policy.balance {
+        Some(Balance::ConsistentHash(by)) => parts.push(match by {
+            HashBy::RemoteAddr => "consistent-hash by $remote_addr".to_string(),
+            HashBy::Header(h) => format!("consistent-hash by header {h}"),
+            HashBy::Cookie(c) => format!("consistent-hash by cookie {c}"),
+        }),
+        Some(b) => parts.push(b.name().to_string()),
+        None => {}
+    }
+    if let Some(a) = &policy.affinity {
+        parts.push(format!("affinity cookie {}", a.name));
+    }
+    let t = &policy.timeouts;
+    for (name, d) in [("connect", t.connect), ("read", t.read), ("send", t.send)] {
+        if let Some(d) = d {
+            parts.push(format!("{name}-timeout {}ms", d.as_millis()));
+        }
+    }
+    parts.join(", ")
 }
 
 /// The report of every served or skipped Ingress, by `namespace/name`.
@@ -279,6 +310,23 @@ Ingress web/tls
   tls      a.test client-auth verify
 ";
         assert_eq!(render(&snapshot), expected);
+    }
+
+    #[test]
+    fn a_route_shows_what_its_annotations_change() {
+        let policy = UpstreamPolicy {
+            timeouts: crate::annotations::Timeouts {
+                read: Some(std::time::Duration::from_millis(300)),
+                ..Default::default()
+            },
+            balance: Some(Balance::ConsistentHash(HashBy::Header("x-user".into()))),
+            affinity: None,
+        };
+        assert_eq!(
+            describe_policy(&policy),
+            "consistent-hash by header x-user, read-timeout 300ms"
+        );
+        assert_eq!(describe_policy(&UpstreamPolicy::default()), "");
     }
 
     #[test]

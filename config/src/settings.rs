@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::annotations::Balance;
+
 /// Where plain HTTP is served when `server.http_listen` is not set.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 /// Where `/healthz`, `/readyz` (and later `/metrics`) are served when `server.admin_listen` is not set.
@@ -38,6 +40,17 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
 /// Time allowed, in milliseconds, between two writes to an upstream (504 when exceeded).
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// How routes spread requests over a pool unless their Ingress says otherwise
+/// (`round-robin`, `least-request` or `ewma`).
+pub const DEFAULT_LOAD_BALANCE: &str = "round-robin";
+/// Consecutive failures (failed connects or 5xx answers), in requests, that eject an endpoint;
+/// 0 turns passive ejection off.
+pub const DEFAULT_EJECT_CONSECUTIVE_FAILURES: u32 = 5;
+/// How long, in milliseconds, an endpoint is first ejected; each further ejection without a
+/// success in between doubles it.
+pub const DEFAULT_EJECT_BASE_MS: u64 = 10_000;
+/// The longest ejection, in milliseconds.
+pub const DEFAULT_EJECT_MAX_MS: u64 = 300_000;
 /// How many times, in attempts, a failed connect is retried on another endpoint before 502.
 pub const DEFAULT_CONNECT_RETRIES: usize = 2;
 /// The `spec.controller` value of the IngressClasses this instance serves.
@@ -177,6 +190,17 @@ pub struct TlsSettings {
     pub redirect_port: u16,
 }
 
+/// When a failing endpoint stops getting requests, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// Consecutive failed connects or 5xx answers that eject an endpoint; 0: never eject.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; it doubles with each ejection not separated by a success.
+    pub base: Duration,
+    /// The longest ejection.
+    pub max: Duration,
+}
+
 /// The validated settings that the rest of sluice reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -193,6 +217,11 @@ pub struct Settings {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub connect_retries: usize,
+    /// The balancing algorithm of routes whose Ingress names none; never consistent hashing,
+    /// which needs a per-Ingress key.
+    pub load_balance: Balance,
+    /// Passive ejection of failing endpoints.
+    pub ejection: Ejection,
     pub controller_name: String,
     pub ingress_class: String,
     /// Serve Ingresses that name no class, even without a default IngressClass of ours.
@@ -413,6 +442,10 @@ mod file {
         pub read_timeout_ms: u64,
         pub write_timeout_ms: u64,
         pub connect_retries: usize,
+        pub load_balance: String,
+        pub eject_consecutive_failures: u32,
+        pub eject_base_ms: u64,
+        pub eject_max_ms: u64,
     }
 
     impl Default for Upstream {
@@ -424,6 +457,10 @@ mod file {
                 read_timeout_ms: DEFAULT_READ_TIMEOUT_MS,
                 write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
                 connect_retries: DEFAULT_CONNECT_RETRIES,
+                load_balance: DEFAULT_LOAD_BALANCE.to_string(),
+                eject_consecutive_failures: DEFAULT_EJECT_CONSECUTIVE_FAILURES,
+                eject_base_ms: DEFAULT_EJECT_BASE_MS,
+                eject_max_ms: DEFAULT_EJECT_MAX_MS,
             }
         }
     }
@@ -648,6 +685,38 @@ mod file {
                 ));
             }
 
+            let load_balance = match Balance::keyless(&self.upstream.load_balance) {
+                Some(b) => b,
+                None if self.upstream.load_balance.trim() == "consistent-hash" => {
+                    return Err(invalid(
+                        "upstream.load_balance",
+                        "consistent-hash needs a key; set it per Ingress with sluice.dev/hash-by"
+                            .into(),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        "upstream.load_balance",
+                        format!(
+                            "`{}` is not an algorithm; use \"round-robin\", \"least-request\" or \"ewma\"",
+                            self.upstream.load_balance
+                        ),
+                    ))
+                }
+            };
+
+            let ejection = Ejection {
+                consecutive_failures: self.upstream.eject_consecutive_failures,
+                base: positive_ms("upstream.eject_base_ms", self.upstream.eject_base_ms)?,
+                max: positive_ms("upstream.eject_max_ms", self.upstream.eject_max_ms)?,
+            };
+            if ejection.max < ejection.base {
+                return Err(invalid(
+                    "upstream.eject_max_ms",
+                    "must be at least upstream.eject_base_ms".into(),
+                ));
+            }
+
             let source = match self.source.kind.as_str() {
                 "files" => {
                     let dir = PathBuf::from(&self.source.files.directory);
@@ -790,6 +859,8 @@ mod file {
                     self.upstream.write_timeout_ms,
                 )?,
                 connect_retries: self.upstream.connect_retries,
+                load_balance,
+                ejection,
                 controller_name: self.controller.name,
                 ingress_class: self.controller.ingress_class,
                 watch_ingress_without_class: self.controller.watch_ingress_without_class,
@@ -817,6 +888,10 @@ mod tests {
         assert_eq!(s.admin_listen, "0.0.0.0:10254".parse().unwrap());
         assert_eq!(s.connect_timeout, Duration::from_secs(2));
         assert_eq!(s.connect_retries, 2);
+        assert_eq!(s.load_balance, Balance::RoundRobin);
+        assert_eq!(s.ejection.consecutive_failures, 5);
+        assert_eq!(s.ejection.base, Duration::from_secs(10));
+        assert_eq!(s.ejection.max, Duration::from_secs(300));
         assert_eq!(s.controller_name, "sluice.dev/ingress-controller");
         assert_eq!(s.ingress_class, "sluice");
         assert!(!s.watch_ingress_without_class);
@@ -841,13 +916,14 @@ mod tests {
     fn values_in_the_file_replace_defaults() {
         let s = parse(
             "[server]\nhttp_listen = [\"127.0.0.1:80\", \"[::1]:80\"]\nworker_threads = 3\n\
-             [upstream]\nread_timeout_ms = 1500\n[source]\nkind = \"kubernetes\"\n\
+             [upstream]\nread_timeout_ms = 1500\nload_balance = \"ewma\"\n[source]\nkind = \"kubernetes\"\n\
              [source.kubernetes]\nnamespace = \"web\"\n[log]\nformat = \"json\"\n",
         )
         .unwrap();
         assert_eq!(s.http_listen.len(), 2);
         assert_eq!(s.worker_threads_or(8), 3);
         assert_eq!(s.read_timeout, Duration::from_millis(1500));
+        assert_eq!(s.load_balance, Balance::Ewma);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(
             s.source,
@@ -899,6 +975,18 @@ mod tests {
                 "upstream.connect_retries",
             ),
             ("[source]\nkind = \"consul\"", "source.kind"),
+            (
+                "[upstream]\neject_base_ms = 5000\neject_max_ms = 1000",
+                "upstream.eject_max_ms",
+            ),
+            (
+                "[upstream]\nload_balance = \"random\"",
+                "upstream.load_balance",
+            ),
+            (
+                "[upstream]\nload_balance = \"consistent-hash\"",
+                "upstream.load_balance",
+            ),
             ("[log]\nformat = \"xml\"", "log.format"),
             ("[access_log]\nformat = \"apache\"", "access_log.format"),
             (

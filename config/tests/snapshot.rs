@@ -558,3 +558,84 @@ fn building_twice_gives_equal_snapshots() {
     reversed.ingresses.reverse();
     assert_eq!(build(&inputs, &policy()), build(&reversed, &policy()));
 }
+
+#[test]
+fn timeout_annotations_give_each_ingress_its_own_target_over_one_pool() {
+    use std::time::Duration;
+    let mut short = ingress(
+        "short",
+        Some(1),
+        Some("x.test"),
+        vec![path("/short", "Prefix", backend("a", 80))],
+    );
+    short.annotations = BTreeMap::from([
+        ("sluice.dev/read-timeout".to_string(), "300ms".to_string()),
+        ("sluice.dev/send-timeout".to_string(), "later".to_string()),
+    ]);
+    let long = ingress(
+        "long",
+        Some(2),
+        Some("x.test"),
+        vec![path("/long", "Prefix", backend("a", 80))],
+    );
+    let inputs = Inputs {
+        ingresses: vec![short, long],
+        services: base_services(),
+        ..Default::default()
+    };
+    let snap = build(&inputs, &policy());
+    let short = snap.routes.find("x.test", "/short").unwrap();
+    let long = snap.routes.find("x.test", "/long").unwrap();
+    assert_ne!(short.target, long.target);
+    assert_eq!(
+        snap.target(short),
+        snap.target(long),
+        "one pool behind both"
+    );
+    assert_eq!(snap.endpoints.len(), 1);
+    let timeouts = snap.policy(short).unwrap().timeouts;
+    assert_eq!(timeouts.read, Some(Duration::from_millis(300)));
+    assert_eq!(timeouts.send, None, "a bad value leaves the default");
+    assert_eq!(snap.policy(long).unwrap().timeouts.read, None);
+    // The bad value is reported once for its Ingress, and its rules are still served.
+    assert_eq!(snap.skipped.len(), 1);
+    assert_eq!(snap.skipped[0].reason, SkipReason::InvalidAnnotation);
+    assert_eq!(snap.skipped[0].ingress.name, "short");
+    assert!(
+        snap.skipped[0].message.contains("sluice.dev/send-timeout"),
+        "{}",
+        snap.skipped[0].message
+    );
+}
+
+#[test]
+fn a_terminating_endpoint_gets_no_new_requests_even_while_it_serves() {
+    let mut s = slice(
+        "default",
+        "a",
+        &[("http", 8080)],
+        &[("10.0.0.1", None), ("10.0.0.2", None)],
+    );
+    // As the API shows a pod being deleted that still answers.
+    s.endpoints[1].serving = Some(true);
+    s.endpoints[1].terminating = Some(true);
+    let inputs = Inputs {
+        ingresses: vec![ingress(
+            "one",
+            Some(1),
+            None,
+            vec![path("/", "Prefix", backend("a", 80))],
+        )],
+        services: base_services(),
+        slices: vec![s],
+        ..Default::default()
+    };
+    let snap = build(&inputs, &policy());
+    let eps: Vec<String> = snap
+        .endpoints
+        .values()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(eps, vec!["10.0.0.1:8080"]);
+}

@@ -41,6 +41,7 @@ impl ServeHttp for Admin {
         match session.req_header().uri.path() {
             "/healthz" => plain(StatusCode::OK, "ok\n"),
             "/metrics" => {
+                self.state.refresh_pool_gauges();
                 let body = self.state.metrics().render();
                 let mut resp = Response::new(body);
                 resp.headers_mut().insert(

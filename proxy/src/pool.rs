@@ -1,70 +1,219 @@
-//! Endpoint pools: pingora-load-balancing glue.
+//! Endpoint pools and the balancing algorithms over them.
 //!
-//! One [`Pool`] per Service port ([`PoolKey`]). Its endpoints come from our own
-//! [`ServiceDiscovery`] ([`FedDiscovery`]), which the sync path feeds from outside: Pingora's
-//! `Static` discovery cannot be changed after it is built. The request path selects a backend from
-//! the pool's selector, which Pingora keeps behind an `ArcSwap`, so it never takes a lock. The
-//! selector state (the round-robin counter) lives in the pool and is shared by every worker
-//! thread: one pool is balanced as one.
+//! One [`Pool`] per Service port ([`PoolKey`]), shared by every route that leads to that port and
+//! by every worker thread: one pool is balanced as one. Besides its endpoints, a pool keeps per
+//! endpoint what the algorithms read: requests in flight and a peak-EWMA latency score. Each
+//! route picks with its own algorithm ([`Pick`]) over that shared state, so two Ingresses that
+//! choose different algorithms for one Service port still see the same load on each endpoint.
+//!
+//! The request path reads the endpoint list behind an `ArcSwap` and never takes a pool-wide
+//! lock; in-flight counts are atomics; the latency score of an endpoint sits behind its own tiny
+//! mutex, held for a few floating-point operations.
+//!
+//! pingora-load-balancing's `LoadBalancer` is not used here: it fixes one selection algorithm per
+//! balancer and keeps no per-endpoint load, while sluice chooses the algorithm per route and
+//! needs in-flight counts and latency that outlive endpoint updates.
+//!
+//! # Passive ejection
+//!
+//! An endpoint that fails `consecutive_failures` requests in a row (failed connects or 5xx
+//! answers, whichever route sent them) leaves the rotation of every algorithm for `base`, then
+//! twice that at each further ejection not separated by a success, up to `max` (as Envoy's
+//! outlier detection). The last endpoint not ejected is never ejected, and a request whose every
+//! candidate is ejected still goes to one of them. An affinity cookie naming an ejected endpoint
+//! moves its client. Ejection ends by itself when its time is up; the next answers decide again.
+//!
+//! # Algorithms
+//!
+//! - **Round robin**: one counter per pool, advanced by every request of every thread.
+//! - **Least request**: two distinct endpoints drawn at random; the one with fewer requests in
+//!   flight wins (power of two choices).
+//! - **EWMA**: as least request, scored by `latency × (in flight + 1)`, where latency is a peak
+//!   EWMA of time to the response head, as in Finagle, Linkerd (tower's `PeakEwma`) and
+//!   ingress-nginx: a slower answer replaces the estimate at once, a faster one blends in with
+//!   weight `1 - e^(-Δt/τ)`, and an idle estimate decays towards zero with the same time constant
+//!   [`EWMA_DECAY`], so an endpoint that was slow is tried again after a while. A new endpoint
+//!   starts at [`EWMA_DEFAULT_RTT`].
+//! - **Consistent hash**: rendezvous (highest random weight) hashing of the request's key with
+//!   each endpoint's address; the highest score wins. A key keeps its endpoint while that endpoint
+//!   stays, whatever else comes or goes, and when it goes only its keys move, spread evenly over
+//!   the rest. The hash (FNV-1a, then a SplitMix64 finaliser) is fixed, so every sluice replica
+//!   maps a key the same way. A request without the key is balanced round robin.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use pingora_load_balancing::discovery::ServiceDiscovery;
-use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
-use sluice_config::PoolKey;
+use sluice_config::{Ejection, PoolKey};
 
-/// A [`ServiceDiscovery`] whose backend set is replaced from outside with [`FedDiscovery::set`].
-#[derive(Clone, Default)]
-pub struct FedDiscovery {
-    backends: Arc<ArcSwap<BTreeSet<Backend>>>,
+/// Time constant of the EWMA latency score: how fast old observations fade (as Linkerd's).
+pub const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// Latency score of an endpoint that has not answered yet (as Linkerd's default RTT).
+pub const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+/// How a request picks its endpoint; the route's algorithm with its key already computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    RoundRobin,
+    LeastRequest,
+    Ewma,
+    /// The hash of the request's key; `None` when the request has no key (round robin then).
+    Hash(Option<u64>),
 }
 
-impl FedDiscovery {
-    /// Replaces the whole backend set; the pool picks it up on its next `update`.
-    pub fn set(&self, addrs: &[SocketAddr]) {
-        let set = addrs
-            .iter()
-            .map(|a| Backend {
-                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(*a),
-                weight: 1,
-                ext: Default::default(),
-            })
-            .collect();
-        self.backends.store(Arc::new(set));
+/// One endpoint of a pool and its load.
+pub struct Endpoint {
+    addr: SocketAddr,
+    /// What an affinity cookie says to name this endpoint: a hash of its address, so the cookie
+    /// does not reveal pod addresses.
+    token: u64,
+    in_flight: AtomicUsize,
+    latency: Mutex<PeakEwma>,
+    /// Failed connects and 5xx answers since the last success.
+    failures: AtomicU32,
+    /// Ejections since the last success; the next one lasts `base × 2^ejections`.
+    ejections: AtomicU32,
+    /// Until when the endpoint is ejected, as [`since_epoch`] nanoseconds; 0: never was.
+    ejected_until: AtomicU64,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            token: rendezvous(AFFINITY_SALT, &addr),
+            in_flight: AtomicUsize::new(0),
+            latency: Mutex::new(PeakEwma {
+                cost_ns: EWMA_DEFAULT_RTT.as_nanos() as f64,
+                stamp: Instant::now(),
+            }),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the endpoint is out of rotation at `now`.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > since_epoch(now)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This endpoint's affinity-cookie value.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Requests now in flight to this endpoint, from every route and thread.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Marks one request in flight to this endpoint until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> InFlightEndpoint {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightEndpoint {
+            endpoint: self.clone(),
+            started: Instant::now(),
+            observed: false,
+        }
+    }
+
+    /// Folds one response time into the latency score.
+    pub fn observe(&self, rtt: Duration) {
+        let now = Instant::now();
+        if let Ok(mut l) = self.latency.lock() {
+            l.update(rtt.as_nanos() as f64, now);
+        }
+    }
+
+    /// The EWMA score: the decayed latency times the requests in flight plus one.
+    fn score(&self, now: Instant) -> f64 {
+        let cost = match self.latency.lock() {
+            Ok(mut l) => l.update(0.0, now),
+            Err(_) => EWMA_DEFAULT_RTT.as_nanos() as f64,
+        };
+        // A floor keeps the in-flight factor meaningful once the estimate has decayed to ~0.
+        cost.max(1_000.0) * (self.in_flight() + 1) as f64
     }
 }
 
-#[async_trait]
-impl ServiceDiscovery for FedDiscovery {
-    async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        Ok(((**self.backends.load()).clone(), HashMap::new()))
+/// One request in flight to an endpoint; dropping it ends the request's count.
+pub struct InFlightEndpoint {
+    endpoint: Arc<Endpoint>,
+    started: Instant,
+    observed: bool,
+}
+
+impl InFlightEndpoint {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// Records the time from the start of this attempt to now as the endpoint's response time
+    /// (once; later calls do nothing).
+    pub fn observe_response(&mut self) {
+        if !self.observed {
+            self.observed = true;
+            self.endpoint.observe(self.started.elapsed());
+        }
     }
 }
 
-/// The endpoints of one Service port and the balancer over them.
+impl Drop for InFlightEndpoint {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A peak-EWMA latency estimate in nanoseconds (see the module docs).
+struct PeakEwma {
+    cost_ns: f64,
+    stamp: Instant,
+}
+
+impl PeakEwma {
+    /// Folds in `rtt_ns` observed at `now` and returns the new estimate; an `rtt_ns` of 0 only
+    /// decays the estimate.
+    fn update(&mut self, rtt_ns: f64, now: Instant) -> f64 {
+        if rtt_ns > self.cost_ns {
+            self.cost_ns = rtt_ns;
+        } else {
+            let elapsed = now.saturating_duration_since(self.stamp).as_nanos() as f64;
+            let decay = (-elapsed / EWMA_DECAY.as_nanos() as f64).exp();
+            self.cost_ns = self.cost_ns * decay + rtt_ns * (1.0 - decay);
+        }
+        self.stamp = self.stamp.max(now);
+        self.cost_ns
+    }
+}
+
+/// The endpoints of one Service port and their load.
 pub struct Pool {
     key: PoolKey,
-    discovery: FedDiscovery,
-    balancer: LoadBalancer<RoundRobin>,
-    /// The addresses last applied, to skip no-op updates.
-    current: ArcSwap<Vec<SocketAddr>>,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// The round-robin turn.
+    next: AtomicUsize,
+    ejection: Ejection,
 }
 
 impl Pool {
-    /// An empty pool; call [`Pool::set_endpoints`] to fill it.
-    pub fn new(key: PoolKey) -> Pool {
-        let discovery = FedDiscovery::default();
-        let balancer = LoadBalancer::from_backends(Backends::new(Box::new(discovery.clone())));
+    /// An empty pool that ejects failing endpoints as `ejection` says; call
+    /// [`Pool::set_endpoints`] to fill it.
+    pub fn new(key: PoolKey, ejection: Ejection) -> Pool {
+        epoch();
         Pool {
             key,
-            discovery,
-            balancer,
-            current: ArcSwap::from_pointee(Vec::new()),
+            endpoints: ArcSwap::from_pointee(Vec::new()),
+            next: AtomicUsize::new(0),
+            ejection,
         }
     }
 
@@ -72,49 +221,266 @@ impl Pool {
         &self.key
     }
 
-    /// Replaces the endpoints. Returns whether anything changed. Only this pool is touched; its
-    /// established upstream connections stay in Pingora's connection pool. Callers must not run
-    /// two updates of the same pool at once (the sync path applies snapshots one at a time).
-    pub async fn set_endpoints(&self, addrs: &[SocketAddr]) -> bool {
-        if self.current.load().as_slice() == addrs {
+    /// Replaces the endpoints (sorted, without duplicates, as snapshots give them). Returns
+    /// whether anything changed. An endpoint that stays keeps its load and latency; established
+    /// upstream connections stay in Pingora's connection pool.
+    pub fn set_endpoints(&self, addrs: &[SocketAddr]) -> bool {
+        let old = self.endpoints.load();
+        if old.len() == addrs.len() && old.iter().zip(addrs).all(|(e, a)| e.addr == *a) {
             return false;
         }
-        self.discovery.set(addrs);
-        // Our discovery never fails; an error here would mean a Pingora invariant broke, and the
-        // pool then keeps its previous endpoints.
-        if let Err(e) = self.balancer.update().await {
-            tracing::error!(pool = %self.key, error = %e, "updating the pool failed");
-            return false;
-        }
-        self.current.store(Arc::new(addrs.to_vec()));
+        let mut kept: HashMap<SocketAddr, &Arc<Endpoint>> =
+            old.iter().map(|e| (e.addr, e)).collect();
+        let new = addrs
+            .iter()
+            .map(|a| match kept.remove(a) {
+                Some(e) => e.clone(),
+                None => Arc::new(Endpoint::new(*a)),
+            })
+            .collect();
+        self.endpoints.store(Arc::new(new));
         true
     }
 
-    /// The endpoints now in use.
-    pub fn endpoints(&self) -> Arc<Vec<SocketAddr>> {
-        self.current.load_full()
+    /// The endpoint addresses now in use.
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        self.endpoints.load().iter().map(|e| e.addr).collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.current.load().is_empty()
+        self.endpoints.load().is_empty()
     }
 
-    /// The next endpoint in round-robin order that `accept` takes, or `None`.
-    pub fn select(&self, accept: impl Fn(&SocketAddr) -> bool) -> Option<SocketAddr> {
-        // Round robin visits every backend within `len` steps when alone; other threads advance
-        // the same counter, so allow twice that. The bound keeps the search finite.
-        let bound = self.current.load().len() * 2 + 1;
-        self.balancer
-            .select_with(b"", bound, |b, healthy| {
-                healthy && b.addr.as_inet().is_some_and(&accept)
-            })
-            .and_then(|b| b.addr.as_inet().copied())
+    /// The endpoint `pick` chooses among those `accept` takes and that are not ejected, or `None`
+    /// when `accept` takes none. When every endpoint `accept` takes is ejected (ejections race, or
+    /// the request already failed on the others), the ejected ones are used: a request is never
+    /// refused because of ejection alone.
+    pub fn pick(&self, pick: Pick, accept: impl Fn(&SocketAddr) -> bool) -> Option<Arc<Endpoint>> {
+        let now = Instant::now();
+        self.pick_among(pick, &|e: &Endpoint| accept(&e.addr) && !e.is_ejected(now))
+            .or_else(|| self.pick_among(pick, &|e: &Endpoint| accept(&e.addr)))
     }
+
+    fn pick_among(&self, pick: Pick, accept: &impl Fn(&Endpoint) -> bool) -> Option<Arc<Endpoint>> {
+        let all = self.endpoints.load();
+        match pick {
+            Pick::RoundRobin | Pick::Hash(None) => self.round_robin(&all, accept),
+            Pick::LeastRequest => two_choices(&all, accept, |e| e.in_flight() as f64),
+            Pick::Ewma => {
+                let now = Instant::now();
+                two_choices(&all, accept, |e| e.score(now))
+            }
+            Pick::Hash(Some(key)) => all
+                .iter()
+                .filter(|e| accept(e))
+                .max_by_key(|e| rendezvous(key, &e.addr))
+                .cloned(),
+        }
+    }
+
+    /// The endpoint an affinity cookie names, if it is in the pool, not ejected, and `accept`
+    /// takes it.
+    pub fn by_token(
+        &self,
+        token: u64,
+        accept: impl Fn(&SocketAddr) -> bool,
+    ) -> Option<Arc<Endpoint>> {
+        self.endpoints
+            .load()
+            .iter()
+            .find(|e| e.token == token && accept(&e.addr) && !e.is_ejected(Instant::now()))
+            .cloned()
+    }
+
+    fn round_robin(
+        &self,
+        all: &[Arc<Endpoint>],
+        accept: &impl Fn(&Endpoint) -> bool,
+    ) -> Option<Arc<Endpoint>> {
+        if all.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..all.len())
+            .map(|i| &all[(start + i) % all.len()])
+            .find(|e| accept(e))
+            .cloned()
+    }
+
+    /// Records how a request to `endpoint` went: `ok` is a response below 500; a failed connect
+    /// or a 5xx is a failure. Returns whether this ejected the endpoint.
+    pub fn report(&self, endpoint: &Endpoint, ok: bool) -> bool {
+        self.report_at(endpoint, ok, Instant::now())
+    }
+
+    fn report_at(&self, e: &Endpoint, ok: bool, now: Instant) -> bool {
+        if ok {
+            e.failures.store(0, Ordering::Relaxed);
+            if !e.is_ejected(now) {
+                // Back in rotation and answering: the next ejection starts from the base again.
+                e.ejections.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let limit = self.ejection.consecutive_failures;
+        if limit == 0 {
+            return false;
+        }
+        let failures = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < limit || e.is_ejected(now) {
+            return false;
+        }
+        // Never the last endpoint: another one must stay in rotation.
+        let others_up = self
+            .endpoints
+            .load()
+            .iter()
+            .any(|o| o.addr != e.addr && !o.is_ejected(now));
+        if !others_up {
+            return false;
+        }
+        let previous = e.ejections.fetch_add(1, Ordering::Relaxed);
+        let length = self
+            .ejection
+            .base
+            .saturating_mul(2u32.saturating_pow(previous.min(16)))
+            .min(self.ejection.max);
+        e.ejected_until
+            .store(since_epoch(now + length), Ordering::Relaxed);
+        e.failures.store(0, Ordering::Relaxed);
+        tracing::warn!(
+            pool = %self.key,
+            endpoint = %e.addr,
+            failures,
+            ejected_ms = length.as_millis() as u64,
+            "endpoint ejected after consecutive failures"
+        );
+        true
+    }
+
+    /// Endpoints now ejected.
+    pub fn ejected(&self) -> usize {
+        let now = Instant::now();
+        self.endpoints
+            .load()
+            .iter()
+            .filter(|e| e.is_ejected(now))
+            .count()
+    }
+}
+
+/// Nanoseconds from the process's first pool to `t` (0 for earlier instants).
+fn since_epoch(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Power of two choices: the lower-cost of two distinct accepted endpoints drawn at random.
+fn two_choices(
+    all: &[Arc<Endpoint>],
+    accept: &impl Fn(&Endpoint) -> bool,
+    cost: impl Fn(&Endpoint) -> f64,
+) -> Option<Arc<Endpoint>> {
+    let better = |a: &Arc<Endpoint>, b: &Arc<Endpoint>| {
+        if cost(b) < cost(a) {
+            b.clone()
+        } else {
+            a.clone()
+        }
+    };
+    let n = all.len();
+    if n >= 2 {
+        // The common case allocates nothing: both draws accepted.
+        let i = random_below(n);
+        let j = (i + 1 + random_below(n - 1)) % n;
+        let (a, b) = (&all[i], &all[j]);
+        if accept(a) && accept(b) {
+            return Some(better(a, b));
+        }
+    }
+    let accepted: Vec<&Arc<Endpoint>> = all.iter().filter(|e| accept(e)).collect();
+    match accepted.len() {
+        0 => None,
+        1 => Some(accepted[0].clone()),
+        m => {
+            let i = random_below(m);
+            let j = (i + 1 + random_below(m - 1)) % m;
+            Some(better(accepted[i], accepted[j]))
+        }
+    }
+}
+
+/// A uniformly drawn number below `n` (n > 0) from a per-thread xorshift generator: fast, and
+/// good enough to pick endpoints.
+fn random_below(n: usize) -> usize {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(0);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (((x >> 32) * n as u64) >> 32) as usize
+    })
+}
+
+/// FNV-1a over `bytes`, continuing from `hash`.
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Mixed into affinity tokens so they differ from any consistent-hash score.
+const AFFINITY_SALT: u64 = 0x5e55_1011_af11_0001;
+
+/// The FNV-1a offset basis: the start of every key hash.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The hash of a request's consistent-hash key.
+pub fn hash_key(key: &[u8]) -> u64 {
+    fnv1a(FNV_OFFSET, key)
+}
+
+/// The rendezvous score of an endpoint for a key: the key's hash extended with the address, then
+/// mixed (SplitMix64's finaliser) so that nearby addresses get unrelated scores.
+fn rendezvous(key: u64, addr: &SocketAddr) -> u64 {
+    let mut h = match addr.ip() {
+        std::net::IpAddr::V4(ip) => fnv1a(key, &ip.octets()),
+        std::net::IpAddr::V6(ip) => fnv1a(key, &ip.octets()),
+    };
+    h = fnv1a(h, &addr.port().to_be_bytes());
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_ejection() -> Ejection {
+        Ejection {
+            consecutive_failures: 0,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+        }
+    }
 
     fn key() -> PoolKey {
         PoolKey {
@@ -124,24 +490,236 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_pool_rotates_over_its_endpoints_and_follows_updates() {
-        let pool = Pool::new(key());
-        assert_eq!(pool.select(|_| true), None);
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        assert!(pool.set_endpoints(&[a, b]).await);
-        assert!(
-            !pool.set_endpoints(&[a, b]).await,
-            "an identical set is a no-op"
-        );
-        let picks: Vec<_> = (0..4).map(|_| pool.select(|_| true).unwrap()).collect();
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| SocketAddr::from(([10, 0, 0, i as u8], 8080)))
+            .collect()
+    }
+
+    fn pick(pool: &Pool, p: Pick) -> SocketAddr {
+        pool.pick(p, |_| true).map(|e| e.addr()).unwrap()
+    }
+
+    #[test]
+    fn a_pool_rotates_over_its_endpoints_and_follows_updates() {
+        let pool = Pool::new(key(), no_ejection());
+        assert!(pool.pick(Pick::RoundRobin, |_| true).is_none());
+        let (a, b) = (addrs(2)[0], addrs(2)[1]);
+        assert!(pool.set_endpoints(&[a, b]));
+        assert!(!pool.set_endpoints(&[a, b]), "an identical set is a no-op");
+        let picks: Vec<_> = (0..4).map(|_| pick(&pool, Pick::RoundRobin)).collect();
         assert_eq!(picks.iter().filter(|p| **p == a).count(), 2, "{picks:?}");
-        assert_eq!(pool.select(|x| *x != a), Some(b));
-        assert!(pool.set_endpoints(&[b]).await);
-        for _ in 0..3 {
-            assert_eq!(pool.select(|_| true), Some(b));
+        let e = pool.pick(Pick::RoundRobin, |x| *x != a).unwrap();
+        assert_eq!(e.addr(), b);
+        assert!(pool.set_endpoints(&[b]));
+        for p in [Pick::RoundRobin, Pick::LeastRequest, Pick::Ewma] {
+            assert_eq!(pick(&pool, p), b);
         }
-        assert_eq!(pool.select(|x| *x != b), None);
+        assert!(pool.pick(Pick::LeastRequest, |x| *x != b).is_none());
+    }
+
+    #[test]
+    fn an_endpoint_that_stays_keeps_its_load_across_updates() {
+        let pool = Pool::new(key(), no_ejection());
+        let all = addrs(3);
+        pool.set_endpoints(&all[..2]);
+        let e = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
+        let _req = e.begin();
+        pool.set_endpoints(&all);
+        let again = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
+        assert_eq!(again.in_flight(), 1);
+    }
+
+    #[test]
+    fn least_request_avoids_the_endpoint_with_requests_in_flight() {
+        let pool = Pool::new(key(), no_ejection());
+        let all = addrs(2);
+        pool.set_endpoints(&all);
+        let busy = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
+        let _reqs: Vec<_> = (0..3).map(|_| busy.begin()).collect();
+        for _ in 0..50 {
+            assert_eq!(pick(&pool, Pick::LeastRequest), all[1]);
+        }
+    }
+
+    #[test]
+    fn ewma_avoids_the_slow_endpoint_and_tries_it_again_once_its_score_decays() {
+        let pool = Pool::new(key(), no_ejection());
+        let all = addrs(2);
+        pool.set_endpoints(&all);
+        let slow = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
+        slow.observe(Duration::from_millis(500));
+        let fast = pool.pick(Pick::RoundRobin, |a| *a == all[1]).unwrap();
+        fast.observe(Duration::from_millis(1));
+        for _ in 0..50 {
+            assert_eq!(pick(&pool, Pick::Ewma), all[1]);
+        }
+        // A peak: one slow answer is enough to make an endpoint expensive.
+        fast.observe(Duration::from_millis(900));
+        assert_eq!(pick(&pool, Pick::Ewma), all[0]);
+    }
+
+    #[test]
+    fn peak_ewma_takes_peaks_at_once_and_blends_lower_values_over_time() {
+        let t0 = Instant::now();
+        let mut l = PeakEwma {
+            cost_ns: 10.0,
+            stamp: t0,
+        };
+        assert_eq!(l.update(100.0, t0), 100.0);
+        // After one time constant a lower value has weight 1 - 1/e.
+        let v = l.update(0.0, t0 + EWMA_DECAY);
+        assert!((v - 100.0 / std::f64::consts::E).abs() < 0.01, "{v}");
+    }
+
+    #[test]
+    fn a_consistent_hash_keeps_its_keys_when_an_unrelated_endpoint_goes() {
+        let pool = Pool::new(key(), no_ejection());
+        let all = addrs(5);
+        pool.set_endpoints(&all);
+        let keys: Vec<u64> = (0..500)
+            .map(|i| hash_key(format!("user-{i}").as_bytes()))
+            .collect();
+        let before: Vec<SocketAddr> = keys
+            .iter()
+            .map(|k| pick(&pool, Pick::Hash(Some(*k))))
+            .collect();
+        // Every endpoint gets a fair share of keys.
+        for a in &all {
+            let n = before.iter().filter(|b| *b == a).count();
+            assert!((60..=140).contains(&n), "{a}: {n} of 500");
+        }
+        let gone = all[2];
+        pool.set_endpoints(&[all[0], all[1], all[3], all[4]]);
+        for (k, was) in keys.iter().zip(&before) {
+            let now = pick(&pool, Pick::Hash(Some(*k)));
+            if *was != gone {
+                assert_eq!(now, *was, "a key moved off an endpoint that stayed");
+            }
+        }
+        // Skipping the endpoint a key hashes to (as a retry does) gives the runner-up.
+        let k = keys[0];
+        let first = pick(&pool, Pick::Hash(Some(k)));
+        let second = pool.pick(Pick::Hash(Some(k)), |a| *a != first).unwrap();
+        assert_ne!(second.addr(), first);
+    }
+
+    #[test]
+    fn an_affinity_token_finds_its_endpoint_while_it_stays() {
+        let pool = Pool::new(key(), no_ejection());
+        let all = addrs(3);
+        pool.set_endpoints(&all);
+        let e = pool.pick(Pick::RoundRobin, |a| *a == all[1]).unwrap();
+        let token = e.token();
+        assert_ne!(
+            token,
+            pool.pick(Pick::RoundRobin, |a| *a == all[0])
+                .unwrap()
+                .token()
+        );
+        assert_eq!(
+            pool.by_token(token, |_| true).map(|e| e.addr()),
+            Some(all[1])
+        );
+        assert!(pool.by_token(token, |a| *a != all[1]).is_none());
+        pool.set_endpoints(&[all[0], all[2]]);
+        assert!(pool.by_token(token, |_| true).is_none());
+    }
+
+    #[test]
+    fn consecutive_failures_eject_for_a_growing_time_but_never_the_last_endpoint() {
+        let pool = Pool::new(
+            key(),
+            Ejection {
+                consecutive_failures: 3,
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(25),
+            },
+        );
+        let all = addrs(2);
+        pool.set_endpoints(&all);
+        let bad = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
+        let good = pool.pick(Pick::RoundRobin, |a| *a == all[1]).unwrap();
+        let t0 = Instant::now();
+        // A success in between starts the count again.
+        assert!(!pool.report_at(&bad, false, t0));
+        assert!(!pool.report_at(&bad, false, t0));
+        assert!(!pool.report_at(&bad, true, t0));
+        assert!(!pool.report_at(&bad, false, t0));
+        assert!(!pool.report_at(&bad, false, t0));
+        assert!(pool.report_at(&bad, false, t0), "the third in a row ejects");
+        assert!(bad.is_ejected(t0 + Duration::from_secs(9)));
+        assert!(!bad.is_ejected(t0 + Duration::from_secs(10)));
+        // The last endpoint in rotation is never ejected.
+        for _ in 0..10 {
+            assert!(!pool.report_at(&good, false, t0));
+        }
+        assert!(!good.is_ejected(t0));
+        // Back after 10 s and failing again: 20 s, then capped at 25 s.
+        let t1 = t0 + Duration::from_secs(10);
+        for _ in 0..3 {
+            pool.report_at(&bad, false, t1);
+        }
+        assert!(bad.is_ejected(t1 + Duration::from_secs(19)));
+        assert!(!bad.is_ejected(t1 + Duration::from_secs(20)));
+        let t2 = t1 + Duration::from_secs(20);
+        for _ in 0..3 {
+            pool.report_at(&bad, false, t2);
+        }
+        assert!(bad.is_ejected(t2 + Duration::from_secs(24)));
+        assert!(!bad.is_ejected(t2 + Duration::from_secs(25)));
+        // A success once back resets the growth.
+        let t3 = t2 + Duration::from_secs(25);
+        pool.report_at(&bad, true, t3);
+        for _ in 0..3 {
+            pool.report_at(&bad, false, t3);
+        }
+        assert!(!bad.is_ejected(t3 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn an_ejected_endpoint_gets_no_requests_unless_it_is_all_that_is_left() {
+        let pool = Pool::new(
+            key(),
+            Ejection {
+                consecutive_failures: 1,
+                base: Duration::from_secs(60),
+                max: Duration::from_secs(60),
+            },
+        );
+        let all = addrs(3);
+        pool.set_endpoints(&all);
+        let bad = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
+        assert!(pool.report(&bad, false));
+        assert_eq!(pool.ejected(), 1);
+        for p in [
+            Pick::RoundRobin,
+            Pick::LeastRequest,
+            Pick::Ewma,
+            Pick::Hash(Some(7)),
+        ] {
+            for _ in 0..20 {
+                assert_ne!(pick(&pool, p), all[0], "{p:?}");
+            }
+        }
+        assert!(pool.by_token(bad.token(), |_| true).is_none());
+        // The request already failed on the others: the ejected endpoint still serves it.
+        assert_eq!(
+            pool.pick(Pick::RoundRobin, |a| *a == all[0])
+                .map(|e| e.addr()),
+            Some(all[0])
+        );
+    }
+
+    #[test]
+    fn random_draws_cover_the_range_evenly() {
+        let mut counts = [0usize; 4];
+        for _ in 0..4000 {
+            counts[random_below(4)] += 1;
+        }
+        assert!(
+            counts.iter().all(|c| (800..=1200).contains(c)),
+            "{counts:?}"
+        );
     }
 }

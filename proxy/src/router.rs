@@ -7,15 +7,23 @@
 //!    and path, and answers by itself when there is nothing to proxy to: no route (404), a route
 //!    whose backend could not be resolved or whose pool has no ready endpoint (503), a request
 //!    head over the configured size (431).
-//! 2. [`ProxyHttp::upstream_peer`] picks the next endpoint of the route's pool (round robin),
-//!    skipping endpoints this request already failed to connect to.
+//! 2. [`ProxyHttp::upstream_peer`] picks an endpoint of the route's pool with the route's
+//!    algorithm (see [`crate::pool`]), skipping endpoints this request already failed to connect
+//!    to, and counts the request in flight there; it applies the route's timeouts (its Ingress's
+//!    `sluice.dev/*-timeout` annotations, else the settings).
 //! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers,
 //!    removes any client-sent `X-Client-Cert*` header and adds the connection's own (see
 //!    [`crate::tls::client_auth`]). Pingora has already removed hop-by-hop headers and keeps the
 //!    client's `Host`.
-//! 4. On a connect failure [`ProxyHttp::fail_to_connect`] marks the error retryable until the
-//!    configured number of retries is spent, so step 2 runs again on another endpoint.
-//! 5. [`ProxyHttp::fail_to_proxy`] is the one place that turns errors into statuses: upstream
+//! 4. On a connect failure [`ProxyHttp::fail_to_connect`], and for an idempotent request on a
+//!    reset before any response byte [`ProxyHttp::error_while_proxy`], the error is marked
+//!    retryable until the configured number of retries is spent, so step 2 runs again on another
+//!    endpoint. A non-idempotent request is never retried once its bytes may have been sent.
+//! 5. [`ProxyHttp::upstream_response_filter`] records the endpoint's time to the response head,
+//!    the latency that EWMA balancing reads; [`ProxyHttp::response_filter`] sets the affinity
+//!    cookie of routes with `sluice.dev/affinity: cookie` when the client's cookie named no
+//!    usable endpoint (a client with a valid cookie goes back to its endpoint in step 2).
+//! 6. [`ProxyHttp::fail_to_proxy`] is the one place that turns errors into statuses: upstream
 //!    timeouts 504, other upstream failures 502.
 //!
 //! Routing allocates nothing per request beyond the `Arc` clone of the chosen pool and the peer
@@ -33,12 +41,13 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use sluice_config::annotations::{Balance, CookieAffinity, HashBy, Timeouts};
 use sluice_config::Settings;
 use tokio::sync::Notify;
 
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
-use crate::pool::Pool;
+use crate::pool::{hash_key, InFlightEndpoint, Pick, Pool};
 use crate::state::State;
 use crate::tls::client_auth::CLIENT_CERT_HEADERS;
 use crate::tls::ConnTls;
@@ -61,6 +70,8 @@ pub struct RouterOptions {
     pub ssl_redirect: bool,
     /// The port written into redirects; 443 is left out.
     pub redirect_port: u16,
+    /// The algorithm of routes whose Ingress names none.
+    pub load_balance: Balance,
 }
 
 impl From<&Settings> for RouterOptions {
@@ -75,6 +86,7 @@ impl From<&Settings> for RouterOptions {
             https: !s.tls.https_listen.is_empty(),
             ssl_redirect: s.tls.ssl_redirect && !s.tls.https_listen.is_empty(),
             redirect_port: s.tls.redirect_port,
+            load_balance: s.load_balance.clone(),
         }
     }
 }
@@ -137,6 +149,18 @@ pub struct RequestCtx {
     start: Instant,
     pool: Option<Arc<Pool>>,
     route: Option<Arc<RouteMetrics>>,
+    /// The route's own timeouts (from its Ingress's annotations); unset ones use the settings.
+    timeouts: Timeouts,
+    /// How this request picks its endpoint (the route's algorithm, its key already hashed).
+    pick: Pick,
+    /// The route's affinity cookie, and the endpoint token the client's cookie names.
+    affinity: Option<(CookieAffinity, Option<u64>)>,
+    /// The affinity cookie to set on the response: the client's cookie named no usable endpoint.
+    set_affinity: Option<u64>,
+    /// Whether the current attempt's endpoint has sent a response head.
+    responded: bool,
+    /// The endpoint of the current attempt, counted in flight while the request lasts.
+    attempt: Option<InFlightEndpoint>,
     /// Endpoints this request failed to connect to; empty (and unallocated) on the happy path.
     failed: Vec<SocketAddr>,
     attempts: usize,
@@ -228,6 +252,44 @@ fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
     } else {
         format!("https://{host}:{port}{path}")
     }
+}
+
+/// How a request picks its endpoint under `balance`: for consistent hashing, the hash of its
+/// key, or `None` when the request lacks the key.
+fn pick_for(
+    balance: &Balance,
+    req: &RequestHeader,
+    client: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
+) -> Pick {
+    match balance {
+        Balance::RoundRobin => Pick::RoundRobin,
+        Balance::LeastRequest => Pick::LeastRequest,
+        Balance::Ewma => Pick::Ewma,
+        Balance::ConsistentHash(by) => Pick::Hash(match by {
+            HashBy::RemoteAddr => client.and_then(|a| a.as_inet()).map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
+                std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
+            }),
+            HashBy::Header(name) => req
+                .headers
+                .get(name.as_str())
+                .map(|v| hash_key(v.as_bytes())),
+            HashBy::Cookie(name) => cookie(req, name).map(hash_key),
+        }),
+    }
+}
+
+/// The value of the first cookie named `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
 }
 
 /// Size of the request head as received: request line plus header lines.
@@ -362,6 +424,20 @@ impl Router {
             .route_metrics
             .get(&(entry.ingress, entry.target))
             .cloned();
+        if let Some(policy) = live.snapshot.policy(entry) {
+            ctx.timeouts = policy.timeouts;
+            let balance = policy
+                .balance
+                .as_ref()
+                .unwrap_or(&self.options.load_balance);
+            ctx.pick = pick_for(balance, req, session.client_addr());
+            if let Some(a) = &policy.affinity {
+                let token = cookie(req, &a.name)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| u64::from_str_radix(v, 16).ok());
+                ctx.affinity = Some((a.clone(), token));
+            }
+        }
         match live.pools.get(entry.target) {
             Some(Some(pool)) if !pool.is_empty() => Decision::Proxy(pool.clone()),
             _ => Decision::Respond(503),
@@ -378,6 +454,12 @@ impl ProxyHttp for Router {
             start: Instant::now(),
             pool: None,
             route: None,
+            timeouts: Timeouts::default(),
+            pick: Pick::RoundRobin,
+            affinity: None,
+            set_affinity: None,
+            responded: false,
+            attempt: None,
             failed: Vec::new(),
             attempts: 0,
             upstream_start: None,
@@ -419,20 +501,33 @@ impl ProxyHttp for Router {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no pool for this request");
         };
         let failed = &ctx.failed;
-        let Some(addr) = pool.select(|a| !failed.contains(a)) else {
+        let accept = |a: &SocketAddr| !failed.contains(a);
+        let sticky = match &ctx.affinity {
+            Some((_, Some(token))) => pool.by_token(*token, accept),
+            _ => None,
+        };
+        let Some(endpoint) = sticky.or_else(|| pool.pick(ctx.pick, accept)) else {
             let code = if failed.is_empty() { 503 } else { 502 };
             return Error::e_explain(
                 ErrorType::HTTPStatus(code),
                 format!("no endpoint left to try in {}", pool.key()),
             );
         };
+        let addr = endpoint.addr();
+        ctx.set_affinity = match &ctx.affinity {
+            Some((_, token)) if *token != Some(endpoint.token()) => Some(endpoint.token()),
+            _ => None,
+        };
+        // Replacing a failed attempt ends its in-flight count.
+        ctx.attempt = Some(endpoint.begin());
         ctx.upstream_start.get_or_insert_with(Instant::now);
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
-        o.connection_timeout = Some(self.options.connect_timeout);
-        o.read_timeout = Some(self.options.read_timeout);
-        o.write_timeout = Some(self.options.write_timeout);
+        let (t, d) = (&ctx.timeouts, &self.options);
+        o.connection_timeout = Some(t.connect.unwrap_or(d.connect_timeout));
+        o.read_timeout = Some(t.read.unwrap_or(d.read_timeout));
+        o.write_timeout = Some(t.send.unwrap_or(d.write_timeout));
         o.idle_timeout = Some(self.options.idle_timeout);
         Ok(Box::new(peer))
     }
@@ -494,6 +589,10 @@ impl ProxyHttp for Router {
         if let Some(addr) = peer.address().as_inet() {
             ctx.failed.push(*addr);
         }
+        // A failed connect counts towards ejection, and says nothing about response time.
+        if let (Some(pool), Some(attempt)) = (&ctx.pool, ctx.attempt.take()) {
+            pool.report(attempt.endpoint(), false);
+        }
         let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
         route.connect_errors.inc();
         if ctx.attempts <= self.options.connect_retries {
@@ -503,8 +602,89 @@ impl ProxyHttp for Router {
         e
     }
 
+    /// Records the endpoint's time to the response head for latency-aware balancing, and its
+    /// answer (5xx or not) for passive ejection.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        ctx.responded = true;
+        if let Some(attempt) = ctx.attempt.as_mut() {
+            if status >= 200 || status == 101 {
+                attempt.observe_response();
+                if let Some(pool) = &ctx.pool {
+                    pool.report(attempt.endpoint(), status < 500);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the affinity cookie when the client's cookie named no usable endpoint.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some((affinity, _)), Some(token)) = (&ctx.affinity, ctx.set_affinity) {
+            let mut value = format!("{}={token:016x}; Path=/; HttpOnly", affinity.name);
+            if let Some(age) = affinity.max_age {
+                value.push_str(&format!("; Max-Age={}", age.as_secs().max(1)));
+            }
+            upstream_response.append_header(header::SET_COOKIE, value)?;
+        }
+        Ok(())
+    }
+
+    /// Decides whether an error after connecting is retried on another endpoint.
+    ///
+    /// Pingora's own rule stays: never a non-idempotent request (its bytes may have reached the
+    /// endpoint; as nginx's `proxy_next_upstream` without `non_idempotent`), nor one whose body
+    /// no longer fits the retry buffer; a stale reused connection is retried. On top of it, an
+    /// idempotent request whose connection reset or closed before any response byte is retried
+    /// on another endpoint, within `upstream.connect_retries` attempts in all.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        e.retry.decide_reuse(client_reused);
+        let reset = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        if reset && !ctx.responded && ctx.attempts <= self.options.connect_retries {
+            if let Some(addr) = peer.address().as_inet() {
+                ctx.failed.push(*addr);
+            }
+            let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
+            route.retries.inc();
+            e.set_retry(true);
+        }
+        e
+    }
+
     /// Counts the request and writes its access-log line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // An attempt that ended without a response head (a timeout, a reset) counts as slow as it
+        // lasted; then the endpoint's in-flight count ends.
+        if let Some(mut attempt) = ctx.attempt.take() {
+            attempt.observe_response();
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use sluice_config::model::{Inputs, ObjectRef};
-use sluice_config::{build, ClassPolicy, PoolKey, Skipped, Snapshot, Target};
+use sluice_config::{build, ClassPolicy, Ejection, PoolKey, Skipped, Snapshot, Target};
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::objects::Objects;
@@ -37,6 +37,8 @@ pub struct State {
     live: ArcSwap<Live>,
     metrics: Arc<Metrics>,
     policy: ClassPolicy,
+    /// How the pools eject failing endpoints.
+    ejection: Ejection,
     /// Serialises writers: pools must not be updated by two publishes at once.
     writer: tokio::sync::Mutex<Writer>,
     ready: AtomicBool,
@@ -65,7 +67,12 @@ struct Writer {
 impl State {
     /// A state serving nothing yet; `tls` builds the certificate store at each publish (before
     /// the first, every name gets its fallback certificate).
-    pub fn new(policy: ClassPolicy, metrics: Arc<Metrics>, tls: TlsStoreBuilder) -> State {
+    pub fn new(
+        policy: ClassPolicy,
+        ejection: Ejection,
+        metrics: Arc<Metrics>,
+        tls: TlsStoreBuilder,
+    ) -> State {
         let live = Live {
             snapshot: Snapshot::default(),
             tls: Arc::new(tls.initial()),
@@ -76,6 +83,7 @@ impl State {
             live: ArcSwap::from_pointee(live),
             metrics,
             policy,
+            ejection,
             writer: tokio::sync::Mutex::new(Writer {
                 pools: HashMap::new(),
                 reported: BTreeSet::new(),
@@ -103,6 +111,18 @@ impl State {
     /// Whether a first snapshot has been published (what `/readyz` reports).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Brings `sluice_pool_endpoints` up to date with ejections (which begin and end between
+    /// publishes); called before metrics are rendered.
+    pub fn refresh_pool_gauges(&self) {
+        let live = self.live.load();
+        let mut seen = std::collections::HashSet::new();
+        for pool in live.pools.iter().flatten() {
+            if seen.insert(pool.key()) {
+                set_pool_gauges(&self.metrics, pool);
+            }
+        }
     }
 
     /// Builds a snapshot from `objects` and makes it live; logs every newly skipped rule once.
@@ -142,9 +162,9 @@ impl State {
             let pool = writer
                 .pools
                 .entry(key.clone())
-                .or_insert_with(|| Arc::new(Pool::new(key.clone())))
+                .or_insert_with(|| Arc::new(Pool::new(key.clone(), self.ejection)))
                 .clone();
-            if pool.set_endpoints(addrs).await {
+            if pool.set_endpoints(addrs) {
                 tracing::info!(pool = %key, endpoints = addrs.len(), "pool endpoints changed");
             }
         }
@@ -164,17 +184,8 @@ impl State {
             }
             keep
         });
-        for (key, addrs) in &snapshot.endpoints {
-            let port = key.port.to_string();
-            let labels = [key.namespace.as_str(), &key.service, &port];
-            metrics
-                .pool_endpoints
-                .with_label_values(&[labels[0], labels[1], labels[2], "ready"])
-                .set(addrs.len() as i64);
-            metrics
-                .pool_endpoints
-                .with_label_values(&[labels[0], labels[1], labels[2], "ejected"])
-                .set(0);
+        for pool in writer.pools.values() {
+            set_pool_gauges(metrics, pool);
         }
         let pools = snapshot
             .targets
@@ -233,6 +244,20 @@ impl State {
             served,
             newly_served,
         }
+    }
+}
+
+/// Sets `sluice_pool_endpoints` of one pool: `ready` endpoints in rotation, `ejected` ones out.
+fn set_pool_gauges(metrics: &Metrics, pool: &Pool) {
+    let key = pool.key();
+    let port = key.port.to_string();
+    let ejected = pool.ejected();
+    let ready = pool.endpoints().len().saturating_sub(ejected);
+    for (state, n) in [("ready", ready), ("ejected", ejected)] {
+        metrics
+            .pool_endpoints
+            .with_label_values(&[key.namespace.as_str(), &key.service, &port, state])
+            .set(n as i64);
     }
 }
 

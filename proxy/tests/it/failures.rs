@@ -137,6 +137,88 @@ async fn an_upstream_slower_than_the_read_timeout_answers_504() {
     assert!(r.body.starts_with("504"), "{}", r.body);
 }
 
+async fn a_route_with_a_short_read_timeout_answers_504_while_another_on_the_same_backend_waits() {
+    let slow = Backend::start("slow").await;
+    slow.set_delay(Duration::from_millis(800));
+    let manifests = [
+        service_with("default", "slow", &[slow.addr]),
+        annotate(
+            &ingress("default", "short", None, &[("/short", "Prefix", "slow")]),
+            &[("sluice.dev/read-timeout", "200ms")],
+        ),
+        // The settings' read timeout (2 s in tests) applies here.
+        ingress("default", "long", None, &[("/long", "Prefix", "slow")]),
+        // A bad value is reported and leaves the default: this route waits too.
+        annotate(
+            &ingress("default", "typo", None, &[("/typo", "Prefix", "slow")]),
+            &[("sluice.dev/read-timeout", "fast")],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    let (short, long, typo) = tokio::join!(
+        s.get("x", "/short"),
+        s.get("x", "/long"),
+        s.get("x", "/typo")
+    );
+    assert_eq!(short.status, 504, "{}", short.body);
+    assert_eq!(long.status, 200, "{}", long.body);
+    assert_eq!(long.backend(), "slow");
+    assert_eq!(typo.status, 200, "{}", typo.body);
+    // Making the backend fast again makes the short route answer: the 504 was its timeout.
+    slow.set_delay(Duration::from_millis(0));
+    assert_eq!(s.get("x", "/short").await.status, 200);
+}
+
+async fn an_idempotent_request_is_retried_after_a_reset_but_a_post_never_is() {
+    let good = Backend::start("good").await;
+    let bad = Resetter::start().await;
+    let manifests = [
+        service("default", "web"),
+        slice("default", "web", &[(bad.addr, Some(true))]),
+        slice("default", "web", &[(good.addr, Some(true))]),
+        ingress("default", "web", None, &[("/", "Prefix", "web")]),
+    ]
+    .concat();
+    // Ejection off, so the resetting endpoint stays in rotation for every request.
+    let settings = test_settings("eject_consecutive_failures = 0");
+    let s = Sluice::start_with(&manifests, &settings).await;
+    // Round robin sends every other GET to the resetting endpoint first; each is retried.
+    for i in 0..6 {
+        let r = s.get("x", "/").await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.body);
+        assert_eq!(r.backend(), "good");
+    }
+    assert!(
+        bad.requests() >= 3,
+        "{} GETs reached the reset",
+        bad.requests()
+    );
+    let before = (bad.requests(), good.hits());
+    let mut failed = 0;
+    for _ in 0..6 {
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", "x")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"order=1",
+            )))
+            .unwrap();
+        let r = H1::connect(s.addr).await.send(req).await.unwrap();
+        if r.status != 200 {
+            assert_eq!(r.status, 502, "{}", r.body);
+            failed += 1;
+        }
+    }
+    // Every POST that reached the resetting endpoint failed there and went nowhere else.
+    // (Dropping the method check in `error_while_proxy` makes this fail.)
+    let reset_posts = bad.requests() - before.0;
+    assert!(reset_posts >= 1);
+    assert_eq!(failed, reset_posts);
+    assert_eq!(good.hits() - before.1, 6 - reset_posts);
+}
+
 async fn a_request_head_over_the_limit_answers_431() {
     let a = Backend::start("a").await;
     let manifests = [
@@ -173,5 +255,7 @@ crate::through_both_sources!(
     a_connect_failure_is_retried_on_another_endpoint,
     connect_failures_on_every_endpoint_answer_502,
     an_upstream_slower_than_the_read_timeout_answers_504,
+    a_route_with_a_short_read_timeout_answers_504_while_another_on_the_same_backend_waits,
+    an_idempotent_request_is_retried_after_a_reset_but_a_post_never_is,
     a_request_head_over_the_limit_answers_431,
 );

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod balancing;
 mod binary;
 mod failures;
 mod fake_apiserver_selftest;

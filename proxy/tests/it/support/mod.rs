@@ -11,7 +11,7 @@ pub mod pki;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     /// Requests received (counted before the delay).
     pub arrivals: Arc<AtomicUsize>,
+    /// The status every response carries (200 unless set).
+    pub status: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -71,23 +73,26 @@ impl Backend {
         let delay_ms = Arc::new(AtomicU64::new(0));
         let hits = Arc::new(AtomicUsize::new(0));
         let arrivals = Arc::new(AtomicUsize::new(0));
-        let (n, d, h, arr) = (
+        let status = Arc::new(AtomicU16::new(200));
+        let (n, d, h, arr, st) = (
             name.to_string(),
             delay_ms.clone(),
             hits.clone(),
             arrivals.clone(),
+            status.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (n, d, h, arr) = (n.clone(), d.clone(), h.clone(), arr.clone());
+                let (n, d, h, arr, st) = (n.clone(), d.clone(), h.clone(), arr.clone(), st.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (n, d, h) = (n.clone(), d.clone(), h.clone());
+                        let code = st.load(Ordering::SeqCst);
                         arr.fetch_add(1, Ordering::SeqCst);
-                        async move { Ok::<_, hyper::Error>(answer(req, &n, &d, &h).await) }
+                        async move { Ok::<_, hyper::Error>(answer(req, &n, &d, &h, code).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -102,8 +107,14 @@ impl Backend {
             delay_ms,
             hits,
             arrivals,
+            status,
             task,
         }
+    }
+
+    /// Makes every later response carry `code`.
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
     }
 
     pub fn set_delay(&self, d: Duration) {
@@ -120,6 +131,7 @@ async fn answer(
     name: &str,
     delay: &AtomicU64,
     hits: &AtomicUsize,
+    status: u16,
 ) -> Response<Full<Bytes>> {
     let ms = delay.load(Ordering::SeqCst);
     if ms > 0 {
@@ -140,9 +152,63 @@ async fn answer(
     });
     hits.fetch_add(1, Ordering::SeqCst);
     Response::builder()
+        .status(status)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
+}
+
+/// A loopback endpoint that accepts connections, reads the request head, and closes the
+/// connection without answering (a reset before any response byte). Counts the requests.
+pub struct Resetter {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Resetter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Resetter {
+    pub async fn start() -> Resetter {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    // Dropping the stream closes it with nothing written.
+                });
+            }
+        });
+        Resetter {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
 }
 
 /// An address on loopback where nothing listens (bound, then closed).
@@ -440,6 +506,19 @@ pub fn ingress(ns: &str, name: &str, host: Option<&str>, paths: &[PathRule<'_>])
     }
     out.push_str("---\n");
     out
+}
+
+/// Adds annotations to a manifest made by [`ingress`].
+pub fn annotate(ingress: &str, annotations: &[(&str, &str)]) -> String {
+    let list: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+        .collect();
+    ingress.replacen(
+        "}\nspec:",
+        &format!(", annotations: {{{}}}}}\nspec:", list.join(", ")),
+        1,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

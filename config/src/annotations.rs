@@ -1,0 +1,508 @@
+//! Per-Ingress annotations: what an Ingress may change about how its requests reach the upstream.
+//!
+//! Annotations are read once per Ingress while a snapshot is built ([`crate::build`]) and apply
+//! to every rule of that Ingress, its `defaultBackend` included. A value that does not parse is
+//! reported (as a skipped rule with reason `InvalidAnnotation`) and the default is used instead:
+//! a typo never takes an Ingress off the air.
+//!
+//! | annotation | value | default |
+//! |---|---|---|
+//! | `sluice.dev/connect-timeout` | a duration | `upstream.connect_timeout_ms` |
+//! | `sluice.dev/read-timeout` | a duration | `upstream.read_timeout_ms` |
+//! | `sluice.dev/send-timeout` | a duration | `upstream.write_timeout_ms` |
+//! | `sluice.dev/load-balance` | `round-robin`, `least-request`, `ewma`, `consistent-hash` | `upstream.load_balance` |
+//! | `sluice.dev/hash-by` | `$remote_addr`, `$http_<header>`, `$cookie_<name>` | none |
+//!
+//! | `sluice.dev/affinity` | `cookie` | none |
+//! | `sluice.dev/session-cookie-name` | a cookie name | `SLUICE_AFFINITY` |
+//! | `sluice.dev/session-cookie-max-age` | a duration (sent in whole seconds) | none: a session cookie |
+//!
+//! `sluice.dev/hash-by` alone asks for `consistent-hash` (as ingress-nginx's `upstream-hash-by`
+//! does); `consistent-hash` without it is reported and the default algorithm is used.
+//!
+//! A duration is a whole number with a unit, `500ms`, `5s`, `1m` or `1h`; a bare number means
+//! seconds, as in ingress-nginx's `proxy-*-timeout` annotations. Zero is refused.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Time allowed to open a TCP connection to an endpoint.
+pub const CONNECT_TIMEOUT: &str = "sluice.dev/connect-timeout";
+/// Time allowed between two reads from an endpoint (504 when exceeded).
+pub const READ_TIMEOUT: &str = "sluice.dev/read-timeout";
+/// Time allowed between two writes to an endpoint (504 when exceeded).
+pub const SEND_TIMEOUT: &str = "sluice.dev/send-timeout";
+/// The balancing algorithm of the Ingress's routes.
+pub const LOAD_BALANCE: &str = "sluice.dev/load-balance";
+/// The key of consistent hashing.
+pub const HASH_BY: &str = "sluice.dev/hash-by";
+
+/// Session affinity; `cookie` is the one kind.
+pub const AFFINITY: &str = "sluice.dev/affinity";
+/// The name of the affinity cookie.
+pub const SESSION_COOKIE_NAME: &str = "sluice.dev/session-cookie-name";
+/// The `Max-Age` of the affinity cookie.
+pub const SESSION_COOKIE_MAX_AGE: &str = "sluice.dev/session-cookie-max-age";
+/// The affinity cookie's name when the Ingress names none.
+pub const DEFAULT_SESSION_COOKIE_NAME: &str = "SLUICE_AFFINITY";
+
+/// The longest duration an annotation may give: one day. Longer values are almost certainly a
+/// unit mistake (`60000` meant as milliseconds is 16 hours as seconds).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Upstream timeouts of one route; `None` uses the settings' default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub send: Option<Duration>,
+}
+
+/// What an Ingress's annotations ask of its upstreams. Every route target carries one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamPolicy {
+    pub timeouts: Timeouts,
+    /// `None`: the settings' `upstream.load_balance`.
+    pub balance: Option<Balance>,
+    /// Cookie session affinity: a client that sends the cookie goes back to its endpoint while
+    /// that endpoint is ready; the balancing algorithm places clients without it.
+    pub affinity: Option<CookieAffinity>,
+}
+
+/// The cookie that pins a client to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CookieAffinity {
+    pub name: String,
+    /// `None`: a session cookie (no `Max-Age`).
+    pub max_age: Option<Duration>,
+}
+
+/// How a route spreads its requests over the endpoints of its pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Balance {
+    /// Each endpoint in turn; the turn is shared by every worker thread.
+    RoundRobin,
+    /// The less loaded of two endpoints drawn at random (power of two choices), by requests in
+    /// flight.
+    LeastRequest,
+    /// The better of two endpoints drawn at random, by peak-EWMA latency times requests in
+    /// flight.
+    Ewma,
+    /// The endpoint a request's key hashes to (rendezvous hashing): the same key goes to the same
+    /// endpoint while it stays, and only the keys of an endpoint that goes move.
+    ConsistentHash(HashBy),
+}
+
+impl Balance {
+    /// The annotation value naming this algorithm.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastRequest => "least-request",
+            Balance::Ewma => "ewma",
+            Balance::ConsistentHash(_) => "consistent-hash",
+        }
+    }
+
+    /// An algorithm that needs no key, by name (as in `upstream.load_balance`).
+    pub fn keyless(name: &str) -> Option<Balance> {
+        match name.trim() {
+            "round-robin" => Some(Balance::RoundRobin),
+            "least-request" => Some(Balance::LeastRequest),
+            "ewma" => Some(Balance::Ewma),
+            _ => None,
+        }
+    }
+}
+
+/// What a consistent hash is keyed by (`sluice.dev/hash-by`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HashBy {
+    /// `$remote_addr`: the client's IP address (without the port).
+    RemoteAddr,
+    /// `$http_<name>`: a request header, lowercased, `_` read as `-` (as nginx does).
+    Header(String),
+    /// `$cookie_<name>`: a cookie's value; the name is case-sensitive.
+    Cookie(String),
+}
+
+/// Parses `$remote_addr`, `$http_<name>` or `$cookie_<name>`.
+pub fn parse_hash_by(text: &str) -> Result<HashBy, String> {
+    let text = text.trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if text == "$remote_addr" {
+        return Ok(HashBy::RemoteAddr);
+    }
+    if let Some(name) = text.strip_prefix("$http_") {
+        if token(name) {
+            return Ok(HashBy::Header(name.to_ascii_lowercase().replace('_', "-")));
+        }
+    }
+    if let Some(name) = text.strip_prefix("$cookie_") {
+        if token(name) {
+            return Ok(HashBy::Cookie(name.to_string()));
+        }
+    }
+    Err("is not $remote_addr, $http_<header> or $cookie_<name>".to_string())
+}
+
+/// An annotation whose value is not used, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadAnnotation {
+    pub key: &'static str,
+    pub value: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for BadAnnotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "annotation `{}`: `{}` {}; the default is used",
+            self.key, self.value, self.message
+        )
+    }
+}
+
+/// Parses a duration: a whole number and a unit (`ms`, `s`, `m`, `h`), or a bare number of
+/// seconds. Surrounding whitespace is ignored; zero and values over [`MAX_DURATION`] are refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "is not a duration such as 500ms, 5s or 1m".to_string())?;
+    let millis_per_unit = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err("is not a duration such as 500ms, 5s or 1m".to_string()),
+    };
+    let d = n
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| "is longer than a day".to_string())?;
+    if d.is_zero() {
+        return Err("is zero; a timeout must be positive".to_string());
+    }
+    Ok(d)
+}
+
+/// The upstream policy an Ingress's annotations describe, and every annotation not used.
+pub fn upstream_policy(
+    annotations: &BTreeMap<String, String>,
+) -> (UpstreamPolicy, Vec<BadAnnotation>) {
+    let mut bad = Vec::new();
+    let mut duration = |key: &'static str| {
+        let value = annotations.get(key)?;
+        match parse_duration(value) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                bad.push(BadAnnotation {
+                    key,
+                    value: value.clone(),
+                    message,
+                });
+                None
+            }
+        }
+    };
+    let timeouts = Timeouts {
+        connect: duration(CONNECT_TIMEOUT),
+        read: duration(READ_TIMEOUT),
+        send: duration(SEND_TIMEOUT),
+    };
+    let balance = balance(annotations, &mut bad);
+    let affinity = affinity(annotations, &mut bad);
+    (
+        UpstreamPolicy {
+            timeouts,
+            balance,
+            affinity,
+        },
+        bad,
+    )
+}
+
+/// The cookie affinity the annotations ask for, if any.
+fn affinity(
+    annotations: &BTreeMap<String, String>,
+    bad: &mut Vec<BadAnnotation>,
+) -> Option<CookieAffinity> {
+    let kind = annotations.get(AFFINITY)?;
+    if kind.trim() != "cookie" {
+        bad.push(BadAnnotation {
+            key: AFFINITY,
+            value: kind.clone(),
+            message: "is not `cookie`, the one kind of affinity".to_string(),
+        });
+        return None;
+    }
+    // A cookie name is an RFC 6265 token.
+    let is_token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let name = match annotations.get(SESSION_COOKIE_NAME) {
+        Some(n) if is_token(n.trim()) => n.trim().to_string(),
+        Some(n) => {
+            bad.push(BadAnnotation {
+                key: SESSION_COOKIE_NAME,
+                value: n.clone(),
+                message: "is not a cookie name".to_string(),
+            });
+            DEFAULT_SESSION_COOKIE_NAME.to_string()
+        }
+        None => DEFAULT_SESSION_COOKIE_NAME.to_string(),
+    };
+    let max_age = annotations
+        .get(SESSION_COOKIE_MAX_AGE)
+        .and_then(|v| match parse_duration(v) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                bad.push(BadAnnotation {
+                    key: SESSION_COOKIE_MAX_AGE,
+                    value: v.clone(),
+                    message,
+                });
+                None
+            }
+        });
+    Some(CookieAffinity { name, max_age })
+}
+
+/// The balancing algorithm the annotations choose, `None` for the settings' default.
+fn balance(
+    annotations: &BTreeMap<String, String>,
+    bad: &mut Vec<BadAnnotation>,
+) -> Option<Balance> {
+    let mut report = |key: &'static str, value: &String, message: String| {
+        bad.push(BadAnnotation {
+            key,
+            value: value.clone(),
+            message,
+        })
+    };
+    let hash_by = annotations.get(HASH_BY);
+    let keyed = |report: &mut dyn FnMut(&'static str, &String, String)| {
+        let value = hash_by?;
+        match parse_hash_by(value) {
+            Ok(h) => Some(Balance::ConsistentHash(h)),
+            Err(message) => {
+                report(HASH_BY, value, message);
+                None
+            }
+        }
+    };
+    let Some(name) = annotations.get(LOAD_BALANCE) else {
+        // As in ingress-nginx, a hash key alone asks for consistent hashing.
+        return keyed(&mut report);
+    };
+    if name.trim() == "consistent-hash" {
+        if hash_by.is_none() {
+            report(
+                LOAD_BALANCE,
+                name,
+                format!("needs `{HASH_BY}` to say what to hash"),
+            );
+        }
+        return keyed(&mut report);
+    }
+    let Some(b) = Balance::keyless(name) else {
+        report(
+            LOAD_BALANCE,
+            name,
+            "is not round-robin, least-request, ewma or consistent-hash".to_string(),
+        );
+        return None;
+    };
+    if let Some(value) = hash_by {
+        report(
+            HASH_BY,
+            value,
+            format!("is not used: `{LOAD_BALANCE}` is `{}`", b.name()),
+        );
+    }
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_and_a_bare_number_means_seconds() {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("5s", 5_000),
+            ("1m", 60_000),
+            ("2h", 7_200_000),
+            ("30", 30_000),
+            (" 7s ", 7_000),
+            ("1 s", 1_000),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_refused_with_a_reason() {
+        for text in [
+            "",
+            "ms",
+            "5x",
+            "1.5s",
+            "-1s",
+            "5 sec",
+            "0",
+            "0ms",
+            "25h",
+            "99999999999999999999",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_bad_timeout_is_reported_and_the_others_still_apply() {
+        let annotations: BTreeMap<String, String> = [
+            (READ_TIMEOUT, "300ms"),
+            (CONNECT_TIMEOUT, "soon"),
+            ("other.example/x", "y"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (policy, bad) = upstream_policy(&annotations);
+        assert_eq!(
+            policy.timeouts,
+            Timeouts {
+                connect: None,
+                read: Some(Duration::from_millis(300)),
+                send: None,
+            }
+        );
+        assert_eq!(bad.len(), 1);
+        assert_eq!(
+            bad[0].to_string(),
+            "annotation `sluice.dev/connect-timeout`: `soon` is not a duration such as 500ms, \
+             5s or 1m; the default is used"
+        );
+    }
+
+    fn policy_of(pairs: &[(&str, &str)]) -> (UpstreamPolicy, Vec<BadAnnotation>) {
+        let annotations = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        upstream_policy(&annotations)
+    }
+
+    #[test]
+    fn the_balancing_annotations_choose_the_algorithm_and_its_key() {
+        let header = Balance::ConsistentHash(HashBy::Header("x-user".into()));
+        for (pairs, want, bad_keys) in [
+            (vec![(LOAD_BALANCE, "ewma")], Some(Balance::Ewma), vec![]),
+            (
+                vec![(LOAD_BALANCE, " least-request ")],
+                Some(Balance::LeastRequest),
+                vec![],
+            ),
+            (
+                vec![(LOAD_BALANCE, "round-robin")],
+                Some(Balance::RoundRobin),
+                vec![],
+            ),
+            (
+                vec![(LOAD_BALANCE, "consistent-hash"), (HASH_BY, "$http_X_User")],
+                Some(header.clone()),
+                vec![],
+            ),
+            (vec![(HASH_BY, "$http_x-user")], Some(header), vec![]),
+            (
+                vec![(HASH_BY, "$remote_addr")],
+                Some(Balance::ConsistentHash(HashBy::RemoteAddr)),
+                vec![],
+            ),
+            (
+                vec![(HASH_BY, "$cookie_Session")],
+                Some(Balance::ConsistentHash(HashBy::Cookie("Session".into()))),
+                vec![],
+            ),
+            (vec![(LOAD_BALANCE, "random")], None, vec![LOAD_BALANCE]),
+            (
+                vec![(LOAD_BALANCE, "consistent-hash")],
+                None,
+                vec![LOAD_BALANCE],
+            ),
+            (vec![(HASH_BY, "$request_uri")], None, vec![HASH_BY]),
+            (vec![(HASH_BY, "$http_")], None, vec![HASH_BY]),
+            (
+                vec![(LOAD_BALANCE, "consistent-hash"), (HASH_BY, "uri")],
+                None,
+                vec![HASH_BY],
+            ),
+            (
+                vec![(LOAD_BALANCE, "ewma"), (HASH_BY, "$remote_addr")],
+                Some(Balance::Ewma),
+                vec![HASH_BY],
+            ),
+        ] {
+            let (policy, bad) = policy_of(&pairs);
+            assert_eq!(policy.balance, want, "{pairs:?}");
+            let keys: Vec<&str> = bad.iter().map(|b| b.key).collect();
+            assert_eq!(keys, bad_keys, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn cookie_affinity_takes_a_name_and_a_max_age_with_defaults() {
+        let (p, bad) = policy_of(&[(AFFINITY, "cookie")]);
+        assert_eq!(
+            p.affinity,
+            Some(CookieAffinity {
+                name: "SLUICE_AFFINITY".into(),
+                max_age: None
+            })
+        );
+        assert!(bad.is_empty());
+        let (p, bad) = policy_of(&[
+            (AFFINITY, "cookie"),
+            (SESSION_COOKIE_NAME, "route"),
+            (SESSION_COOKIE_MAX_AGE, "3600"),
+        ]);
+        assert_eq!(
+            p.affinity,
+            Some(CookieAffinity {
+                name: "route".into(),
+                max_age: Some(Duration::from_secs(3600))
+            })
+        );
+        assert!(bad.is_empty());
+        let (p, bad) = policy_of(&[(AFFINITY, "cookie"), (SESSION_COOKIE_NAME, "a b;")]);
+        assert_eq!(p.affinity.map(|a| a.name), Some("SLUICE_AFFINITY".into()));
+        assert_eq!(bad[0].key, SESSION_COOKIE_NAME);
+        let (p, bad) = policy_of(&[(AFFINITY, "ip")]);
+        assert_eq!(p.affinity, None);
+        assert_eq!(bad[0].key, AFFINITY);
+    }
+
+    #[test]
+    fn without_annotations_every_default_applies() {
+        let (policy, bad) = upstream_policy(&BTreeMap::new());
+        assert_eq!(policy, UpstreamPolicy::default());
+        assert!(bad.is_empty());
+    }
+}
