@@ -36,13 +36,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderValue};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use sluice_config::annotations::{Balance, CookieAffinity, HashBy, Timeouts};
 use sluice_config::Settings;
+use std::fmt::Write as _;
 use tokio::sync::Notify;
 
 use crate::access_log::{AccessLog, Record};
@@ -228,14 +229,26 @@ fn client_request_id(req: &RequestHeader) -> Option<&str> {
 /// The host a request is for: the URI authority (HTTP/2 `:authority`, or an absolute-form
 /// HTTP/1.1 target, which RFC 9112 says takes precedence), else the `Host` header.
 fn request_host(req: &RequestHeader) -> &str {
-    if let Some(a) = req.uri.authority() {
-        return a.as_str();
+    if let Some(a) = req_authority(req) {
+        return a;
     }
     req.headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
 }
+
+/// The URI authority of a request, when it has one.
+fn req_authority(req: &RequestHeader) -> Option<&str> {
+    req.uri.authority().map(|a| a.as_str())
+}
+
+// The forwarding headers sluice adds.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_PORT: &str = "x-forwarded-port";
+const X_REAL_IP: &str = "x-real-ip";
 
 /// The TLS facts of the request's connection: `None` on plain HTTP.
 fn conn_tls(session: &Session) -> Option<Option<&ConnTls>> {
@@ -549,31 +562,50 @@ impl ProxyHttp for Router {
                 upstream.insert_header(*name, value.as_str())?;
             }
         }
+        // One buffer for the client address, the X-Forwarded-For value and the port: the
+        // values are written, not formatted through intermediate strings.
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        let xff = match upstream
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
-            _ => client_ip.clone(),
+            .map(|a| a.ip());
+        let mut ip = String::with_capacity(40);
+        if let Some(addr) = client_ip {
+            let _ = write!(ip, "{addr}");
+        }
+        let xff = match upstream.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()) {
+            Some(prev) if !prev.trim_ascii().is_empty() => {
+                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                v.extend_from_slice(prev);
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_maybe_shared(Bytes::from(v))
+            }
+            _ => HeaderValue::from_str(&ip),
         };
-        upstream.insert_header("x-forwarded-for", xff)?;
-        upstream.insert_header("x-real-ip", client_ip)?;
+        upstream.insert_header(
+            X_FORWARDED_FOR,
+            xff.or_err(ErrorType::InvalidHTTPHeader, "x-forwarded-for")?,
+        )?;
+        upstream.insert_header(X_REAL_IP, ip)?;
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        let host = crate::router::request_host(session.req_header()).to_string();
-        upstream.insert_header("x-forwarded-host", host)?;
+        upstream.insert_header(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        )?;
+        // The client's host as received (a copy of its bytes; no parse, no check).
+        let host = match req_authority(session.req_header()) {
+            Some(a) => HeaderValue::from_str(a).ok(),
+            None => session.req_header().headers.get(header::HOST).cloned(),
+        };
+        if let Some(host) = host {
+            upstream.insert_header(X_FORWARDED_HOST, host)?;
+        }
         if let Some(port) = session
             .server_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.port())
         {
-            upstream.insert_header("x-forwarded-port", port.to_string())?;
+            upstream.insert_header(X_FORWARDED_PORT, HeaderValue::from(port))?;
         }
         Ok(())
     }
@@ -715,12 +747,11 @@ impl ProxyHttp for Router {
             _ => "HTTP/1.1",
         };
         log.log(&Record {
-            time: k8s_openapi::jiff::Timestamp::now().to_string(),
+            time: k8s_openapi::jiff::Timestamp::now(),
             client: session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default(),
+                .map(|a| a.ip()),
             method: req.method.as_str(),
             host: request_host(req),
             path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
@@ -732,7 +763,7 @@ impl ProxyHttp for Router {
             namespace,
             ingress,
             service,
-            upstream: ctx.upstream.map(|a| a.to_string()),
+            upstream: ctx.upstream,
             request_id: &ctx.request_id,
             referer: header(header::REFERER),
             user_agent: header(header::USER_AGENT),
