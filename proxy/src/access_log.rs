@@ -138,16 +138,21 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// `s` with `"` and `\\` escaped by a backslash, as nginx escapes its log variables.
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
 /// nginx's combined format, then the fields it lacks, as ingress-nginx's default does.
 fn write_combined(out: &mut String, r: &Record<'_>) -> std::fmt::Result {
     let quoted = |out: &mut String, s: &str| {
         out.push('"');
-        for c in s.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
+        push_escaped(out, s);
         out.push('"');
     };
     match r.client {
@@ -156,17 +161,11 @@ fn write_combined(out: &mut String, r: &Record<'_>) -> std::fmt::Result {
     }
     write!(out, " - - [{}] ", r.time)?;
     out.push('"');
-    for (i, part) in [r.method, r.path, r.protocol].into_iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        for c in part.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-    }
+    push_escaped(out, r.method);
+    out.push(' ');
+    push_escaped(out, r.path);
+    out.push(' ');
+    push_escaped(out, r.protocol);
     write!(out, "\" {} {} ", r.status, r.bytes)?;
     quoted(out, dash(r.referer));
     out.push(' ');

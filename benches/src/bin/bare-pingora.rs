@@ -10,6 +10,9 @@
 //!
 //! `--timeouts` sets the same per-peer connect/read/write timeouts sluice sets (2 s, 60 s, 60 s),
 //! to measure what they cost on their own. SIGINT stops it at once, SIGTERM gracefully.
+//!
+//! Built with `--features mimalloc` it runs on sluice's allocator: the baseline that tells what
+//! the allocator gives from what sluice's own code costs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +27,10 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::{Error, ErrorType, Result};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
