@@ -370,13 +370,15 @@ pub const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// Sets how Pingora reaches an endpoint of `protocol`:
 /// - HTTP and HTTPS: HTTP/1.1 (ALPN `http/1.1` over TLS);
-/// - H2C and GRPC: HTTP/2 with prior knowledge over plain TCP (Pingora speaks h2c when the peer
-///   allows only HTTP/2 and there is no TLS to negotiate it);
+/// - H2C and GRPC: HTTP/2 with prior knowledge over plain TCP. Pingora 0.9 speaks h2c only when
+///   HTTP/2 is the peer's minimum version (`ALPN::H2`); with `ALPN::H2H1` and no TLS to
+///   negotiate, it would fall back to HTTP/1.1;
 /// - GRPCS: HTTP/2 over TLS, ALPN `h2` only, so a server that cannot speak it fails the
 ///   handshake instead of being sent gRPC over HTTP/1.1.
 ///
-/// HTTP/2 connections are multiplexed: up to [`H2_STREAMS_PER_CONNECTION`] requests share one.
-/// A WebSocket handshake (an HTTP/1.1 `Upgrade`, `upgrade`) always goes over HTTP/1.1, the one
+/// HTTP/2 connections are multiplexed: up to [`H2_STREAMS_PER_CONNECTION`] requests share one
+/// (Pingora's default of 1 would open a connection per request in flight). A WebSocket
+/// handshake (`upgrade`: an HTTP/1.1 request with `Upgrade`) always goes over HTTP/1.1, the one
 /// version that can carry it, keeping TLS when the protocol has it.
 ///
 /// Certificates of TLS endpoints are not verified, as ingress-nginx does by default
@@ -396,8 +398,8 @@ pub fn set_protocol(o: &mut PeerOptions, protocol: BackendProtocol, upgrade: boo
 
 /// The SNI sent to a TLS endpoint: the request's host, port removed and lowercased, so that an
 /// endpoint serving several names picks the right certificate (as nginx with
-/// `proxy_ssl_server_name on` and `proxy_ssl_name $host`). None (empty) for an IP literal, which
-/// RFC 6066 keeps out of SNI, or a request without a host.
+/// `proxy_ssl_server_name on` and `proxy_ssl_name $host`). Empty, so no SNI, for an IP
+/// literal, which RFC 6066 keeps out of SNI, or a request without a host.
 fn upstream_sni(host: &str) -> String {
     let host = normalize_host(host);
     if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
