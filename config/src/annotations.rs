@@ -16,6 +16,7 @@
 //! | `sluice.dev/affinity` | `cookie` | none |
 //! | `sluice.dev/session-cookie-name` | a cookie name | `SLUICE_AFFINITY` |
 //! | `sluice.dev/session-cookie-max-age` | a duration (sent in whole seconds) | none: a session cookie |
+//! | `sluice.dev/backend-protocol` | `HTTP`, `HTTPS`, `H2C`, `GRPC`, `GRPCS` (any case) | the Service port's `appProtocol`, else `HTTP` |
 //!
 //! `sluice.dev/hash-by` alone asks for `consistent-hash` (as ingress-nginx's `upstream-hash-by`
 //! does); `consistent-hash` without it is reported and the default algorithm is used.
@@ -46,6 +47,9 @@ pub const SESSION_COOKIE_MAX_AGE: &str = "sluice.dev/session-cookie-max-age";
 /// The affinity cookie's name when the Ingress names none.
 pub const DEFAULT_SESSION_COOKIE_NAME: &str = "SLUICE_AFFINITY";
 
+/// The protocol spoken to the Ingress's endpoints (see [`BackendProtocol`]).
+pub const BACKEND_PROTOCOL: &str = "sluice.dev/backend-protocol";
+
 /// The longest duration an annotation may give: one day. Longer values are almost certainly a
 /// unit mistake (`60000` meant as milliseconds is 16 hours as seconds).
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -67,6 +71,9 @@ pub struct UpstreamPolicy {
     /// Cookie session affinity: a client that sends the cookie goes back to its endpoint while
     /// that endpoint is ready; the balancing algorithm places clients without it.
     pub affinity: Option<CookieAffinity>,
+    /// The protocol to the endpoints: `sluice.dev/backend-protocol`, else (filled in when the
+    /// target is resolved) the Service port's `appProtocol`; `None`: HTTP/1.1.
+    pub protocol: Option<BackendProtocol>,
 }
 
 /// The cookie that pins a client to an endpoint.
@@ -221,11 +228,13 @@ pub fn upstream_policy(
     };
     let balance = balance(annotations, &mut bad);
     let affinity = affinity(annotations, &mut bad);
+    let protocol = backend_protocol(annotations, &mut bad);
     (
         UpstreamPolicy {
             timeouts,
             balance,
             affinity,
+            protocol,
         },
         bad,
     )
@@ -332,6 +341,97 @@ fn balance(
         );
     }
     Some(b)
+}
+
+/// How sluice talks to a route's endpoints, as ingress-nginx's `backend-protocol` names them.
+///
+/// Certificates of TLS endpoints are not verified (as ingress-nginx's `proxy_ssl_verify off`):
+/// pods usually serve self-signed or cluster-internal certificates, and the connection never
+/// leaves the cluster network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over TCP.
+    #[default]
+    Http,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`).
+    Https,
+    /// HTTP/2 over TCP with prior knowledge (no upgrade, no ALPN).
+    H2c,
+    /// gRPC: HTTP/2 over TCP with prior knowledge, as `H2c`.
+    Grpc,
+    /// gRPC over TLS: HTTP/2 negotiated by ALPN `h2`.
+    Grpcs,
+}
+
+impl BackendProtocol {
+    /// The annotation value naming this protocol.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendProtocol::Http => "HTTP",
+            BackendProtocol::Https => "HTTPS",
+            BackendProtocol::H2c => "H2C",
+            BackendProtocol::Grpc => "GRPC",
+            BackendProtocol::Grpcs => "GRPCS",
+        }
+    }
+
+    /// A `sluice.dev/backend-protocol` value, ASCII case ignored.
+    pub fn parse(text: &str) -> Option<BackendProtocol> {
+        [
+            BackendProtocol::Http,
+            BackendProtocol::Https,
+            BackendProtocol::H2c,
+            BackendProtocol::Grpc,
+            BackendProtocol::Grpcs,
+        ]
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// The protocol a Service port's `appProtocol` names: the IANA service names `http`,
+    /// `https`, `grpc`, `grpcs`, and Kubernetes' `kubernetes.io/h2c` (also bare `h2c`),
+    /// `kubernetes.io/ws` and `kubernetes.io/wss` (WebSocket is HTTP/1.1 with an Upgrade).
+    /// `None` for any other value.
+    pub fn from_app_protocol(text: &str) -> Option<BackendProtocol> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "http" | "kubernetes.io/ws" => Some(BackendProtocol::Http),
+            "https" | "kubernetes.io/wss" => Some(BackendProtocol::Https),
+            "h2c" | "kubernetes.io/h2c" => Some(BackendProtocol::H2c),
+            "grpc" => Some(BackendProtocol::Grpc),
+            "grpcs" => Some(BackendProtocol::Grpcs),
+            _ => None,
+        }
+    }
+
+    /// Whether the endpoint is reached over TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, BackendProtocol::Https | BackendProtocol::Grpcs)
+    }
+
+    /// Whether the endpoint speaks HTTP/2 (and only HTTP/2).
+    pub fn h2(self) -> bool {
+        matches!(
+            self,
+            BackendProtocol::H2c | BackendProtocol::Grpc | BackendProtocol::Grpcs
+        )
+    }
+}
+
+/// The protocol `sluice.dev/backend-protocol` names, `None` when absent or bad (reported).
+fn backend_protocol(
+    annotations: &BTreeMap<String, String>,
+    bad: &mut Vec<BadAnnotation>,
+) -> Option<BackendProtocol> {
+    let value = annotations.get(BACKEND_PROTOCOL)?;
+    let p = BackendProtocol::parse(value);
+    if p.is_none() {
+        bad.push(BadAnnotation {
+            key: BACKEND_PROTOCOL,
+            value: value.clone(),
+            message: "is not HTTP, HTTPS, H2C, GRPC or GRPCS".to_string(),
+        });
+    }
+    p
 }
 
 #[cfg(test)]
@@ -497,6 +597,47 @@ mod tests {
         let (p, bad) = policy_of(&[(AFFINITY, "ip")]);
         assert_eq!(p.affinity, None);
         assert_eq!(bad[0].key, AFFINITY);
+    }
+
+    #[test]
+    fn the_backend_protocol_annotation_ignores_case_and_reports_bad_values() {
+        for (value, want) in [
+            ("HTTP", Some(BackendProtocol::Http)),
+            ("https", Some(BackendProtocol::Https)),
+            ("h2c", Some(BackendProtocol::H2c)),
+            (" GRPC ", Some(BackendProtocol::Grpc)),
+            ("GrPcS", Some(BackendProtocol::Grpcs)),
+        ] {
+            let (p, bad) = policy_of(&[(BACKEND_PROTOCOL, value)]);
+            assert_eq!(p.protocol, want, "{value}");
+            assert!(bad.is_empty(), "{value}");
+        }
+        for value in ["", "HTTP2", "FCGI", "AJP", "grpc-web", "tcp"] {
+            let (p, bad) = policy_of(&[(BACKEND_PROTOCOL, value)]);
+            assert_eq!(p.protocol, None, "{value}");
+            assert_eq!(bad.len(), 1, "{value}");
+            assert_eq!(bad[0].key, BACKEND_PROTOCOL);
+        }
+    }
+
+    #[test]
+    fn app_protocols_map_to_backend_protocols() {
+        for (value, want) in [
+            ("http", Some(BackendProtocol::Http)),
+            ("HTTP", Some(BackendProtocol::Http)),
+            ("https", Some(BackendProtocol::Https)),
+            ("kubernetes.io/h2c", Some(BackendProtocol::H2c)),
+            ("h2c", Some(BackendProtocol::H2c)),
+            ("grpc", Some(BackendProtocol::Grpc)),
+            ("grpcs", Some(BackendProtocol::Grpcs)),
+            ("kubernetes.io/ws", Some(BackendProtocol::Http)),
+            ("kubernetes.io/wss", Some(BackendProtocol::Https)),
+            ("tcp", None),
+            ("example.com/custom", None),
+            ("", None),
+        ] {
+            assert_eq!(BackendProtocol::from_app_protocol(value), want, "{value}");
+        }
     }
 
     #[test]

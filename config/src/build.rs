@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::annotations::{upstream_policy, UpstreamPolicy};
+use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
 use crate::model::{
     BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, PortRef,
     ServiceInput,
@@ -83,6 +83,8 @@ pub enum SkipReason {
     /// A Secret that exists but cannot serve: wrong type, missing keys, malformed or mismatched
     /// certificate and key.
     InvalidSecret,
+    /// A Service port's `appProtocol` names a protocol sluice does not know; HTTP/1.1 is used.
+    UnknownAppProtocol,
 }
 
 impl SkipReason {
@@ -99,6 +101,7 @@ impl SkipReason {
             SkipReason::InvalidAnnotation => "InvalidAnnotation",
             SkipReason::MissingSecret => "MissingSecret",
             SkipReason::InvalidSecret => "InvalidSecret",
+            SkipReason::UnknownAppProtocol => "UnknownAppProtocol",
         }
     }
 }
@@ -127,7 +130,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Indexed by [`RouteEntry::target`].
     pub targets: Vec<Target>,
-    /// How each target reaches its upstream (timeouts from the owning Ingress's annotations);
+    /// How each target reaches its upstream (timeouts from the owning Ingress's annotations,
+    /// the protocol from them or from the Service port's `appProtocol`);
     /// indexed like `targets`. Two Ingresses with different annotations on one Service port get
     /// two targets over the same pool.
     pub policies: Vec<UpstreamPolicy>,
@@ -362,8 +366,13 @@ impl Builder<'_> {
 
     /// Resolves a backend to a target id, reporting what cannot be resolved.
     fn resolve(&mut self, ingress: &IngressInput, backend: &BackendInput, at: &str) -> TargetId {
+        let mut policy = self.policy.clone();
         let target = match self.resolve_target(ingress, backend) {
             Ok(key) => {
+                // The annotation decides; without it, the Service port's appProtocol.
+                if policy.protocol.is_none() {
+                    policy.protocol = self.app_protocol(ingress, &key, at);
+                }
                 if !self.snapshot.endpoints.contains_key(&key) {
                     let eps = self.endpoints_of(&key);
                     self.snapshot.endpoints.insert(key.clone(), eps);
@@ -376,7 +385,7 @@ impl Builder<'_> {
                 Target::Unresolved { reason: message }
             }
         };
-        let key = (target, self.policy.clone());
+        let key = (target, policy);
         if let Some(id) = self.target_ids.get(&key) {
             return *id;
         }
@@ -434,6 +443,37 @@ impl Builder<'_> {
             service: name.clone(),
             port: sp.port,
         })
+    }
+
+    /// The protocol a pool's Service port names in `appProtocol`; an unknown value is reported
+    /// and gives `None` (HTTP/1.1).
+    fn app_protocol(
+        &mut self,
+        ingress: &IngressInput,
+        key: &PoolKey,
+        at: &str,
+    ) -> Option<BackendProtocol> {
+        let value = self
+            .services
+            .get(&(key.namespace.as_str(), key.service.as_str()))?
+            .ports
+            .iter()
+            .find(|p| p.port == key.port)?
+            .app_protocol
+            .clone()?;
+        let protocol = BackendProtocol::from_app_protocol(&value);
+        if protocol.is_none() {
+            self.skip(
+                ingress,
+                SkipReason::UnknownAppProtocol,
+                format!(
+                    "{at}: Service {}/{} port {} has appProtocol `{value}`, which is not http, \
+                     https, h2c, grpc, grpcs or kubernetes.io/h2c, ws, wss; HTTP/1.1 is used",
+                    key.namespace, key.service, key.port
+                ),
+            );
+        }
+        protocol
     }
 
     /// The ready endpoint addresses of a pool: the EndpointSlice port with the same name as the

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::annotations::{Balance, HashBy, UpstreamPolicy};
+use crate::annotations::{BackendProtocol, Balance, HashBy, UpstreamPolicy};
 use crate::build::{Snapshot, Target};
 use crate::model::ObjectRef;
 use crate::routes::{MatchKind, RouteEntry};
@@ -73,6 +73,9 @@ fn describe_policy(policy: &UpstreamPolicy) -> String {
         if let Some(d) = d {
             parts.push(format!("{name}-timeout {}ms", d.as_millis()));
         }
+    }
+    if let Some(p) = policy.protocol.filter(|p| *p != BackendProtocol::Http) {
+        parts.push(format!("protocol {}", p.name()));
     }
     parts.join(", ")
 }
@@ -321,11 +324,25 @@ Ingress web/tls
             },
             balance: Some(Balance::ConsistentHash(HashBy::Header("x-user".into()))),
             affinity: None,
+            ..Default::default()
         };
         assert_eq!(
             describe_policy(&policy),
             "consistent-hash by header x-user, read-timeout 300ms"
         );
+        let grpc = UpstreamPolicy {
+            protocol: Some(BackendProtocol::Grpc),
+            ..policy
+        };
+        assert_eq!(
+            describe_policy(&grpc),
+            "consistent-hash by header x-user, read-timeout 300ms, protocol GRPC"
+        );
+        let http = UpstreamPolicy {
+            protocol: Some(BackendProtocol::Http),
+            ..Default::default()
+        };
+        assert_eq!(describe_policy(&http), "");
         assert_eq!(describe_policy(&UpstreamPolicy::default()), "");
     }
 

@@ -10,7 +10,8 @@
 //! 2. [`ProxyHttp::upstream_peer`] picks an endpoint of the route's pool with the route's
 //!    algorithm (see [`crate::pool`]), skipping endpoints this request already failed to connect
 //!    to, and counts the request in flight there; it applies the route's timeouts (its Ingress's
-//!    `sluice.dev/*-timeout` annotations, else the settings).
+//!    `sluice.dev/*-timeout` annotations, else the settings) and its protocol (see
+//!    [`set_protocol`]).
 //! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers,
 //!    removes any client-sent `X-Client-Cert*` header and adds the connection's own (see
 //!    [`crate::tls::client_auth`]). Pingora has already removed hop-by-hop headers and keeps the
@@ -27,7 +28,7 @@
 //!    timeouts 504, other upstream failures 502.
 //!
 //! Routing allocates nothing per request beyond the `Arc` clone of the chosen pool and the peer
-//! Pingora requires as a `Box`.
+//! Pingora requires as a `Box` (and, for a TLS endpoint, the SNI string in it).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,11 +38,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_core::upstreams::peer::{HttpPeer, Peer, PeerOptions, ALPN};
 use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use sluice_config::annotations::{Balance, CookieAffinity, HashBy, Timeouts};
+use sluice_config::annotations::{BackendProtocol, Balance, CookieAffinity, HashBy, Timeouts};
 use sluice_config::Settings;
 use std::fmt::Write as _;
 use tokio::sync::Notify;
@@ -152,6 +153,8 @@ pub struct RequestCtx {
     route: Option<Arc<RouteMetrics>>,
     /// The route's own timeouts (from its Ingress's annotations); unset ones use the settings.
     timeouts: Timeouts,
+    /// The protocol to the route's endpoints.
+    protocol: BackendProtocol,
     /// How this request picks its endpoint (the route's algorithm, its key already hashed).
     pick: Pick,
     /// The route's affinity cookie, and the endpoint token the client's cookie names.
@@ -373,6 +376,51 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
+/// Streams opened at most on one upstream HTTP/2 connection before Pingora opens another: the
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` most servers advertise (the endpoint's own, lower value
+/// still applies). Requests to one endpoint share its connections up to this many at a time.
+pub const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// Sets how Pingora reaches an endpoint of `protocol`:
+/// - HTTP and HTTPS: HTTP/1.1 (ALPN `http/1.1` over TLS);
+/// - H2C and GRPC: HTTP/2 with prior knowledge over plain TCP. Pingora 0.9 speaks h2c only when
+///   HTTP/2 is the peer's minimum version (`ALPN::H2`); with `ALPN::H2H1` and no TLS to
+///   negotiate, it would fall back to HTTP/1.1;
+/// - GRPCS: HTTP/2 over TLS, ALPN `h2` only, so a server that cannot speak it fails the
+///   handshake instead of being sent gRPC over HTTP/1.1.
+///
+/// HTTP/2 connections are multiplexed: up to [`H2_STREAMS_PER_CONNECTION`] requests share one
+/// (Pingora's default of 1 would open a connection per request in flight). A WebSocket
+/// handshake (`upgrade`: an HTTP/1.1 request with `Upgrade`) always goes over HTTP/1.1, the one
+/// version that can carry it, keeping TLS when the protocol has it.
+///
+/// Certificates of TLS endpoints are not verified, as ingress-nginx does by default
+/// (`proxy_ssl_verify off`): pods mostly serve self-signed or cluster-internal certificates.
+pub fn set_protocol(o: &mut PeerOptions, protocol: BackendProtocol, upgrade: bool) {
+    if protocol.tls() {
+        o.verify_cert = false;
+        o.verify_hostname = false;
+    }
+    if protocol.h2() && !upgrade {
+        o.alpn = ALPN::H2;
+        o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    } else {
+        o.alpn = ALPN::H1;
+    }
+}
+
+/// The SNI sent to a TLS endpoint: the request's host, port removed and lowercased, so that an
+/// endpoint serving several names picks the right certificate (as nginx with
+/// `proxy_ssl_server_name on` and `proxy_ssl_name $host`). Empty, so no SNI, for an IP
+/// literal, which RFC 6066 keeps out of SNI, or a request without a host.
+fn upstream_sni(host: &str) -> String {
+    let host = normalize_host(host);
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        return String::new();
+    }
+    host.into_owned()
+}
+
 /// What [`Router::decide`] found for a request.
 enum Decision {
     Proxy(Arc<Pool>),
@@ -439,6 +487,7 @@ impl Router {
             .cloned();
         if let Some(policy) = live.snapshot.policy(entry) {
             ctx.timeouts = policy.timeouts;
+            ctx.protocol = policy.protocol.unwrap_or_default();
             let balance = policy
                 .balance
                 .as_ref()
@@ -468,6 +517,7 @@ impl ProxyHttp for Router {
             pool: None,
             route: None,
             timeouts: Timeouts::default(),
+            protocol: BackendProtocol::Http,
             pick: Pick::RoundRobin,
             affinity: None,
             set_affinity: None,
@@ -506,7 +556,7 @@ impl ProxyHttp for Router {
     /// Picks the next endpoint that this request has not failed on.
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.attempts += 1;
@@ -535,7 +585,15 @@ impl ProxyHttp for Router {
         ctx.attempt = Some(endpoint.begin());
         ctx.upstream_start.get_or_insert_with(Instant::now);
         ctx.upstream = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let upgrade = session.is_upgrade_req();
+        let tls = ctx.protocol.tls();
+        let sni = if tls {
+            upstream_sni(request_host(session.req_header()))
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(addr, tls, sni);
+        set_protocol(&mut peer.options, ctx.protocol, upgrade);
         let o = &mut peer.options;
         let (t, d) = (&ctx.timeouts, &self.options);
         o.connection_timeout = Some(t.connect.unwrap_or(d.connect_timeout));

@@ -13,5 +13,6 @@ mod headers;
 mod kube;
 mod live;
 mod observe;
+mod protocols;
 mod routing;
 mod tls;
