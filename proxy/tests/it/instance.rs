@@ -207,7 +207,8 @@ async fn a_node_that_turns_not_ready_unschedulable_or_is_deleted_stops_getting_r
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(served > 300, "{served}");
+    // Each of the three waits for node B to go idle saw at least 50 more successes.
+    assert!(served >= 150, "{served}");
     assert!(a.hits() > b.hits(), "{} {}", a.hits(), b.hits());
 }
 
