@@ -161,6 +161,14 @@ async fn requests_alternate_between_the_backends_on_both_nodes() {
     assert_eq!((a.hits(), b.hits()), (10, 10));
     assert_eq!(pod.hits(), 0, "instance mode never dials the pod");
     assert_eq!(answers(&s, "/pods", 4).await, vec!["pod"; 4]);
+    // Two pools of one Service port, each with its own gauge.
+    let metrics = get(s.admin, "admin", "/metrics").await.body;
+    for (port, n) in [("80/instance", 2), ("80", 1)] {
+        let series = format!(
+            "sluice_pool_endpoints{{namespace=\"default\",port=\"{port}\",service=\"web\",state=\"ready\"}} {n}\n"
+        );
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
 }
 
 async fn a_node_that_turns_not_ready_unschedulable_or_is_deleted_stops_getting_requests() {
