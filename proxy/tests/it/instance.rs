@@ -161,7 +161,8 @@ async fn requests_alternate_between_the_backends_on_both_nodes() {
     assert_eq!((a.hits(), b.hits()), (10, 10));
     assert_eq!(pod.hits(), 0, "instance mode never dials the pod");
     assert_eq!(answers(&s, "/pods", 4).await, vec!["pod"; 4]);
-    // Two pools of one Service port, each with its own gauge.
+    // Two pools of one Service port, each with its own gauge. (Without the target type in
+    // `PoolKey` both routes share one pool, and the pod would get half of the first 20.)
     let metrics = get(s.admin, "admin", "/metrics").await.body;
     for (port, n) in [("80/instance", 2), ("80", 1)] {
         let series = format!(
@@ -194,6 +195,7 @@ async fn a_node_that_turns_not_ready_unschedulable_or_is_deleted_stops_getting_r
     publish(&s, &routes, &[node_a.clone(), node_b.clone()]);
     wait_until_busy(&b).await;
 
+    // (Dropping the `unschedulable` check in `node_targets` makes this wait time out.)
     let cordoned = Node {
         unschedulable: true,
         ..node_b.clone()
