@@ -162,7 +162,7 @@ async fn requests_alternate_between_the_backends_on_both_nodes() {
     assert_eq!(pod.hits(), 0, "instance mode never dials the pod");
     assert_eq!(answers(&s, "/pods", 4).await, vec!["pod"; 4]);
     // Two pools of one Service port, each with its own gauge. (Without the target type in
-    // `PoolKey` both routes share one pool, and the pod would get half of the first 20.)
+    // `PoolKey` both routes share the first route's pool, and `/pods` reaches the Nodes.)
     let metrics = get(s.admin, "admin", "/metrics").await.body;
     for (port, n) in [("80/instance", 2), ("80", 1)] {
         let series = format!(
