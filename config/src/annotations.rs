@@ -18,6 +18,9 @@
 //! | `sluice.dev/session-cookie-max-age` | a duration (sent in whole seconds) | none: a session cookie |
 //! | `sluice.dev/backend-protocol` | `HTTP`, `HTTPS`, `H2C`, `GRPC`, `GRPCS` (any case) | the Service port's `appProtocol`, else `HTTP` |
 //!
+//! `sluice.dev/target-type` and `sluice.dev/target-node-labels` (pods or Nodes as targets) are
+//! parsed in [`crate::targets`].
+//!
 //! `sluice.dev/hash-by` alone asks for `consistent-hash` (as ingress-nginx's `upstream-hash-by`
 //! does); `consistent-hash` without it is reported and the default algorithm is used.
 //!

@@ -2,7 +2,8 @@
 //!
 //! [`build`] decides which Ingresses this controller serves (IngressClass rules), validates and
 //! merges their rules oldest first (so a contested rule goes to the oldest Ingress), resolves each
-//! backend to a Service port and the ready endpoint addresses behind it, computes the TLS policy
+//! backend to a Service port and the ready endpoint addresses behind it (pod addresses, or Node
+//! addresses for `instance` targets, see [`crate::targets`]), computes the TLS policy
 //! of every name in `spec.tls` ([`crate::tls`]), and reports every rule it skipped with the
 //! reason. A bad rule degrades only itself.
 
@@ -11,10 +12,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
 use crate::model::{
-    BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, PortRef,
-    ServiceInput,
+    BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, NodeInput,
+    ObjectRef, PortRef, ServiceInput,
 };
 use crate::routes::{parse_rule_host, MatchKind, RouteEntry, RouteTable, TargetId};
+use crate::targets::TargetType;
 use crate::tls::TlsPolicy;
 
 /// The legacy annotation that names a class, honoured before `spec.ingressClassName`.
@@ -42,13 +44,31 @@ impl From<&crate::Settings> for ClassPolicy {
     }
 }
 
-/// A pool of endpoints: one Service port in one namespace.
+/// A pool of endpoints: one Service port in one namespace, reached one way.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PoolKey {
     pub namespace: String,
     pub service: String,
     /// The Service port number (`spec.ports[].port`) that the backend resolved to.
     pub port: i32,
+    /// Pods or Nodes (and which Nodes): an `ip` and an `instance` route to one Service port
+    /// have different endpoints, so they are different pools.
+    pub target_type: TargetType,
+}
+
+/// Snapshot-wide defaults taken from the settings, which an Ingress's annotations may override.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildDefaults {
+    /// `upstream.target_type`.
+    pub target_type: TargetType,
+}
+
+impl From<&crate::Settings> for BuildDefaults {
+    fn from(s: &crate::Settings) -> Self {
+        BuildDefaults {
+            target_type: s.target_type.clone(),
+        }
+    }
 }
 
 impl std::fmt::Display for PoolKey {
@@ -85,6 +105,8 @@ pub enum SkipReason {
     InvalidSecret,
     /// A Service port's `appProtocol` names a protocol sluice does not know; HTTP/1.1 is used.
     UnknownAppProtocol,
+    /// An `instance` route's Service port has no `nodePort` (a ClusterIP Service).
+    MissingNodePort,
 }
 
 impl SkipReason {
@@ -102,6 +124,7 @@ impl SkipReason {
             SkipReason::MissingSecret => "MissingSecret",
             SkipReason::InvalidSecret => "InvalidSecret",
             SkipReason::UnknownAppProtocol => "UnknownAppProtocol",
+            SkipReason::MissingNodePort => "MissingNodePort",
         }
     }
 }
@@ -180,9 +203,14 @@ pub fn is_served(
     }
 }
 
-/// Builds the snapshot for `inputs`. Pure and deterministic: the same inputs in any order give
-/// the same snapshot.
+/// Builds the snapshot for `inputs` with the built-in defaults (`ip` targets). Pure and
+/// deterministic: the same inputs in any order give the same snapshot.
 pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
+    build_with(inputs, policy, &BuildDefaults::default())
+}
+
+/// Builds the snapshot for `inputs` with the settings' `defaults`.
+pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefaults) -> Snapshot {
     let mut served: Vec<&IngressInput> = inputs
         .ingresses
         .iter()
@@ -215,8 +243,11 @@ pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
         snapshot: Snapshot::default(),
         target_ids: HashMap::new(),
         policy: UpstreamPolicy::default(),
+        target_type: TargetType::default(),
+        defaults,
         services: &services,
         slices: &slices,
+        nodes: &inputs.nodes,
         // Which Ingress holds each contested rule, for conflict messages.
         owners: HashMap::new(),
     };
@@ -243,8 +274,12 @@ struct Builder<'a> {
     target_ids: HashMap<(Target, UpstreamPolicy), TargetId>,
     /// The policy of the Ingress being added.
     policy: UpstreamPolicy,
+    /// The target type of the Ingress being added.
+    target_type: TargetType,
+    defaults: &'a BuildDefaults,
     services: &'a HashMap<(&'a str, &'a str), &'a ServiceInput>,
     slices: &'a HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceInput>>,
+    nodes: &'a [NodeInput],
     owners: HashMap<(String, String, MatchKind), ObjectRef>,
 }
 
@@ -263,6 +298,12 @@ impl Builder<'_> {
             self.skip(ingress, SkipReason::InvalidAnnotation, b.to_string());
         }
         self.policy = policy;
+        let (target_type, bad) =
+            crate::targets::target_type(&ingress.annotations, &self.defaults.target_type);
+        for b in bad {
+            self.skip(ingress, SkipReason::InvalidAnnotation, b.to_string());
+        }
+        self.target_type = target_type;
 
         if let Some(backend) = &ingress.default_backend {
             let target = self.resolve(ingress, backend, "defaultBackend");
@@ -438,10 +479,21 @@ impl Builder<'_> {
                 format!("Service {}/{name} has no port {port}", ingress.namespace),
             ));
         };
+        if matches!(self.target_type, TargetType::Instance(_)) && node_port(sp.node_port).is_none()
+        {
+            return Err((
+                SkipReason::MissingNodePort,
+                format!(
+                    "Service {}/{name} port {port} has no nodePort (type {}); instance targets need a NodePort or LoadBalancer Service",
+                    ingress.namespace, svc.type_
+                ),
+            ));
+        }
         Ok(PoolKey {
             namespace: ingress.namespace.clone(),
             service: name.clone(),
             port: sp.port,
+            target_type: self.target_type.clone(),
         })
     }
 
@@ -476,8 +528,9 @@ impl Builder<'_> {
         protocol
     }
 
-    /// The ready endpoint addresses of a pool: the EndpointSlice port with the same name as the
-    /// Service port (as kube-proxy maps them), on every ready endpoint address.
+    /// The ready endpoint addresses of a pool: for `ip` targets, the EndpointSlice port with the
+    /// same name as the Service port (as kube-proxy maps them), on every ready endpoint address;
+    /// for `instance` targets, the Service port's `nodePort` on every Node the pool admits.
     fn endpoints_of(&self, key: &PoolKey) -> Vec<SocketAddr> {
         let Some(svc) = self
             .services
@@ -488,6 +541,11 @@ impl Builder<'_> {
         let Some(sp) = svc.ports.iter().find(|p| p.port == key.port) else {
             return Vec::new();
         };
+        if let TargetType::Instance(selector) = &key.target_type {
+            return node_port(sp.node_port)
+                .map(|port| crate::targets::node_targets(self.nodes, selector, port))
+                .unwrap_or_default();
+        }
         let slices = self
             .slices
             .get(&(key.namespace.as_str(), key.service.as_str()))
@@ -495,6 +553,11 @@ impl Builder<'_> {
             .unwrap_or_default();
         slice_endpoints(slices, &sp.name)
     }
+}
+
+/// A `nodePort` that can be dialled (1..=65535).
+fn node_port(port: Option<i32>) -> Option<u16> {
+    port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0)
 }
 
 /// The ready, not terminating `address:port` pairs of a Service's slices for the Service port

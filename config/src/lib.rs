@@ -6,6 +6,7 @@
 //! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend
 //!   targets, ready endpoints, and every rule skipped with its reason.
 //! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
+//! - [`targets`]: `ip` or `instance` targets: a Service's pods, or its NodePort on Nodes.
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
@@ -18,8 +19,12 @@ pub mod model;
 pub mod report;
 pub mod routes;
 pub mod settings;
+pub mod targets;
 pub mod tls;
 
 pub use build::{build, ClassPolicy, PoolKey, SkipReason, Skipped, Snapshot, Target};
 pub use routes::{RouteEntry, RouteTable};
 pub use settings::{ConfigError, Ejection, Settings};
+
+pub use build::{build_with, BuildDefaults};
+pub use targets::TargetType;

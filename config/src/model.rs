@@ -1,7 +1,7 @@
 //! Ingress-shaped inputs of snapshot building.
 //!
-//! These mirror the parts of `networking.k8s.io/v1` Ingress, IngressClass, `v1` Service and
-//! Secret, and `discovery.k8s.io/v1` EndpointSlice that routing and TLS need, and nothing else. Both sources (the
+//! These mirror the parts of `networking.k8s.io/v1` Ingress, IngressClass, `v1` Service, Secret
+//! and Node, and `discovery.k8s.io/v1` EndpointSlice that routing and TLS need, and nothing else. Both sources (the
 //! folder of manifests and the API server) translate Kubernetes objects into these, so one pure
 //! function ([`crate::build::build`]) turns either into routes.
 
@@ -180,6 +180,19 @@ impl SecretInput {
     }
 }
 
+/// A Node, as `instance` targets need it ([`crate::targets`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInput {
+    pub name: String,
+    /// `status.addresses` of type `InternalIP`, in order, as written.
+    pub internal_ips: Vec<String>,
+    /// The `Ready` condition is `True` (unknown or absent counts as not ready).
+    pub ready: bool,
+    /// `spec.unschedulable` (a cordoned Node).
+    pub unschedulable: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Everything snapshot building reads, by kind.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -188,4 +201,5 @@ pub struct Inputs {
     pub services: Vec<ServiceInput>,
     pub slices: Vec<EndpointSliceInput>,
     pub secrets: Vec<SecretInput>,
+    pub nodes: Vec<NodeInput>,
 }

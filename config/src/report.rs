@@ -20,7 +20,8 @@ pub struct RouteLine {
     pub host: String,
     pub path: String,
     pub kind: MatchKind,
-    /// `namespace/service:port (N ready endpoints)` or why it answers 503.
+    /// `namespace/service:port (N ready endpoints)`, with what the Ingress changes in brackets
+    /// (`[instance pool=edge, ewma]`), or why it answers 503.
     pub backend: String,
 }
 
@@ -40,12 +41,23 @@ fn describe_target(snapshot: &Snapshot, entry: &RouteEntry) -> String {
         Some(Target::Pool(key)) => {
             let n = snapshot.endpoints.get(key).map(Vec::len).unwrap_or(0);
             let word = if n == 1 { "endpoint" } else { "endpoints" };
-            let policy = snapshot
-                .policy(entry)
-                .map(describe_policy)
+            // An `instance` route says so first; `ip` is the default and goes unsaid.
+            let mode = match &key.target_type {
+                crate::TargetType::Ip => None,
+                t => Some(t.to_string()),
+            };
+            let policy = snapshot.policy(entry).map(describe_policy);
+            let policy = mode
+                .into_iter()
+                .chain(policy)
                 .filter(|p| !p.is_empty())
-                .map(|p| format!(" [{p}]"))
-                .unwrap_or_default();
+                .collect::<Vec<_>>()
+                .join(", ");
+            let policy = if policy.is_empty() {
+                policy
+            } else {
+                format!(" [{policy}]")
+            };
             format!("{key} ({n} ready {word}){policy}")
         }
         Some(Target::Unresolved { reason }) => format!("503: {reason}"),

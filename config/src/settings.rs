@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::annotations::Balance;
+use crate::targets::TargetType;
 
 /// Where plain HTTP is served when `server.http_listen` is not set.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
@@ -43,6 +44,9 @@ pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
 /// How routes spread requests over a pool unless their Ingress says otherwise
 /// (`round-robin`, `least-request` or `ewma`).
 pub const DEFAULT_LOAD_BALANCE: &str = "round-robin";
+/// What routes dial unless their Ingress says otherwise: `ip` (the Service's pod addresses) or
+/// `instance` (the Service port's nodePort on every ready Node).
+pub const DEFAULT_TARGET_TYPE: &str = "ip";
 /// Consecutive failures (failed connects or 5xx answers), in requests, that eject an endpoint;
 /// 0 turns passive ejection off.
 pub const DEFAULT_EJECT_CONSECUTIVE_FAILURES: u32 = 5;
@@ -222,6 +226,9 @@ pub struct Settings {
     pub load_balance: Balance,
     /// Passive ejection of failing endpoints.
     pub ejection: Ejection,
+    /// What routes whose Ingress sets no `sluice.dev/target-type` dial (never with a node-label
+    /// filter, which is set per Ingress).
+    pub target_type: TargetType,
     pub controller_name: String,
     pub ingress_class: String,
     /// Serve Ingresses that name no class, even without a default IngressClass of ours.
@@ -446,6 +453,7 @@ mod file {
         pub eject_consecutive_failures: u32,
         pub eject_base_ms: u64,
         pub eject_max_ms: u64,
+        pub target_type: String,
     }
 
     impl Default for Upstream {
@@ -461,6 +469,7 @@ mod file {
                 eject_consecutive_failures: DEFAULT_EJECT_CONSECUTIVE_FAILURES,
                 eject_base_ms: DEFAULT_EJECT_BASE_MS,
                 eject_max_ms: DEFAULT_EJECT_MAX_MS,
+                target_type: DEFAULT_TARGET_TYPE.to_string(),
             }
         }
     }
@@ -705,6 +714,16 @@ mod file {
                 }
             };
 
+            let Some(target_type) = TargetType::parse(&self.upstream.target_type) else {
+                return Err(invalid(
+                    "upstream.target_type",
+                    format!(
+                        "`{}` is not a target type; use \"ip\" or \"instance\"",
+                        self.upstream.target_type
+                    ),
+                ));
+            };
+
             let ejection = Ejection {
                 consecutive_failures: self.upstream.eject_consecutive_failures,
                 base: positive_ms("upstream.eject_base_ms", self.upstream.eject_base_ms)?,
@@ -861,6 +880,7 @@ mod file {
                 connect_retries: self.upstream.connect_retries,
                 load_balance,
                 ejection,
+                target_type,
                 controller_name: self.controller.name,
                 ingress_class: self.controller.ingress_class,
                 watch_ingress_without_class: self.controller.watch_ingress_without_class,
@@ -935,6 +955,15 @@ mod tests {
     }
 
     #[test]
+    fn the_target_type_defaults_to_ip_and_instance_can_be_chosen() {
+        assert_eq!(parse("").unwrap().target_type, TargetType::Ip);
+        let s = parse("[upstream]\ntarget_type = \"instance\"\n").unwrap();
+        assert_eq!(s.target_type.name(), "instance");
+        let err = parse("[upstream]\ntarget_type = \"pod\"\n").unwrap_err();
+        assert!(err.to_string().contains("upstream.target_type"), "{err}");
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_its_line() {
         let err = parse("[server]\nworker_threads = 2\nworker_thread = 3\n").unwrap_err();
         let text = err.to_string();
@@ -983,6 +1012,7 @@ mod tests {
                 "[upstream]\nload_balance = \"random\"",
                 "upstream.load_balance",
             ),
+            ("[upstream]\ntarget_type = \"node\"", "upstream.target_type"),
             (
                 "[upstream]\nload_balance = \"consistent-hash\"",
                 "upstream.load_balance",

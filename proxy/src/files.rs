@@ -1,8 +1,8 @@
 //! The files source: a folder of Kubernetes YAML manifests, watched for changes.
 //!
 //! Every `*.yaml` and `*.yml` file directly in the folder is read (multi-document files too);
-//! Ingress, IngressClass, Service, EndpointSlice and Secret objects are kept, other kinds are
-//! ignored. The folder is polled (every `source.files.poll_interval_ms`): a poll compares each
+//! Ingress, IngressClass, Service, EndpointSlice, Secret and Node objects are kept, other kinds
+//! are ignored. The folder is polled (every `source.files.poll_interval_ms`): a poll compares each
 //! file's size and modification time, and only re-reads what changed. Polling rather than inotify
 //! keeps working when the folder is a mounted ConfigMap, whose updates swap a symlink.
 //!
@@ -233,6 +233,7 @@ impl BackgroundService for FilesSource {
                             ("Service", objects.services.len()),
                             ("EndpointSlice", objects.slices.len()),
                             ("Secret", objects.secrets.len()),
+                            ("Node", objects.nodes.len()),
                         ] {
                             gauge.with_label_values(&[kind]).set(n as i64);
                         }

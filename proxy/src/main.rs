@@ -86,7 +86,8 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
         eprintln!("sluice: {e}");
     }
     let policy = sluice_config::ClassPolicy::from(settings);
-    let mut snapshot = sluice_config::build(&objects.inputs(), &policy);
+    let defaults = sluice_config::BuildDefaults::from(settings);
+    let mut snapshot = sluice_config::build_with(&objects.inputs(), &policy, &defaults);
     // Certificate material is checked as the proxy would: malformed PEM, mismatched keys.
     match sluice::tls::certs::ServingCert::self_signed() {
         Ok(fallback) => {

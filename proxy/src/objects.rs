@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,6 +28,8 @@ pub enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
+    /// Cluster-scoped: its key has an empty namespace.
+    Node(Box<Node>),
 }
 
 impl Object {
@@ -39,6 +41,7 @@ impl Object {
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
             Object::Secret(_) => "Secret",
+            Object::Node(_) => "Node",
         }
     }
 
@@ -49,6 +52,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
         }
     }
 
@@ -70,6 +74,7 @@ pub struct Objects {
     pub services: BTreeMap<ObjectRef, Service>,
     pub slices: BTreeMap<ObjectRef, EndpointSlice>,
     pub secrets: BTreeMap<ObjectRef, Secret>,
+    pub nodes: BTreeMap<ObjectRef, Node>,
 }
 
 impl Objects {
@@ -92,6 +97,9 @@ impl Objects {
             Object::Secret(o) => {
                 self.secrets.insert(key, *o);
             }
+            Object::Node(o) => {
+                self.nodes.insert(key, *o);
+            }
         }
     }
 
@@ -102,6 +110,7 @@ impl Objects {
             + self.services.len()
             + self.slices.len()
             + self.secrets.len()
+            + self.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -116,6 +125,7 @@ impl Objects {
             services: self.services.values().map(service_input).collect(),
             slices: self.slices.values().map(slice_input).collect(),
             secrets: self.secrets.values().map(secret_input).collect(),
+            nodes: self.nodes.values().map(node_input).collect(),
         }
     }
 
@@ -308,6 +318,33 @@ pub fn slice_input(s: &EndpointSlice) -> EndpointSliceInput {
     }
 }
 
+/// Translates a Node: its `InternalIP` addresses, readiness, schedulability and labels.
+pub fn node_input(n: &Node) -> NodeInput {
+    let status = n.status.as_ref();
+    NodeInput {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        internal_ips: status
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address.clone())
+            .collect(),
+        // Only `True` is ready: `False` and `Unknown` (a kubelet that stopped reporting) are not.
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        unschedulable: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+    }
+}
+
 /// Parses one manifest document (already decoded to JSON) into an object sluice reads.
 /// `Ok(None)` for kinds sluice ignores; `Err` names what is wrong.
 pub fn parse_document(doc: serde_json::Value) -> Result<Option<Object>, String> {
@@ -334,6 +371,7 @@ pub fn parse_document(doc: serde_json::Value) -> Result<Option<Object>, String> 
             Object::EndpointSlice(Box::new(de(doc, "EndpointSlice")?))
         }
         ("v1", "Secret") => Object::Secret(Box::new(de(doc, "Secret")?)),
+        ("v1", "Node") => Object::Node(Box::new(de(doc, "Node")?)),
         ("", _) | (_, "") => return Err("a document without apiVersion or kind".to_string()),
         _ => return Ok(None),
     };
@@ -458,6 +496,46 @@ mod tests {
         assert_eq!(data.tls_crt.as_deref(), Some(&b"crt"[..]));
         assert_eq!(data.tls_key.as_deref(), Some(&b"key"[..]));
         assert_eq!(data.ca_crt.as_deref(), Some(&b"ca"[..]));
+    }
+
+    #[test]
+    fn a_node_translates_to_its_internal_ips_readiness_schedulability_and_labels() {
+        let node = |status: &str, unschedulable: Option<bool>| {
+            let doc = json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": "n1", "labels": {"pool": "edge"}},
+                "spec": {"unschedulable": unschedulable},
+                "status": {
+                    "addresses": [{"type": "Hostname", "address": "n1"},
+                                  {"type": "InternalIP", "address": "10.0.0.1"},
+                                  {"type": "ExternalIP", "address": "203.0.113.1"},
+                                  {"type": "InternalIP", "address": "fd00::1"}],
+                    "conditions": [{"type": "MemoryPressure", "status": "False"},
+                                   {"type": "Ready", "status": status}]}});
+            match parse_document(doc).unwrap() {
+                Some(Object::Node(n)) => {
+                    assert_eq!(Object::Node(n.clone()).key(), ObjectRef::new("", "n1"));
+                    node_input(&n)
+                }
+                _ => panic!("not a node"),
+            }
+        };
+        let n = node("True", None);
+        assert_eq!(n.name, "n1");
+        assert_eq!(n.internal_ips, vec!["10.0.0.1", "fd00::1"]);
+        assert!(n.ready);
+        assert!(!n.unschedulable);
+        assert_eq!(n.labels.get("pool").map(String::as_str), Some("edge"));
+        assert!(!node("False", None).ready);
+        assert!(!node("Unknown", None).ready);
+        assert!(node("True", Some(true)).unschedulable);
+        assert!(!node("True", Some(false)).unschedulable);
+        // A Node without status (as a hand-written manifest may be) is not ready.
+        let bare = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "bare"}});
+        let Some(Object::Node(b)) = parse_document(bare).unwrap() else {
+            panic!("not a node")
+        };
+        assert!(!node_input(&b).ready);
+        assert!(node_input(&b).internal_ips.is_empty());
     }
 
     #[test]

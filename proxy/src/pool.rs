@@ -487,6 +487,7 @@ mod tests {
             namespace: "ns".into(),
             service: "svc".into(),
             port: 80,
+            target_type: Default::default(),
         }
     }
 

@@ -177,12 +177,15 @@ pub fn start_with(
         .map_err(StartError::Runtime)?;
 
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
-    let state = Arc::new(State::new(
-        ClassPolicy::from(&settings),
-        settings.ejection,
-        metrics,
-        tls,
-    ));
+    let state = Arc::new(
+        State::new(
+            ClassPolicy::from(&settings),
+            settings.ejection,
+            metrics,
+            tls,
+        )
+        .with_defaults(sluice_config::BuildDefaults::from(&settings)),
+    );
     let (stop, stop_rx) = watch::channel(false);
 
     // The descriptor table through which Pingora's listeners take our bound sockets.

@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use sluice_config::model::{Inputs, ObjectRef};
-use sluice_config::{build, ClassPolicy, Ejection, PoolKey, Skipped, Snapshot, Target};
+use sluice_config::{
+    build_with, BuildDefaults, ClassPolicy, Ejection, PoolKey, Skipped, Snapshot, Target,
+};
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::objects::Objects;
@@ -37,6 +39,8 @@ pub struct State {
     live: ArcSwap<Live>,
     metrics: Arc<Metrics>,
     policy: ClassPolicy,
+    /// The settings' defaults for snapshot building (`upstream.target_type`).
+    defaults: BuildDefaults,
     /// How the pools eject failing endpoints.
     ejection: Ejection,
     /// Serialises writers: pools must not be updated by two publishes at once.
@@ -83,6 +87,7 @@ impl State {
             live: ArcSwap::from_pointee(live),
             metrics,
             policy,
+            defaults: BuildDefaults::default(),
             ejection,
             writer: tokio::sync::Mutex::new(Writer {
                 pools: HashMap::new(),
@@ -92,6 +97,12 @@ impl State {
             }),
             ready: AtomicBool::new(false),
         }
+    }
+
+    /// Builds snapshots with `defaults` instead of the built-in ones.
+    pub fn with_defaults(mut self, defaults: BuildDefaults) -> State {
+        self.defaults = defaults;
+        self
     }
 
     /// The current live state. Cheap: one atomic load, no lock.
@@ -134,7 +145,7 @@ impl State {
     /// Builds a snapshot from model inputs and Secret material, and makes it live.
     pub async fn publish_with(&self, inputs: &Inputs, material: &SecretMaterial) -> ApplyReport {
         let started = Instant::now();
-        let snapshot = build(inputs, &self.policy);
+        let snapshot = build_with(inputs, &self.policy, &self.defaults);
         let built = started.elapsed();
         let report = self.apply(snapshot, material).await;
         self.metrics
@@ -165,14 +176,14 @@ impl State {
                 .or_insert_with(|| Arc::new(Pool::new(key.clone(), self.ejection)))
                 .clone();
             if pool.set_endpoints(addrs) {
-                tracing::info!(pool = %key, endpoints = addrs.len(), "pool endpoints changed");
+                tracing::info!(pool = %key, target_type = %key.target_type, endpoints = addrs.len(), "pool endpoints changed");
             }
         }
         let metrics = &self.metrics;
         writer.pools.retain(|key, _| {
             let keep = snapshot.endpoints.contains_key(key);
             if !keep {
-                let port = key.port.to_string();
+                let port = port_label(key);
                 for state in ["ready", "ejected"] {
                     let _ = metrics.pool_endpoints.remove_label_values(&[
                         &key.namespace,
@@ -250,7 +261,7 @@ impl State {
 /// Sets `sluice_pool_endpoints` of one pool: `ready` endpoints in rotation, `ejected` ones out.
 fn set_pool_gauges(metrics: &Metrics, pool: &Pool) {
     let key = pool.key();
-    let port = key.port.to_string();
+    let port = port_label(key);
     let ejected = pool.ejected();
     let ready = pool.endpoints().len().saturating_sub(ejected);
     for (state, n) in [("ready", ready), ("ejected", ejected)] {
@@ -258,6 +269,19 @@ fn set_pool_gauges(metrics: &Metrics, pool: &Pool) {
             .pool_endpoints
             .with_label_values(&[key.namespace.as_str(), &key.service, &port, state])
             .set(n as i64);
+    }
+}
+
+/// The `port` label of a pool's gauges: the Service port, followed for `instance` pools by
+/// `/instance` and any node-label filter (`80/instance pool=edge`), so that an `ip` and an
+/// `instance` pool of one Service port never share a series.
+fn port_label(key: &PoolKey) -> String {
+    match &key.target_type {
+        sluice_config::TargetType::Ip => key.port.to_string(),
+        sluice_config::TargetType::Instance(sel) if sel.is_empty() => {
+            format!("{}/instance", key.port)
+        }
+        sluice_config::TargetType::Instance(sel) => format!("{}/instance {sel}", key.port),
     }
 }
 

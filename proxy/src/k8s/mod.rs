@@ -4,7 +4,7 @@
 //! (kubeconfig or in-cluster service account; a plain `http://` API server works too), then runs:
 //!
 //! - one watcher per kind ([`watch`]) feeding the translated-object [`store`] (Secrets: only
-//!   those of type `kubernetes.io/tls`);
+//!   those of type `kubernetes.io/tls`; Nodes, for `instance` targets, cluster-wide);
 //! - the publisher: after every change, once every kind has been listed completely, it builds a
 //!   snapshot from the store through the same path as the files source
 //!   ([`State::publish_with`]). Changes that arrive while a snapshot is being built are folded

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::Arc;
 
 use sluice_config::model::{
-    EndpointSliceInput, IngressClassInput, IngressInput, Inputs, ObjectRef, SecretInput,
+    EndpointSliceInput, IngressClassInput, IngressInput, Inputs, NodeInput, ObjectRef, SecretInput,
     ServiceInput,
 };
 use tokio::sync::Notify;
@@ -44,6 +44,9 @@ pub enum Entry {
     Slice(EndpointSliceInput),
     /// A `kubernetes.io/tls` Secret: its keys, and the bytes of the TLS ones.
     Secret(SecretInput, Arc<SecretData>),
+    /// A Node: its addresses, conditions and labels (its images, capacity and the rest are
+    /// dropped at ingest).
+    Node(NodeInput),
 }
 
 /// The kinds watched.
@@ -54,15 +57,17 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Secret,
+    Node,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Secret,
+        Kind::Node,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -72,6 +77,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::Node => "Node",
         }
     }
 }
@@ -107,10 +113,17 @@ impl Store {
         self.changed.notify_one();
     }
 
-    /// An object was added or changed.
+    /// An object was added or changed. A Node whose translation did not change (a kubelet
+    /// heartbeat, an image list update) is not a change: it costs no snapshot build.
     pub fn apply(&self, kind: Kind, key: ObjectRef, entry: Entry) {
         self.with(|i| {
-            i.objects.entry(kind).or_default().insert(key, entry);
+            let objects = i.objects.entry(kind).or_default();
+            if let (Some(Entry::Node(old)), Entry::Node(new)) = (objects.get(&key), &entry) {
+                if old == new {
+                    return;
+                }
+            }
+            objects.insert(key, entry);
             self.touch(i);
         });
     }
@@ -173,6 +186,7 @@ impl Store {
                     Entry::Service(s, _) => out.services.push(s.clone()),
                     Entry::Slice(s) => out.slices.push(s.clone()),
                     Entry::Secret(s, _) => out.secrets.push(s.clone()),
+                    Entry::Node(n) => out.nodes.push(n.clone()),
                 }
             }
             out
@@ -272,6 +286,26 @@ mod tests {
             store.relist_done(*kind);
         }
         assert!(store.all_listed());
+    }
+
+    #[test]
+    fn a_node_update_that_changes_nothing_sluice_reads_is_not_a_change() {
+        let store = Store::default();
+        let node = |ready: bool| {
+            Entry::Node(NodeInput {
+                name: "n1".into(),
+                internal_ips: vec!["10.0.0.1".into()],
+                ready,
+                ..Default::default()
+            })
+        };
+        store.apply(Kind::Node, key("n1"), node(true));
+        let g = store.generation();
+        store.apply(Kind::Node, key("n1"), node(true));
+        assert_eq!(store.generation(), g, "a heartbeat rebuilt the snapshot");
+        store.apply(Kind::Node, key("n1"), node(false));
+        assert_eq!(store.generation(), g + 1);
+        assert!(!store.inputs().nodes[0].ready);
     }
 
     #[test]

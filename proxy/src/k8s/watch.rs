@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::watcher::{self, Event};
@@ -23,7 +23,8 @@ use sluice_config::model::ObjectRef;
 use super::store::{Entry, IngressMeta, Kind, LbAddress, Store};
 use crate::metrics::Metrics;
 use crate::objects::{
-    class_input, ingress_input, secret_input, service_input, slice_input, SERVICE_NAME_LABEL,
+    class_input, ingress_input, node_input, secret_input, service_input, slice_input,
+    SERVICE_NAME_LABEL,
 };
 use crate::tls::SecretData;
 
@@ -192,9 +193,19 @@ pub fn spawn_all(
         )),
         tokio::spawn(run(
             api::<Secret>(client, namespace),
-            base.fields(SECRET_FIELD_SELECTOR),
+            base.clone().fields(SECRET_FIELD_SELECTOR),
             Kind::Secret,
             secret_entry,
+            store.clone(),
+            metrics.clone(),
+        )),
+        // Nodes are cluster-scoped: watched whole even when one namespace is, as `instance`
+        // targets of that namespace's Services may be on any Node.
+        tokio::spawn(run(
+            Api::<Node>::all(client.clone()),
+            base,
+            Kind::Node,
+            |n| Entry::Node(node_input(n)),
             store.clone(),
             metrics.clone(),
         )),

@@ -69,6 +69,17 @@ impl Drop for Backend {
 impl Backend {
     pub async fn start(name: &str) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::serve(name, listener)
+    }
+
+    /// A backend on a given loopback address and port; `Err` when it cannot be bound (the port
+    /// is taken there).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+        assert!(addr.ip().is_loopback(), "tests use loopback only: {addr}");
+        Ok(Backend::serve(name, TcpListener::bind(addr).await?))
+    }
+
+    fn serve(name: &str, listener: TcpListener) -> Backend {
         let addr = listener.local_addr().unwrap();
         let delay_ms = Arc::new(AtomicU64::new(0));
         let hits = Arc::new(AtomicUsize::new(0));

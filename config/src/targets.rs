@@ -1,0 +1,654 @@
+//! Target types: whether a route dials its Service's pods or its cluster's Nodes.
+//!
+//! As the AWS Load Balancer Controller has it, a route's targets are of one of two types:
+//!
+//! - `ip` (the default): the ready addresses of the Service's EndpointSlices, on the
+//!   EndpointSlice port (the pods themselves);
+//! - `instance`: `InternalIP:nodePort` of the backend Service port, on every Node that is Ready
+//!   (condition `Ready` is `True`) and schedulable (`spec.unschedulable` is not true), and
+//!   optionally only on Nodes carrying given labels. kube-proxy on each Node forwards the
+//!   NodePort to a pod. This suits clusters where the proxy cannot reach pod addresses, or
+//!   where traffic must enter through chosen Nodes.
+//!
+//! | annotation | value | default |
+//! |---|---|---|
+//! | `sluice.dev/target-type` | `ip` or `instance` | `upstream.target_type` |
+//! | `sluice.dev/target-node-labels` | `key=value[,key=value...]`: every label must match | every Node |
+//!
+//! A bad value is reported (`InvalidAnnotation`) and the default is used; a node-label filter on
+//! a route whose target type is `ip` is reported as unused. A Node with several `InternalIP`
+//! addresses (dual stack) is one target, at its first one, so balancing stays per Node. A Node
+//! without an `InternalIP` is never a target.
+//!
+//! The target type is part of the pool's identity ([`crate::PoolKey`]): an `ip` route and an
+//! `instance` route to the same Service port (or two `instance` routes with different label
+//! filters) have two pools, each with its own endpoints and balancing state.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::annotations::BadAnnotation;
+use crate::model::NodeInput;
+
+/// The target type of an Ingress's routes: `ip` or `instance`.
+pub const TARGET_TYPE: &str = "sluice.dev/target-type";
+/// The labels a Node must carry to be an `instance` target: `key=value,key=value`.
+pub const TARGET_NODE_LABELS: &str = "sluice.dev/target-node-labels";
+
+/// What a route dials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TargetType {
+    /// The ready addresses of the Service's EndpointSlices.
+    #[default]
+    Ip,
+    /// `InternalIP:nodePort` of every ready, schedulable Node the selector admits.
+    Instance(NodeSelector),
+}
+
+impl TargetType {
+    /// The name used in settings and annotations.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetType::Ip => "ip",
+            TargetType::Instance(_) => "instance",
+        }
+    }
+
+    /// `ip` or `instance` (with no label filter), as in `upstream.target_type`.
+    pub fn parse(text: &str) -> Option<TargetType> {
+        match text.trim() {
+            "ip" => Some(TargetType::Ip),
+            "instance" => Some(TargetType::Instance(NodeSelector::default())),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TargetType {
+    /// `ip`, `instance`, or `instance pool=edge,zone=a`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetType::Instance(sel) if !sel.is_empty() => write!(f, "instance {sel}"),
+            t => f.write_str(t.name()),
+        }
+    }
+}
+
+/// The labels a Node must all carry (equality only), sorted by key. Empty admits every Node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeSelector(BTreeMap<String, String>);
+
+impl NodeSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a Node with `labels` is admitted.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// Parses `key=value[,key=value...]`; keys and values follow Kubernetes label syntax.
+    /// Whitespace around items is ignored.
+    pub fn parse(text: &str) -> Result<NodeSelector, String> {
+        let mut labels = BTreeMap::new();
+        if text.trim().is_empty() {
+            return Err("names no label; write key=value[,key=value...]".to_string());
+        }
+        for item in text.split(',') {
+            let item = item.trim();
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(format!("has `{item}`, which is not key=value"));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if !is_label_key(key) {
+                return Err(format!("has `{key}`, which is not a label key"));
+            }
+            if !is_label_value(value) {
+                return Err(format!("has `{value}`, which is not a label value"));
+            }
+            if let Some(old) = labels.insert(key.to_string(), value.to_string()) {
+                if old != value {
+                    return Err(format!(
+                        "asks for label `{key}` to be both `{old}` and `{value}`"
+                    ));
+                }
+            }
+        }
+        Ok(NodeSelector(labels))
+    }
+}
+
+impl std::fmt::Display for NodeSelector {
+    /// `key=value,key=value`, sorted by key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A label name or value part: at most 63 characters, alphanumerics with `-`, `_` and `.`
+/// inside.
+fn is_label_name(s: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_alphanumeric();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| alnum(b) || b"-_.".contains(&b))
+        && s.bytes().next().is_some_and(alnum)
+        && s.bytes().last().is_some_and(alnum)
+}
+
+/// `[prefix/]name`, the prefix a DNS subdomain.
+fn is_label_key(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => {
+            let label = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            };
+            prefix.len() <= 253 && prefix.split('.').all(label) && is_label_name(name)
+        }
+        None => is_label_name(s),
+    }
+}
+
+/// A label value may be empty.
+fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_label_name(s)
+}
+
+/// The target type an Ingress's annotations choose, given the settings' default, and every
+/// annotation not used.
+pub fn target_type(
+    annotations: &BTreeMap<String, String>,
+    default: &TargetType,
+) -> (TargetType, Vec<BadAnnotation>) {
+    let mut bad = Vec::new();
+    let chosen = match annotations.get(TARGET_TYPE) {
+        None => default.clone(),
+        Some(value) => TargetType::parse(value).unwrap_or_else(|| {
+            bad.push(BadAnnotation {
+                key: TARGET_TYPE,
+                value: value.clone(),
+                message: "is not `ip` or `instance`".to_string(),
+            });
+            default.clone()
+        }),
+    };
+    let Some(value) = annotations.get(TARGET_NODE_LABELS) else {
+        return (chosen, bad);
+    };
+    let chosen = match chosen {
+        TargetType::Ip => {
+            bad.push(BadAnnotation {
+                key: TARGET_NODE_LABELS,
+                value: value.clone(),
+                message: "is not used: the target type is `ip`, not `instance`".to_string(),
+            });
+            TargetType::Ip
+        }
+        TargetType::Instance(default_selector) => match NodeSelector::parse(value) {
+            Ok(sel) => TargetType::Instance(sel),
+            Err(message) => {
+                bad.push(BadAnnotation {
+                    key: TARGET_NODE_LABELS,
+                    value: value.clone(),
+                    message,
+                });
+                TargetType::Instance(default_selector)
+            }
+        },
+    };
+    (chosen, bad)
+}
+
+/// The `instance` targets of a NodePort: the first `InternalIP` of every Node that is ready,
+/// schedulable and admitted by `selector`, with `node_port`; sorted.
+pub fn node_targets(
+    nodes: &[NodeInput],
+    selector: &NodeSelector,
+    node_port: u16,
+) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = nodes
+        .iter()
+        .filter(|n| n.ready && !n.unschedulable && selector.matches(&n.labels))
+        .filter_map(|n| {
+            n.internal_ips
+                .iter()
+                .find_map(|a| a.parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, node_port))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(
+        name: &str,
+        ip: &str,
+        ready: bool,
+        unschedulable: bool,
+        labels: &[(&str, &str)],
+    ) -> NodeInput {
+        NodeInput {
+            name: name.into(),
+            internal_ips: if ip.is_empty() {
+                vec![]
+            } else {
+                vec![ip.into()]
+            },
+            ready,
+            unschedulable,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_ready_schedulable_nodes_with_an_internal_ip_that_match_the_labels_are_targets() {
+        let nodes = vec![
+            node(
+                "ready",
+                "10.0.0.1",
+                true,
+                false,
+                &[("pool", "edge"), ("zone", "a")],
+            ),
+            node(
+                "not-ready",
+                "10.0.0.2",
+                false,
+                false,
+                &[("pool", "edge"), ("zone", "a")],
+            ),
+            node(
+                "cordoned",
+                "10.0.0.3",
+                true,
+                true,
+                &[("pool", "edge"), ("zone", "a")],
+            ),
+            node("no-ip", "", true, false, &[("pool", "edge"), ("zone", "a")]),
+            node(
+                "other-zone",
+                "10.0.0.5",
+                true,
+                false,
+                &[("pool", "edge"), ("zone", "b")],
+            ),
+            node("unlabelled", "10.0.0.6", true, false, &[]),
+            node("bad-ip", "not-an-ip", true, false, &[]),
+        ];
+        let sel = |s: &str| NodeSelector::parse(s).unwrap();
+        for (selector, want) in [
+            (
+                NodeSelector::default(),
+                vec!["10.0.0.1", "10.0.0.5", "10.0.0.6"],
+            ),
+            (sel("pool=edge"), vec!["10.0.0.1", "10.0.0.5"]),
+            (sel("pool=edge,zone=a"), vec!["10.0.0.1"]),
+            (sel(" zone=b , pool=edge "), vec!["10.0.0.5"]),
+            (sel("pool=core"), vec![]),
+        ] {
+            let got: Vec<String> = node_targets(&nodes, &selector, 30080)
+                .iter()
+                .map(|a| {
+                    assert_eq!(a.port(), 30080);
+                    a.ip().to_string()
+                })
+                .collect();
+            assert_eq!(got, want, "{selector}");
+        }
+    }
+
+    #[test]
+    fn a_dual_stack_node_is_one_target_at_its_first_internal_ip() {
+        let mut n = node("dual", "fd00::1", true, false, &[]);
+        n.internal_ips.push("10.0.0.1".into());
+        let got = node_targets(&[n], &NodeSelector::default(), 30000);
+        assert_eq!(got, vec!["[fd00::1]:30000".parse().unwrap()]);
+    }
+
+    #[test]
+    fn node_label_filters_are_parsed_or_refused_with_a_reason() {
+        for (text, ok) in [
+            ("pool=edge", true),
+            ("pool=edge,zone=a", true),
+            ("node.kubernetes.io/instance-type=m5.large", true),
+            ("role=", true),
+            ("pool=edge,pool=edge", true),
+            ("", false),
+            ("pool", false),
+            ("pool=edge,", false),
+            ("=edge", false),
+            ("pool=edge,pool=core", false),
+            ("pool=-edge", false),
+            ("po ol=edge", false),
+            ("Bad_Prefix.com/x=y", false),
+            ("pool!=edge", false),
+        ] {
+            assert_eq!(NodeSelector::parse(text).is_ok(), ok, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_annotations_choose_the_target_type_and_bad_values_keep_the_default() {
+        let instance = |s: &str| {
+            TargetType::Instance(if s.is_empty() {
+                NodeSelector::default()
+            } else {
+                NodeSelector::parse(s).unwrap()
+            })
+        };
+        for (pairs, default, want, bad_keys) in [
+            (vec![], TargetType::Ip, TargetType::Ip, vec![]),
+            (vec![], instance(""), instance(""), vec![]),
+            (
+                vec![(TARGET_TYPE, "instance")],
+                TargetType::Ip,
+                instance(""),
+                vec![],
+            ),
+            (
+                vec![(TARGET_TYPE, " ip ")],
+                instance(""),
+                TargetType::Ip,
+                vec![],
+            ),
+            (
+                vec![(TARGET_TYPE, "node")],
+                TargetType::Ip,
+                TargetType::Ip,
+                vec![TARGET_TYPE],
+            ),
+            (
+                vec![(TARGET_TYPE, "instance"), (TARGET_NODE_LABELS, "pool=edge")],
+                TargetType::Ip,
+                instance("pool=edge"),
+                vec![],
+            ),
+            // The settings' default applies the filter too.
+            (
+                vec![(TARGET_NODE_LABELS, "pool=edge")],
+                instance(""),
+                instance("pool=edge"),
+                vec![],
+            ),
+            (
+                vec![(TARGET_TYPE, "instance"), (TARGET_NODE_LABELS, "pool edge")],
+                TargetType::Ip,
+                instance(""),
+                vec![TARGET_NODE_LABELS],
+            ),
+            (
+                vec![(TARGET_NODE_LABELS, "pool=edge")],
+                TargetType::Ip,
+                TargetType::Ip,
+                vec![TARGET_NODE_LABELS],
+            ),
+        ] {
+            let (got, bad) = target_type(&annotations(&pairs), &default);
+            assert_eq!(got, want, "{pairs:?}");
+            let keys: Vec<&str> = bad.iter().map(|b| b.key).collect();
+            assert_eq!(keys, bad_keys, "{pairs:?}");
+        }
+    }
+
+    // Snapshot building with instance targets.
+
+    use crate::build::{build_with, BuildDefaults, ClassPolicy, PoolKey, SkipReason, Target};
+    use crate::model::*;
+
+    fn class_policy() -> ClassPolicy {
+        ClassPolicy {
+            controller: "sluice.dev/ingress-controller".into(),
+            class_name: "sluice".into(),
+            serve_classless: false,
+        }
+    }
+
+    /// Service `web/app` (NodePort: port 80, nodePort 30080) and `web/internal` (ClusterIP:
+    /// port 80), one pod 10.1.0.1:8080 each, and four Nodes.
+    fn cluster() -> Inputs {
+        let service = |name: &str, type_: &str, node_port: Option<i32>| ServiceInput {
+            namespace: "web".into(),
+            name: name.into(),
+            type_: type_.into(),
+            ports: vec![ServicePortInput {
+                name: "http".into(),
+                port: 80,
+                node_port,
+                ..Default::default()
+            }],
+        };
+        let slice = |service: &str| EndpointSliceInput {
+            namespace: "web".into(),
+            name: format!("{service}-1"),
+            service: service.into(),
+            address_type: "IPv4".into(),
+            ports: vec![SlicePortInput {
+                name: "http".into(),
+                port: Some(8080),
+            }],
+            endpoints: vec![EndpointInput {
+                addresses: vec!["10.1.0.1".into()],
+                ..Default::default()
+            }],
+        };
+        Inputs {
+            services: vec![
+                service("app", "NodePort", Some(30080)),
+                service("internal", "ClusterIP", None),
+            ],
+            slices: vec![slice("app"), slice("internal")],
+            nodes: vec![
+                node("a", "10.0.0.1", true, false, &[("pool", "edge")]),
+                node("b", "10.0.0.2", true, false, &[("pool", "core")]),
+                node("c", "10.0.0.3", false, false, &[("pool", "edge")]),
+                node("d", "10.0.0.4", true, true, &[("pool", "edge")]),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// An Ingress `name` whose one rule sends `/{name}` to `service` port 80.
+    fn ingress(name: &str, service: &str, pairs: &[(&str, &str)]) -> IngressInput {
+        IngressInput {
+            namespace: "web".into(),
+            name: name.into(),
+            class_name: Some("sluice".into()),
+            annotations: annotations(pairs),
+            rules: vec![RuleInput {
+                host: None,
+                paths: vec![PathInput {
+                    path: Some(format!("/{name}")),
+                    path_type: Some("Prefix".into()),
+                    backend: BackendInput::Service {
+                        name: service.into(),
+                        port: PortRef::Number(80),
+                    },
+                }],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn target_of<'a>(snap: &'a crate::Snapshot, path: &str) -> &'a Target {
+        let entry = snap.routes.find("any", path).expect("a route");
+        snap.target(entry).expect("a target")
+    }
+
+    fn endpoints(snap: &crate::Snapshot, path: &str) -> Vec<String> {
+        match target_of(snap, path) {
+            Target::Pool(key) => snap.endpoints[key].iter().map(|a| a.to_string()).collect(),
+            t => panic!("{path}: {t:?}"),
+        }
+    }
+
+    #[test]
+    fn ip_and_instance_routes_to_one_service_port_get_separate_pools() {
+        let mut inputs = cluster();
+        inputs.ingresses = vec![
+            ingress("ip", "app", &[]),
+            ingress("explicit-ip", "app", &[(TARGET_TYPE, "ip")]),
+            ingress("instance", "app", &[(TARGET_TYPE, "instance")]),
+            ingress(
+                "edge",
+                "app",
+                &[(TARGET_TYPE, "instance"), (TARGET_NODE_LABELS, "pool=edge")],
+            ),
+            ingress(
+                "core",
+                "app",
+                &[(TARGET_TYPE, "instance"), (TARGET_NODE_LABELS, "pool=core")],
+            ),
+        ];
+        let snap = build_with(&inputs, &class_policy(), &BuildDefaults::default());
+        assert!(snap.skipped.is_empty(), "{:?}", snap.skipped);
+        for (path, want) in [
+            ("/ip", vec!["10.1.0.1:8080"]),
+            ("/explicit-ip", vec!["10.1.0.1:8080"]),
+            ("/instance", vec!["10.0.0.1:30080", "10.0.0.2:30080"]),
+            ("/edge", vec!["10.0.0.1:30080"]),
+            ("/core", vec!["10.0.0.2:30080"]),
+        ] {
+            assert_eq!(endpoints(&snap, path), want, "{path}");
+        }
+        // One pool for both ip routes, one per distinct node filter: four in all.
+        let keys: Vec<&PoolKey> = snap.endpoints.keys().collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        assert!(keys.iter().all(|k| k.service == "app" && k.port == 80));
+    }
+
+    #[test]
+    fn the_settings_default_makes_routes_without_the_annotation_instance_routes() {
+        let mut inputs = cluster();
+        inputs.ingresses = vec![
+            ingress("plain", "app", &[]),
+            ingress("pods", "app", &[(TARGET_TYPE, "ip")]),
+        ];
+        let defaults = BuildDefaults {
+            target_type: TargetType::parse("instance").unwrap(),
+        };
+        let snap = build_with(&inputs, &class_policy(), &defaults);
+        assert_eq!(
+            endpoints(&snap, "/plain"),
+            vec!["10.0.0.1:30080", "10.0.0.2:30080"]
+        );
+        assert_eq!(endpoints(&snap, "/pods"), vec!["10.1.0.1:8080"]);
+    }
+
+    #[test]
+    fn a_service_port_without_a_node_port_is_unresolved_in_instance_mode_only() {
+        for (service, pairs, missing_node_port) in [
+            ("internal", vec![(TARGET_TYPE, "instance")], true),
+            ("internal", vec![], false),
+            ("app", vec![(TARGET_TYPE, "instance")], false),
+        ] {
+            let mut inputs = cluster();
+            inputs.ingresses = vec![
+                ingress("route", service, &pairs),
+                ingress("other", "app", &[]),
+            ];
+            let snap = build_with(&inputs, &class_policy(), &BuildDefaults::default());
+            let reasons: Vec<&SkipReason> = snap.skipped.iter().map(|s| &s.reason).collect();
+            if missing_node_port {
+                assert!(
+                    matches!(target_of(&snap, "/route"), Target::Unresolved { reason } if reason.contains("nodePort")),
+                    "{service} {pairs:?}"
+                );
+                assert_eq!(reasons, vec![&SkipReason::MissingNodePort]);
+                assert_eq!(snap.skipped[0].reason.as_str(), "MissingNodePort");
+                assert!(
+                    snap.skipped[0].message.contains("web/internal"),
+                    "{:?}",
+                    snap.skipped
+                );
+            } else {
+                assert!(
+                    matches!(target_of(&snap, "/route"), Target::Pool(_)),
+                    "{service} {pairs:?}"
+                );
+                assert!(reasons.is_empty(), "{reasons:?}");
+            }
+            // The other route keeps serving either way.
+            assert_eq!(endpoints(&snap, "/other"), vec!["10.1.0.1:8080"]);
+        }
+    }
+
+    #[test]
+    fn a_bad_target_annotation_is_reported_and_the_route_keeps_serving_with_the_default() {
+        let mut inputs = cluster();
+        inputs.ingresses = vec![
+            ingress("typo", "app", &[(TARGET_TYPE, "instances")]),
+            ingress(
+                "labels",
+                "app",
+                &[(TARGET_TYPE, "instance"), (TARGET_NODE_LABELS, "pool")],
+            ),
+        ];
+        let snap = build_with(&inputs, &class_policy(), &BuildDefaults::default());
+        let reasons: Vec<&str> = snap.skipped.iter().map(|s| s.reason.as_str()).collect();
+        assert_eq!(reasons, vec!["InvalidAnnotation", "InvalidAnnotation"]);
+        assert_eq!(endpoints(&snap, "/typo"), vec!["10.1.0.1:8080"]);
+        assert_eq!(
+            endpoints(&snap, "/labels"),
+            vec!["10.0.0.1:30080", "10.0.0.2:30080"]
+        );
+    }
+
+    #[test]
+    fn the_report_shows_an_instance_route_and_its_node_filter_in_brackets() {
+        let mut inputs = cluster();
+        inputs.ingresses = vec![
+            ingress(
+                "edge",
+                "app",
+                &[
+                    (TARGET_TYPE, "instance"),
+                    (TARGET_NODE_LABELS, "pool=edge"),
+                    ("sluice.dev/load-balance", "ewma"),
+                ],
+            ),
+            ingress("pods", "app", &[]),
+        ];
+        let text = crate::report::render(&build_with(
+            &inputs,
+            &class_policy(),
+            &BuildDefaults::default(),
+        ));
+        assert!(
+            text.contains(
+                "/edge (Prefix) -> web/app:80 (1 ready endpoint) [instance pool=edge, ewma]\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("/pods (Prefix) -> web/app:80 (1 ready endpoint)\n"),
+            "{text}"
+        );
+    }
+}
