@@ -6,6 +6,7 @@
 //! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend
 //!   targets, ready endpoints, and every rule skipped with its reason.
 //! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
+//! - [`health`]: per-Service active health checks (annotations and their settings defaults).
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
@@ -14,6 +15,7 @@
 
 pub mod annotations;
 pub mod build;
+pub mod health;
 pub mod model;
 pub mod report;
 pub mod routes;

@@ -177,12 +177,15 @@ pub fn start_with(
         .map_err(StartError::Runtime)?;
 
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
-    let state = Arc::new(State::new(
-        ClassPolicy::from(&settings),
-        settings.ejection,
-        metrics,
-        tls,
-    ));
+    let state = Arc::new(
+        State::new(
+            ClassPolicy::from(&settings),
+            settings.ejection,
+            metrics,
+            tls,
+        )
+        .with_health_check_defaults(settings.health_check.clone()),
+    );
     let (stop, stop_rx) = watch::channel(false);
 
     // The descriptor table through which Pingora's listeners take our bound sockets.
@@ -355,6 +358,11 @@ async fn run(
         let shutdown = shutdown_rx.clone();
         tokio::spawn(async move { source.start(shutdown).await })
     };
+    // Active health checks: every probe task belongs to this one, which ends with the server.
+    let health_task = {
+        let (state, shutdown) = (state.clone(), shutdown_rx.clone());
+        tokio::spawn(crate::health::run(state, shutdown))
+    };
     let proxy_task = {
         let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
         tokio::spawn(async move { proxy.start_service(Some(fds), shutdown, 1).await })
@@ -388,6 +396,8 @@ async fn run(
         .await
         .is_ok();
     source_task.abort();
+    health_task.abort();
+    let _ = health_task.await;
     if drained {
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
