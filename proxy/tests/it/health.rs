@@ -318,6 +318,35 @@ async fn a_service_without_checks_gets_no_probes_and_one_that_drops_them_is_no_l
     assert_eq!(plain.probes(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_leaves_the_pool_is_no_longer_probed() {
+    let (a, b) = (&Probed::start("a").await, &Probed::start("b").await);
+    let s = &Sluice::start(&web(HTTP_CHECK, &[a, b])).await;
+    eventually(STEP, "both endpoints probed", || async move {
+        (a.probes() > 0 && b.probes() > 0).then_some(())
+    })
+    .await;
+    s.write_manifest("routes.yaml", &web(HTTP_CHECK, &[a]));
+    eventually(STEP, "b to leave the pool", || async move {
+        let state = s.running.as_ref().unwrap().state.clone();
+        let live = state.live_full();
+        let pool = live.pools.iter().flatten().next()?;
+        (pool.endpoints() == vec![a.addr]).then_some(())
+    })
+    .await;
+    let gone = b.probes();
+    // a is still probed every 100 ms: time enough for b's task to have stopped.
+    let seen = a.probes();
+    eventually(STEP, "five more probes of a", || async move {
+        (a.probes() >= seen + 5).then_some(())
+    })
+    .await;
+    assert!(
+        b.probes() <= gone + 1,
+        "b was probed after it left the pool"
+    );
+}
+
 async fn a_bad_health_check_annotation_is_reported_and_the_default_used() {
     let (a, b) = (&Probed::start("a").await, &Probed::start("b").await);
     let mut check = HTTP_CHECK.to_vec();
