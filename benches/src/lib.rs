@@ -90,6 +90,7 @@ fn service_and_slice(ns: &str, name: &str, n: usize) -> (ServiceInput, EndpointS
                 ..Default::default()
             },
         ],
+        ..Default::default()
     };
     let endpoints = (0..ENDPOINTS_PER_SERVICE)
         .map(|k| EndpointInput {

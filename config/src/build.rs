@@ -7,10 +7,11 @@
 //! of every name in `spec.tls` ([`crate::tls`]), and reports every rule it skipped with the
 //! reason. A bad rule degrades only itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
+use crate::health::{service_health_check, HealthCheckOverrides};
 use crate::model::{
     BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, NodeInput,
     ObjectRef, PortRef, ServiceInput,
@@ -162,6 +163,9 @@ pub struct Snapshot {
     pub ingresses: Vec<ServedIngress>,
     /// The ready endpoint addresses of every pool a route uses, sorted.
     pub endpoints: BTreeMap<PoolKey, Vec<SocketAddr>>,
+    /// What the Service's annotations set about the active health checks of each pool, for
+    /// pools whose Service sets any (the others follow the settings alone).
+    pub health_checks: BTreeMap<PoolKey, HealthCheckOverrides>,
     /// Names with TLS: their certificate Secrets and client authentication.
     pub tls: TlsPolicy,
     /// Everything not served as written, sorted.
@@ -250,6 +254,7 @@ pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefault
         nodes: &inputs.nodes,
         // Which Ingress holds each contested rule, for conflict messages.
         owners: HashMap::new(),
+        health_reported: BTreeSet::new(),
     };
 
     for (index, ingress) in served.iter().enumerate() {
@@ -281,6 +286,8 @@ struct Builder<'a> {
     slices: &'a HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceInput>>,
     nodes: &'a [NodeInput],
     owners: HashMap<(String, String, MatchKind), ObjectRef>,
+    /// (Ingress, Service) pairs whose bad health-check annotations are already reported.
+    health_reported: BTreeSet<(ObjectRef, ObjectRef)>,
 }
 
 impl Builder<'_> {
@@ -414,6 +421,7 @@ impl Builder<'_> {
                 if policy.protocol.is_none() {
                     policy.protocol = self.app_protocol(ingress, &key, at);
                 }
+                self.add_health_check(ingress, &key);
                 if !self.snapshot.endpoints.contains_key(&key) {
                     let eps = self.endpoints_of(&key);
                     self.snapshot.endpoints.insert(key.clone(), eps);
@@ -435,6 +443,39 @@ impl Builder<'_> {
         self.snapshot.policies.push(key.1.clone());
         self.target_ids.insert(key, id);
         id
+    }
+
+    /// Records the health-check annotations of `key`'s Service and reports its bad ones on
+    /// `ingress` (once per Ingress and Service), so they become Events where routes are.
+    fn add_health_check(&mut self, ingress: &IngressInput, key: &PoolKey) {
+        let Some(svc) = self
+            .services
+            .get(&(key.namespace.as_str(), key.service.as_str()))
+        else {
+            return;
+        };
+        if svc.annotations.is_empty() {
+            return;
+        }
+        let (overrides, bad) = service_health_check(&svc.annotations);
+        if !overrides.is_empty() {
+            self.snapshot.health_checks.insert(key.clone(), overrides);
+        }
+        let service = ObjectRef::new(&key.namespace, &key.service);
+        if bad.is_empty()
+            || !self
+                .health_reported
+                .insert((ingress.object_ref(), service.clone()))
+        {
+            return;
+        }
+        for b in bad {
+            self.skip(
+                ingress,
+                SkipReason::InvalidAnnotation,
+                format!("Service {service}: {b}"),
+            );
+        }
     }
 
     fn resolve_target(

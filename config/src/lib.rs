@@ -7,6 +7,7 @@
 //!   targets, ready endpoints, and every rule skipped with its reason.
 //! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
 //! - [`targets`]: `ip` or `instance` targets: a Service's pods, or its NodePort on Nodes.
+//! - [`health`]: per-Service active health checks (annotations and their settings defaults).
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
@@ -15,6 +16,7 @@
 
 pub mod annotations;
 pub mod build;
+pub mod health;
 pub mod model;
 pub mod report;
 pub mod routes;

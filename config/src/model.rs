@@ -125,6 +125,9 @@ pub struct ServiceInput {
     /// `spec.type`: `ClusterIP`, `NodePort`, `LoadBalancer` or `ExternalName`.
     pub type_: String,
     pub ports: Vec<ServicePortInput>,
+    /// The `sluice.dev/` keys of `metadata.annotations`: the `sluice.dev/health-check*` ones set
+    /// its active health checks ([`crate::health`]).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One `ports[]` entry of an EndpointSlice.

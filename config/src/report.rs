@@ -207,6 +207,7 @@ mod tests {
                 port: 80,
                 ..Default::default()
             }],
+            ..Default::default()
         };
         let slice = EndpointSliceInput {
             namespace: "web".into(),

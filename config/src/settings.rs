@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::annotations::Balance;
+use crate::health::HealthCheck;
 use crate::targets::TargetType;
 
 /// Where plain HTTP is served when `server.http_listen` is not set.
@@ -229,6 +230,9 @@ pub struct Settings {
     /// What routes whose Ingress sets no `sluice.dev/target-type` dial (never with a node-label
     /// filter, which is set per Ingress).
     pub target_type: TargetType,
+    /// The active health check of Services whose annotations do not say otherwise
+    /// (`[upstream.health_check]`); by default none.
+    pub health_check: HealthCheck,
     pub controller_name: String,
     pub ingress_class: String,
     /// Serve Ingresses that name no class, even without a default IngressClass of ours.
@@ -454,6 +458,91 @@ mod file {
         pub eject_base_ms: u64,
         pub eject_max_ms: u64,
         pub target_type: String,
+        pub health_check: HealthCheckFile,
+    }
+
+    /// `[upstream.health_check]`: the defaults of every Service's active health check.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct HealthCheckFile {
+        pub kind: String,
+        pub path: String,
+        /// 0: the traffic port.
+        pub port: u16,
+        pub interval_ms: u64,
+        pub timeout_ms: u64,
+        pub healthy_threshold: u32,
+        pub unhealthy_threshold: u32,
+        pub success_codes: String,
+    }
+
+    impl Default for HealthCheckFile {
+        fn default() -> Self {
+            let d = HealthCheck::default();
+            HealthCheckFile {
+                kind: d.kind.name().to_string(),
+                path: d.path,
+                port: 0,
+                interval_ms: d.interval.as_millis() as u64,
+                timeout_ms: d.timeout.as_millis() as u64,
+                healthy_threshold: d.healthy_threshold,
+                unhealthy_threshold: d.unhealthy_threshold,
+                success_codes: d.success_codes.to_string(),
+            }
+        }
+    }
+
+    impl HealthCheckFile {
+        fn validate(self, path: &Path) -> Result<HealthCheck, ConfigError> {
+            use crate::health::{parse_path, parse_threshold, CheckKind, SuccessCodes};
+            let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            };
+            let positive_ms = |key: &'static str, ms: u64| {
+                if ms == 0 {
+                    Err(invalid(key, "must be greater than 0".to_string()))
+                } else {
+                    Ok(Duration::from_millis(ms))
+                }
+            };
+            let kind = CheckKind::parse(&self.kind).ok_or_else(|| {
+                invalid(
+                    "upstream.health_check.kind",
+                    format!(
+                        "`{}` is not a kind; use \"none\", \"http\" or \"tcp\"",
+                        self.kind
+                    ),
+                )
+            })?;
+            let threshold = |key: &'static str, n: u32| {
+                parse_threshold(&n.to_string()).map_err(|m| invalid(key, format!("`{n}` {m}")))
+            };
+            Ok(HealthCheck {
+                kind,
+                path: parse_path(&self.path).map_err(|m| {
+                    invalid("upstream.health_check.path", format!("`{}` {m}", self.path))
+                })?,
+                port: (self.port != 0).then_some(self.port),
+                interval: positive_ms("upstream.health_check.interval_ms", self.interval_ms)?,
+                timeout: positive_ms("upstream.health_check.timeout_ms", self.timeout_ms)?,
+                healthy_threshold: threshold(
+                    "upstream.health_check.healthy_threshold",
+                    self.healthy_threshold,
+                )?,
+                unhealthy_threshold: threshold(
+                    "upstream.health_check.unhealthy_threshold",
+                    self.unhealthy_threshold,
+                )?,
+                success_codes: SuccessCodes::parse(&self.success_codes).map_err(|m| {
+                    invalid(
+                        "upstream.health_check.success_codes",
+                        format!("`{}` {m}", self.success_codes),
+                    )
+                })?,
+            })
+        }
     }
 
     impl Default for Upstream {
@@ -470,6 +559,7 @@ mod file {
                 eject_base_ms: DEFAULT_EJECT_BASE_MS,
                 eject_max_ms: DEFAULT_EJECT_MAX_MS,
                 target_type: DEFAULT_TARGET_TYPE.to_string(),
+                health_check: HealthCheckFile::default(),
             }
         }
     }
@@ -851,6 +941,7 @@ mod file {
             };
 
             let tls = self.tls.validate(path, &addr)?;
+            let health_check = self.upstream.health_check.validate(path)?;
 
             Ok(Settings {
                 tls,
@@ -881,6 +972,7 @@ mod file {
                 load_balance,
                 ejection,
                 target_type,
+                health_check,
                 controller_name: self.controller.name,
                 ingress_class: self.controller.ingress_class,
                 watch_ingress_without_class: self.controller.watch_ingress_without_class,
@@ -1106,6 +1198,61 @@ mod tests {
         }
         let err = parse("[tls]\nhttps_port = 1\n").unwrap_err();
         assert!(err.to_string().contains("`tls.https_port`"), "{err}");
+    }
+
+    #[test]
+    fn health_check_defaults_are_off_and_the_file_can_turn_them_on() {
+        use crate::health::{CheckKind, SuccessCodes};
+        let s = parse("").unwrap();
+        assert_eq!(s.health_check, HealthCheck::default());
+        assert_eq!(s.health_check.kind, CheckKind::None);
+        let s = parse(
+            "[upstream.health_check]\nkind = \"http\"\npath = \"/ready\"\nport = 8081\n\
+             interval_ms = 1000\ntimeout_ms = 500\nhealthy_threshold = 1\nunhealthy_threshold = 4\n\
+             success_codes = \"200-299\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.health_check,
+            HealthCheck {
+                kind: CheckKind::Http,
+                path: "/ready".into(),
+                port: Some(8081),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(500),
+                healthy_threshold: 1,
+                unhealthy_threshold: 4,
+                success_codes: SuccessCodes(vec![(200, 299)]),
+            }
+        );
+        for (text, key) in [
+            ("kind = \"grpc\"", "upstream.health_check.kind"),
+            ("path = \"ready\"", "upstream.health_check.path"),
+            ("interval_ms = 0", "upstream.health_check.interval_ms"),
+            ("timeout_ms = 0", "upstream.health_check.timeout_ms"),
+            (
+                "healthy_threshold = 0",
+                "upstream.health_check.healthy_threshold",
+            ),
+            (
+                "unhealthy_threshold = 1000",
+                "upstream.health_check.unhealthy_threshold",
+            ),
+            (
+                "success_codes = \"ok\"",
+                "upstream.health_check.success_codes",
+            ),
+        ] {
+            match parse(&format!("[upstream.health_check]\n{text}\n")) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an Invalid error for {key}, got {other:?}"),
+            }
+        }
+        let err = parse("[upstream.health_check]\ninterval = 5\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`upstream.health_check.interval`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -443,6 +443,7 @@ mod tests {
                 node_port,
                 ..Default::default()
             }],
+            ..Default::default()
         };
         let slice = |service: &str| EndpointSliceInput {
             namespace: "web".into(),

@@ -59,6 +59,7 @@ fn resolve(
             app_protocol: app_protocol.map(str::to_string),
             ..Default::default()
         }],
+        ..Default::default()
     };
     let snap = build(
         &Inputs {
@@ -148,6 +149,7 @@ fn two_ingresses_of_different_protocols_share_one_pool_with_two_targets() {
                     port: 80,
                     ..Default::default()
                 }],
+                ..Default::default()
             }],
             ..Default::default()
         },

@@ -28,6 +28,7 @@ fn svc(ns: &str, name: &str, ports: &[(&str, i32)]) -> ServiceInput {
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -638,4 +639,79 @@ fn a_terminating_endpoint_gets_no_new_requests_even_while_it_serves() {
         .map(|a| a.to_string())
         .collect();
     assert_eq!(eps, vec!["10.0.0.1:8080"]);
+}
+
+#[test]
+fn health_check_annotations_of_a_service_reach_its_pools_and_bad_ones_are_reported_per_ingress() {
+    use sluice_config::health::{CheckKind, HEALTH_CHECK, HEALTH_CHECK_INTERVAL};
+    let mut checked = svc("default", "a", &[("http", 80)]);
+    checked.annotations = [(HEALTH_CHECK, "http"), (HEALTH_CHECK_INTERVAL, "often")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let inputs = Inputs {
+        ingresses: vec![
+            ingress(
+                "one",
+                Some(1),
+                Some("a.test"),
+                // Two rules to the same Service: reported once for this Ingress.
+                vec![
+                    path("/", "Prefix", backend("a", 80)),
+                    path("/x", "Prefix", backend("a", 80)),
+                ],
+            ),
+            ingress(
+                "two",
+                Some(2),
+                Some("b.test"),
+                vec![
+                    path("/", "Prefix", backend("a", 80)),
+                    path("/b", "Prefix", backend("b", 80)),
+                ],
+            ),
+            ingress(
+                "three",
+                Some(3),
+                Some("c.test"),
+                vec![path("/", "Prefix", backend("b", 80))],
+            ),
+        ],
+        services: vec![checked, svc("default", "b", &[("http", 80)])],
+        ..Default::default()
+    };
+    let snap = build(&inputs, &policy());
+    let keys: Vec<String> = snap.health_checks.keys().map(|k| k.to_string()).collect();
+    assert_eq!(
+        keys,
+        vec!["default/a:80"],
+        "only the annotated Service's pool"
+    );
+    let overrides = snap.health_checks.values().next().unwrap();
+    assert_eq!(overrides.kind, Some(CheckKind::Http));
+    assert_eq!(
+        overrides.interval, None,
+        "the bad interval keeps its default"
+    );
+    let reported: Vec<(String, SkipReason)> = snap
+        .skipped
+        .iter()
+        .map(|s| (s.ingress.name.clone(), s.reason.clone()))
+        .collect();
+    assert_eq!(
+        reported,
+        vec![
+            ("one".to_string(), SkipReason::InvalidAnnotation),
+            ("two".to_string(), SkipReason::InvalidAnnotation),
+        ]
+    );
+    assert!(
+        snap.skipped[0]
+            .message
+            .contains("Service default/a: annotation `sluice.dev/health-check-interval`"),
+        "{}",
+        snap.skipped[0].message
+    );
+    // The rules still serve.
+    assert_eq!(route(&inputs, "a.test", "/x"), Some("a:80".into()));
 }

@@ -5,6 +5,7 @@
 //! - [`k8s`]: the Kubernetes source: watchers, leader election, Ingress status, Events.
 //! - [`state`]: the live snapshot the request path reads and the one way it changes.
 //! - [`pool`]: endpoint pools (pingora-load-balancing glue).
+//! - [`health`]: active health checks of the pools whose Service asks for them.
 //! - [`router`]: the `ProxyHttp` implementation; the one place errors become statuses.
 //! - [`tls`]: the HTTPS listener, the SNI certificate store, client certificates.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
@@ -16,6 +17,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod files;
+pub mod health;
 pub mod k8s;
 pub mod logging;
 pub mod metrics;

@@ -129,7 +129,7 @@ impl Metrics {
             pool_endpoints: reg!(IntGaugeVec::new(
                 Opts::new(
                     "sluice_pool_endpoints",
-                    "Endpoints of each pool by state (ready, ejected)"
+                    "Endpoints of each pool by state (ready, ejected, unhealthy)"
                 ),
                 &["namespace", "service", "port", "state"],
             )?),

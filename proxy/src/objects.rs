@@ -274,6 +274,16 @@ pub fn service_input(s: &Service) -> ServiceInput {
                 app_protocol: p.app_protocol,
             })
             .collect(),
+        // Only sluice's own keys: a Service's other annotations (kubectl's last-applied
+        // configuration among them) are large and never read.
+        annotations: s
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("sluice.dev/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -432,6 +442,26 @@ mod tests {
             BackendInput::Unsupported(_)
         ));
         assert_eq!(input.tls[0].secret_name.as_deref(), Some("a-tls"));
+    }
+
+    #[test]
+    fn a_service_translates_with_its_own_annotations_only() {
+        let doc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {
+                "sluice.dev/health-check": "http",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}"
+            }},
+            "spec": {"ports": [{"name": "http", "port": 80}]}
+        });
+        let Some(Object::Service(svc)) = parse_document(doc).unwrap() else {
+            panic!("not a service")
+        };
+        let input = service_input(&svc);
+        assert_eq!(
+            input.annotations.into_iter().collect::<Vec<_>>(),
+            vec![("sluice.dev/health-check".to_string(), "http".to_string())]
+        );
     }
 
     #[test]

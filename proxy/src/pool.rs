@@ -23,6 +23,18 @@
 //! candidate is ejected still goes to one of them. An affinity cookie naming an ejected endpoint
 //! moves its client. Ejection ends by itself when its time is up; the next answers decide again.
 //!
+//! # Active health
+//!
+//! A pool whose Service asks for active health checks ([`Pool::set_health_check`]) is probed by
+//! [`crate::health`]; this module keeps each endpoint's verdict ([`Endpoint::record_probe`]):
+//! `unhealthy_threshold` failed probes in a row take it out of the rotation of every algorithm
+//! and of affinity, `healthy_threshold` passes in a row bring it back. New endpoints start
+//! healthy, so endpoint churn never drops traffic while a first verdict is pending (a pod is
+//! only listed once Kubernetes reports it ready, which is already a health verdict). It fails
+//! open, as AWS ALB and Envoy's panic mode do: when no endpoint a request may use is healthy,
+//! the unhealthy ones serve it. A pool whose checks are turned off returns every endpoint to
+//! rotation.
+//!
 //! # Algorithms
 //!
 //! - **Round robin**: one counter per pool, advanced by every request of every thread.
@@ -43,11 +55,12 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use sluice_config::health::HealthCheck;
 use sluice_config::{Ejection, PoolKey};
 
 /// Time constant of the EWMA latency score: how fast old observations fade (as Linkerd's).
@@ -79,6 +92,13 @@ pub struct Endpoint {
     ejections: AtomicU32,
     /// Until when the endpoint is ejected, as [`since_epoch`] nanoseconds; 0: never was.
     ejected_until: AtomicU64,
+    /// Active health: cleared by failed probes, set again by passing ones. Only the endpoint's
+    /// probe task writes it and the two streak counters below.
+    healthy: AtomicBool,
+    /// Probes passed in a row.
+    probe_passes: AtomicU32,
+    /// Probes failed in a row.
+    probe_failures: AtomicU32,
 }
 
 impl Endpoint {
@@ -94,7 +114,54 @@ impl Endpoint {
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            probe_passes: AtomicU32::new(0),
+            probe_failures: AtomicU32::new(0),
         }
+    }
+
+    /// Whether the endpoint's active health checks (if any) let it serve.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records one probe result. A healthy endpoint turns unhealthy at `unhealthy_threshold`
+    /// failures in a row, an unhealthy one healthy at `healthy_threshold` passes in a row (both
+    /// at least 1). Returns the new health when this probe changed it.
+    pub fn record_probe(
+        &self,
+        pass: bool,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) -> Option<bool> {
+        let (streak, other, threshold) = if pass {
+            (&self.probe_passes, &self.probe_failures, healthy_threshold)
+        } else {
+            (
+                &self.probe_failures,
+                &self.probe_passes,
+                unhealthy_threshold,
+            )
+        };
+        other.store(0, Ordering::Relaxed);
+        let n = streak.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if self.is_healthy() != pass && n >= threshold.max(1) {
+            self.healthy.store(pass, Ordering::Relaxed);
+            return Some(pass);
+        }
+        None
+    }
+
+    /// Probes failed in a row so far.
+    pub fn probe_failures(&self) -> u32 {
+        self.probe_failures.load(Ordering::Relaxed)
+    }
+
+    /// Forgets every probe result: healthy again. Returns whether it was unhealthy.
+    fn reset_health(&self) -> bool {
+        self.probe_passes.store(0, Ordering::Relaxed);
+        self.probe_failures.store(0, Ordering::Relaxed);
+        !self.healthy.swap(true, Ordering::Relaxed)
     }
 
     /// Whether the endpoint is out of rotation at `now`.
@@ -202,6 +269,19 @@ pub struct Pool {
     /// The round-robin turn.
     next: AtomicUsize,
     ejection: Ejection,
+    /// The active health check its Service asks for; `None`: no probes.
+    health_check: ArcSwapOption<HealthCheck>,
+}
+
+/// How many endpoints of a pool are in each state, as `sluice_pool_endpoints` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCounts {
+    /// In rotation: healthy and not ejected.
+    pub ready: usize,
+    /// Healthy but ejected by passive ejection.
+    pub ejected: usize,
+    /// Failing their active health checks (ejected or not).
+    pub unhealthy: usize,
 }
 
 impl Pool {
@@ -214,7 +294,62 @@ impl Pool {
             endpoints: ArcSwap::from_pointee(Vec::new()),
             next: AtomicUsize::new(0),
             ejection,
+            health_check: ArcSwapOption::empty(),
         }
+    }
+
+    /// Sets the active health check (`None` or an inactive check: no probes). Returns whether it
+    /// changed. Turning checks off returns every endpoint to rotation.
+    pub fn set_health_check(&self, check: Option<HealthCheck>) -> bool {
+        let check = check.filter(HealthCheck::is_active);
+        if self.health_check.load().as_deref() == check.as_ref() {
+            return false;
+        }
+        let off = check.is_none();
+        self.health_check.store(check.map(Arc::new));
+        if off {
+            for e in self.endpoints.load().iter() {
+                if e.reset_health() {
+                    tracing::info!(
+                        pool = %self.key,
+                        endpoint = %e.addr,
+                        "health checks are off: endpoint back in rotation"
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// The active health check, if the pool has one.
+    pub fn health_check(&self) -> Option<Arc<HealthCheck>> {
+        self.health_check.load_full()
+    }
+
+    /// The endpoints now in the pool (what the health checker probes).
+    pub fn endpoint_list(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    /// Whether some endpoint of the pool passes its health checks (always, without checks).
+    pub fn any_healthy(&self) -> bool {
+        self.endpoints.load().iter().any(|e| e.is_healthy())
+    }
+
+    /// The endpoints in each state.
+    pub fn counts(&self) -> EndpointCounts {
+        let now = Instant::now();
+        let mut c = EndpointCounts::default();
+        for e in self.endpoints.load().iter() {
+            if !e.is_healthy() {
+                c.unhealthy += 1;
+            } else if e.is_ejected(now) {
+                c.ejected += 1;
+            } else {
+                c.ready += 1;
+            }
+        }
+        c
     }
 
     pub fn key(&self) -> &PoolKey {
@@ -251,20 +386,39 @@ impl Pool {
         self.endpoints.load().is_empty()
     }
 
-    /// The endpoint `pick` chooses among those `accept` takes and that are not ejected, or `None`
-    /// when `accept` takes none. When every endpoint `accept` takes is ejected (ejections race, or
-    /// the request already failed on the others), the ejected ones are used: a request is never
-    /// refused because of ejection alone.
+    /// The endpoint `pick` chooses among those `accept` takes that are healthy and not ejected,
+    /// or `None` when `accept` takes none. When none of those is left (every endpoint failing its
+    /// health checks, ejections racing, or the request already failed on the others), unhealthy
+    /// endpoints not ejected are used, then any: a request is never refused because of health
+    /// or ejection alone (fail open).
     pub fn pick(&self, pick: Pick, accept: impl Fn(&SocketAddr) -> bool) -> Option<Arc<Endpoint>> {
         let now = Instant::now();
-        self.pick_among(pick, &|e: &Endpoint| accept(&e.addr) && !e.is_ejected(now))
-            .or_else(|| self.pick_among(pick, &|e: &Endpoint| accept(&e.addr)))
+        // One turn per request, whichever tier serves it: the fallbacks must not advance it
+        // again, or two endpoints failing open would always give the same one.
+        let turn = match pick {
+            Pick::RoundRobin | Pick::Hash(None) => self.next.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.pick_among(pick, turn, &|e: &Endpoint| {
+            accept(&e.addr) && e.is_healthy() && !e.is_ejected(now)
+        })
+        .or_else(|| {
+            self.pick_among(pick, turn, &|e: &Endpoint| {
+                accept(&e.addr) && !e.is_ejected(now)
+            })
+        })
+        .or_else(|| self.pick_among(pick, turn, &|e: &Endpoint| accept(&e.addr)))
     }
 
-    fn pick_among(&self, pick: Pick, accept: &impl Fn(&Endpoint) -> bool) -> Option<Arc<Endpoint>> {
+    fn pick_among(
+        &self,
+        pick: Pick,
+        turn: usize,
+        accept: &impl Fn(&Endpoint) -> bool,
+    ) -> Option<Arc<Endpoint>> {
         let all = self.endpoints.load();
         match pick {
-            Pick::RoundRobin | Pick::Hash(None) => self.round_robin(&all, accept),
+            Pick::RoundRobin | Pick::Hash(None) => round_robin(&all, turn, accept),
             Pick::LeastRequest => two_choices(&all, accept, |e| e.in_flight() as f64),
             Pick::Ewma => {
                 let now = Instant::now();
@@ -279,7 +433,8 @@ impl Pool {
     }
 
     /// The endpoint an affinity cookie names, if it is in the pool, not ejected, and `accept`
-    /// takes it.
+    /// takes it, and it is healthy (or no endpoint of the pool is: failing open, clients keep
+    /// their endpoints rather than move at every request).
     pub fn by_token(
         &self,
         token: u64,
@@ -289,21 +444,7 @@ impl Pool {
             .load()
             .iter()
             .find(|e| e.token == token && accept(&e.addr) && !e.is_ejected(Instant::now()))
-            .cloned()
-    }
-
-    fn round_robin(
-        &self,
-        all: &[Arc<Endpoint>],
-        accept: &impl Fn(&Endpoint) -> bool,
-    ) -> Option<Arc<Endpoint>> {
-        if all.is_empty() {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..all.len())
-            .map(|i| &all[(start + i) % all.len()])
-            .find(|e| accept(e))
+            .filter(|e| e.is_healthy() || !self.any_healthy())
             .cloned()
     }
 
@@ -330,12 +471,12 @@ impl Pool {
         if failures < limit || e.is_ejected(now) {
             return false;
         }
-        // Never the last endpoint: another one must stay in rotation.
-        let others_up = self
-            .endpoints
-            .load()
+        // Never the last endpoint: another one must stay in rotation (healthy, unless none is).
+        let all = self.endpoints.load();
+        let healthy_exists = all.iter().any(|o| o.is_healthy());
+        let others_up = all
             .iter()
-            .any(|o| o.addr != e.addr && !o.is_ejected(now));
+            .any(|o| o.addr != e.addr && !o.is_ejected(now) && (o.is_healthy() || !healthy_exists));
         if !others_up {
             return false;
         }
@@ -377,6 +518,21 @@ fn since_epoch(t: Instant) -> u64 {
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+/// The first endpoint `accept` takes from position `start` on, wrapping around.
+fn round_robin(
+    all: &[Arc<Endpoint>],
+    start: usize,
+    accept: &impl Fn(&Endpoint) -> bool,
+) -> Option<Arc<Endpoint>> {
+    if all.is_empty() {
+        return None;
+    }
+    (0..all.len())
+        .map(|i| &all[start.wrapping_add(i) % all.len()])
+        .find(|e| accept(e))
+        .cloned()
 }
 
 /// Power of two choices: the lower-cost of two distinct accepted endpoints drawn at random.
@@ -710,6 +866,162 @@ mod tests {
                 .map(|e| e.addr()),
             Some(all[0])
         );
+    }
+
+    /// Three endpoints with health checks of thresholds 2 (healthy) and 3 (unhealthy).
+    fn checked_pool() -> (Pool, Vec<SocketAddr>) {
+        let pool = Pool::new(key(), no_ejection());
+        let all = addrs(3);
+        pool.set_endpoints(&all);
+        assert!(pool.set_health_check(Some(HealthCheck {
+            kind: sluice_config::health::CheckKind::Http,
+            ..HealthCheck::default()
+        })));
+        (pool, all)
+    }
+
+    fn endpoint(pool: &Pool, addr: SocketAddr) -> Arc<Endpoint> {
+        pool.endpoint_list()
+            .iter()
+            .find(|e| e.addr() == addr)
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn health_turns_at_the_thresholds_of_consecutive_results() {
+        let (pool, all) = checked_pool();
+        let e = endpoint(&pool, all[0]);
+        assert!(e.is_healthy(), "a new endpoint starts healthy");
+        // A pass in between starts the failure count again.
+        assert_eq!(e.record_probe(false, 2, 3), None);
+        assert_eq!(e.record_probe(false, 2, 3), None);
+        assert_eq!(e.record_probe(true, 2, 3), None);
+        assert_eq!(e.record_probe(false, 2, 3), None);
+        assert_eq!(e.record_probe(false, 2, 3), None);
+        assert_eq!(
+            e.record_probe(false, 2, 3),
+            Some(false),
+            "the third in a row"
+        );
+        assert!(!e.is_healthy());
+        assert_eq!(e.record_probe(false, 2, 3), None, "no change, no report");
+        assert_eq!(e.record_probe(true, 2, 3), None);
+        assert_eq!(e.record_probe(false, 2, 3), None);
+        assert_eq!(e.record_probe(true, 2, 3), None);
+        assert_eq!(
+            e.record_probe(true, 2, 3),
+            Some(true),
+            "the second pass in a row"
+        );
+        assert!(e.is_healthy());
+        assert_eq!(
+            pool.counts(),
+            EndpointCounts {
+                ready: 3,
+                ejected: 0,
+                unhealthy: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_endpoint_leaves_every_algorithm_and_affinity() {
+        let (pool, all) = checked_pool();
+        let bad = endpoint(&pool, all[0]);
+        for _ in 0..3 {
+            bad.record_probe(false, 2, 3);
+        }
+        assert_eq!(pool.counts().unhealthy, 1);
+        for p in [
+            Pick::RoundRobin,
+            Pick::LeastRequest,
+            Pick::Ewma,
+            Pick::Hash(Some(7)),
+            Pick::Hash(None),
+        ] {
+            for _ in 0..30 {
+                assert_ne!(pick(&pool, p), all[0], "{p:?}");
+            }
+        }
+        assert!(pool.by_token(bad.token(), |_| true).is_none());
+        // A retry that already failed on the healthy ones still gets an endpoint.
+        assert_eq!(
+            pool.pick(Pick::RoundRobin, |a| *a == all[0])
+                .map(|e| e.addr()),
+            Some(all[0])
+        );
+        // Passive ejection never takes out the last healthy endpoint.
+        let strict = Pool::new(
+            key(),
+            Ejection {
+                consecutive_failures: 1,
+                base: Duration::from_secs(60),
+                max: Duration::from_secs(60),
+            },
+        );
+        strict.set_endpoints(&all[..2]);
+        endpoint(&strict, all[0]).record_probe(false, 1, 1);
+        let last = endpoint(&strict, all[1]);
+        assert!(!strict.report(&last, false));
+        assert_eq!(pick(&strict, Pick::RoundRobin), all[1]);
+    }
+
+    #[test]
+    fn a_pool_whose_every_endpoint_is_unhealthy_fails_open() {
+        let (pool, _) = checked_pool();
+        let all = addrs(4);
+        pool.set_endpoints(&all);
+        for a in &all {
+            for _ in 0..3 {
+                endpoint(&pool, *a).record_probe(false, 2, 3);
+            }
+        }
+        assert!(!pool.any_healthy());
+        assert_eq!(pool.counts().unhealthy, 4);
+        // All of them serve, each in turn (a fallback that advanced the turn again would
+        // skip every other one).
+        let picks: Vec<SocketAddr> = (0..40).map(|_| pick(&pool, Pick::RoundRobin)).collect();
+        for a in &all {
+            assert_eq!(picks.iter().filter(|p| *p == a).count(), 10, "{picks:?}");
+        }
+        // Affinity holds while failing open: clients do not move at every request.
+        let e = endpoint(&pool, all[1]);
+        assert_eq!(
+            pool.by_token(e.token(), |_| true).map(|e| e.addr()),
+            Some(all[1])
+        );
+        // One healthy again: it takes everything.
+        let back = endpoint(&pool, all[2]);
+        back.record_probe(true, 2, 3);
+        assert_eq!(back.record_probe(true, 2, 3), Some(true));
+        for _ in 0..20 {
+            assert_eq!(pick(&pool, Pick::LeastRequest), all[2]);
+        }
+        assert!(pool.by_token(e.token(), |_| true).is_none());
+    }
+
+    #[test]
+    fn turning_checks_off_returns_every_endpoint_and_new_endpoints_start_healthy() {
+        let (pool, all) = checked_pool();
+        let bad = endpoint(&pool, all[0]);
+        for _ in 0..3 {
+            bad.record_probe(false, 2, 3);
+        }
+        // An endpoint that joins starts healthy; one that stays keeps its verdict.
+        let more = addrs(4);
+        pool.set_endpoints(&more);
+        assert!(endpoint(&pool, more[3]).is_healthy());
+        assert!(!endpoint(&pool, all[0]).is_healthy());
+        // The same check again changes nothing; none (or an inactive check) turns them off.
+        assert!(!pool.set_health_check(Some(HealthCheck {
+            kind: sluice_config::health::CheckKind::Http,
+            ..HealthCheck::default()
+        })));
+        assert!(pool.set_health_check(Some(HealthCheck::default())));
+        assert!(pool.health_check().is_none());
+        assert!(bad.is_healthy());
+        assert_eq!(pool.counts().ready, 4);
     }
 
     #[test]

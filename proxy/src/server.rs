@@ -184,7 +184,8 @@ pub fn start_with(
             metrics,
             tls,
         )
-        .with_defaults(sluice_config::BuildDefaults::from(&settings)),
+        .with_defaults(sluice_config::BuildDefaults::from(&settings))
+        .with_health_check_defaults(settings.health_check.clone()),
     );
     let (stop, stop_rx) = watch::channel(false);
 
@@ -358,6 +359,11 @@ async fn run(
         let shutdown = shutdown_rx.clone();
         tokio::spawn(async move { source.start(shutdown).await })
     };
+    // Active health checks: every probe task belongs to this one, which ends with the server.
+    let health_task = {
+        let (state, shutdown) = (state.clone(), shutdown_rx.clone());
+        tokio::spawn(crate::health::run(state, shutdown))
+    };
     let proxy_task = {
         let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
         tokio::spawn(async move { proxy.start_service(Some(fds), shutdown, 1).await })
@@ -391,6 +397,8 @@ async fn run(
         .await
         .is_ok();
     source_task.abort();
+    health_task.abort();
+    let _ = health_task.await;
     if drained {
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use sluice_config::health::{HealthCheck, HealthCheckOverrides};
 use sluice_config::model::{Inputs, ObjectRef};
 use sluice_config::{
     build_with, BuildDefaults, ClassPolicy, Ejection, PoolKey, Skipped, Snapshot, Target,
@@ -46,6 +47,10 @@ pub struct State {
     /// Serialises writers: pools must not be updated by two publishes at once.
     writer: tokio::sync::Mutex<Writer>,
     ready: AtomicBool,
+    /// The active health check of Services that set none (`[upstream.health_check]`).
+    health_defaults: HealthCheck,
+    /// Signalled after each publish, for the health checker to follow pools and endpoints.
+    published: tokio::sync::Notify,
 }
 
 /// What changed with a publish, for the Kubernetes source's Events and status.
@@ -96,6 +101,8 @@ impl State {
                 tls,
             }),
             ready: AtomicBool::new(false),
+            health_defaults: HealthCheck::default(),
+            published: tokio::sync::Notify::new(),
         }
     }
 
@@ -103,6 +110,18 @@ impl State {
     pub fn with_defaults(mut self, defaults: BuildDefaults) -> State {
         self.defaults = defaults;
         self
+    }
+
+    /// This state with `defaults` as the active health check of Services whose annotations set
+    /// none (by default there is none).
+    pub fn with_health_check_defaults(mut self, defaults: HealthCheck) -> State {
+        self.health_defaults = defaults;
+        self
+    }
+
+    /// Completes after the next publish (or at once if one happened since the last wait).
+    pub async fn published(&self) {
+        self.published.notified().await
     }
 
     /// The current live state. Cheap: one atomic load, no lock.
@@ -178,13 +197,25 @@ impl State {
             if pool.set_endpoints(addrs) {
                 tracing::info!(pool = %key, target_type = %key.target_type, endpoints = addrs.len(), "pool endpoints changed");
             }
+            let overrides = snapshot.health_checks.get(key);
+            let check = self
+                .health_defaults
+                .with(overrides.unwrap_or(&HealthCheckOverrides::default()));
+            if pool.set_health_check(Some(check.clone())) {
+                tracing::info!(
+                    pool = %key,
+                    kind = check.kind.name(),
+                    interval_ms = check.interval.as_millis() as u64,
+                    "pool health check changed"
+                );
+            }
         }
         let metrics = &self.metrics;
         writer.pools.retain(|key, _| {
             let keep = snapshot.endpoints.contains_key(key);
             if !keep {
                 let port = port_label(key);
-                for state in ["ready", "ejected"] {
+                for state in ["ready", "ejected", "unhealthy"] {
                     let _ = metrics.pool_endpoints.remove_label_values(&[
                         &key.namespace,
                         &key.service,
@@ -244,6 +275,7 @@ impl State {
             route_metrics,
         }));
         self.ready.store(true, Ordering::Release);
+        self.published.notify_one();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -258,13 +290,17 @@ impl State {
     }
 }
 
-/// Sets `sluice_pool_endpoints` of one pool: `ready` endpoints in rotation, `ejected` ones out.
+/// Sets `sluice_pool_endpoints` of one pool: `ready` endpoints in rotation, `ejected` ones out
+/// by passive ejection, `unhealthy` ones failing their active health checks.
 fn set_pool_gauges(metrics: &Metrics, pool: &Pool) {
     let key = pool.key();
     let port = port_label(key);
-    let ejected = pool.ejected();
-    let ready = pool.endpoints().len().saturating_sub(ejected);
-    for (state, n) in [("ready", ready), ("ejected", ejected)] {
+    let c = pool.counts();
+    for (state, n) in [
+        ("ready", c.ready),
+        ("ejected", c.ejected),
+        ("unhealthy", c.unhealthy),
+    ] {
         metrics
             .pool_endpoints
             .with_label_values(&[key.namespace.as_str(), &key.service, &port, state])

@@ -10,6 +10,7 @@ mod binary;
 mod failures;
 mod fake_apiserver_selftest;
 mod headers;
+mod health;
 mod instance;
 mod kube;
 mod live;
