@@ -185,17 +185,26 @@ impl Endpoint {
 
     /// Marks one request in flight to this endpoint until the returned guard is dropped.
     pub fn begin(self: &Arc<Self>) -> InFlightEndpoint {
+        self.begin_at(Instant::now())
+    }
+
+    /// As [`Endpoint::begin`], for a request sent at `now`.
+    pub fn begin_at(self: &Arc<Self>, now: Instant) -> InFlightEndpoint {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlightEndpoint {
             endpoint: self.clone(),
-            started: Instant::now(),
+            started: now,
             observed: false,
         }
     }
 
     /// Folds one response time into the latency score.
     pub fn observe(&self, rtt: Duration) {
-        let now = Instant::now();
+        self.observe_at(rtt, Instant::now())
+    }
+
+    /// As [`Endpoint::observe`], for a response seen at `now`.
+    pub fn observe_at(&self, rtt: Duration, now: Instant) {
         if let Ok(mut l) = self.latency.lock() {
             l.update(rtt.as_nanos() as f64, now);
         }
@@ -227,9 +236,16 @@ impl InFlightEndpoint {
     /// Records the time from the start of this attempt to now as the endpoint's response time
     /// (once; later calls do nothing).
     pub fn observe_response(&mut self) {
+        self.observe_response_at(Instant::now())
+    }
+
+    /// As [`InFlightEndpoint::observe_response`], for a response seen at `now` (one clock read
+    /// serves the latency score and the ejection bookkeeping of a response).
+    pub fn observe_response_at(&mut self, now: Instant) {
         if !self.observed {
             self.observed = true;
-            self.endpoint.observe(self.started.elapsed());
+            self.endpoint
+                .observe_at(now.saturating_duration_since(self.started), now);
         }
     }
 }
@@ -454,7 +470,8 @@ impl Pool {
         self.report_at(endpoint, ok, Instant::now())
     }
 
-    fn report_at(&self, e: &Endpoint, ok: bool, now: Instant) -> bool {
+    /// As [`Pool::report`], for an outcome seen at `now`.
+    pub fn report_at(&self, e: &Endpoint, ok: bool, now: Instant) -> bool {
         if ok {
             e.failures.store(0, Ordering::Relaxed);
             if !e.is_ejected(now) {

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `--timeouts` sets the same per-peer connect/read/write timeouts sluice sets (2 s, 60 s, 60 s),
-//! to measure what they cost on their own. SIGINT stops it at once, SIGTERM gracefully.
+//! to measure what they cost on their own; `--forwarding-headers` adds the headers sluice adds to
+//! every request. SIGINT stops it at once, SIGTERM gracefully.
 //!
 //! Built with `--features mimalloc` it runs on sluice's allocator: the baseline that tells what
 //! the allocator gives from what sluice's own code costs.
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use clap::Parser;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
+use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -50,6 +52,11 @@ struct Args {
     /// Set sluice's per-peer connect/read/write timeouts too.
     #[arg(long)]
     timeouts: bool,
+    /// Add the headers sluice adds to every proxied request (a generated `X-Request-Id`,
+    /// `X-Forwarded-For`/`-Proto`/`-Host`/`-Port`, `X-Real-IP`), the simplest way: the ceiling
+    /// of a proxy that does the same header work, without routing or balancing.
+    #[arg(long)]
+    forwarding_headers: bool,
     /// Upstream addresses, round-robined.
     #[arg(required = true)]
     upstreams: Vec<SocketAddr>,
@@ -58,6 +65,8 @@ struct Args {
 struct Bare {
     upstreams: Arc<LoadBalancer<RoundRobin>>,
     timeouts: bool,
+    forwarding_headers: bool,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait]
@@ -83,6 +92,36 @@ impl ProxyHttp for Bare {
             peer.options.write_timeout = Some(Duration::from_secs(60));
         }
         Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        if !self.forwarding_headers {
+            return Ok(());
+        }
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        upstream.insert_header("x-request-id", format!("{:016x}{id:016x}", 0x5eed_u64))?;
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        upstream.insert_header("x-forwarded-for", ip.as_str())?;
+        upstream.insert_header("x-real-ip", ip)?;
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = session.req_header().headers.get("host").cloned() {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        if let Some(port) = session.server_addr().and_then(|a| a.as_inet()).map(|a| a.port()) {
+            upstream.insert_header("x-forwarded-port", port.to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -110,6 +149,8 @@ fn main() {
         Bare {
             upstreams,
             timeouts: args.timeouts,
+            forwarding_headers: args.forwarding_headers,
+            next_id: std::sync::atomic::AtomicU64::new(0),
         },
         "bare-pingora",
     );

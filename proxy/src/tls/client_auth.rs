@@ -190,6 +190,15 @@ pub fn subject_of(cert: &X509Ref) -> String {
 mod tests {
     use super::*;
 
+    /// The router strips these only when some request header starts with `x-client-cert`: a
+    /// new header without that prefix would pass through forged. Renaming one fails this test.
+    #[test]
+    fn every_client_certificate_header_shares_the_prefix_the_router_looks_for() {
+        for name in CLIENT_CERT_HEADERS {
+            assert!(name.starts_with("x-client-cert"), "{name}");
+        }
+    }
+
     #[test]
     fn pem_is_url_encoded_with_only_unreserved_characters_left() {
         assert_eq!(
