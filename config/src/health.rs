@@ -10,8 +10,8 @@
 //!
 //! | annotation | value | default |
 //! |---|---|---|
-//! | `sluice.dev/health-check` | `http`, `tcp` or `none` | `upstream.health_check.kind` (`none`) |
-//! | `sluice.dev/health-check-path` | an absolute path (and query) for `http` | `/` |
+//! | `sluice.dev/health-check` | `http`, `https`, `tcp` or `none` | `upstream.health_check.kind` (`none`) |
+//! | `sluice.dev/health-check-path` | an absolute path (and query) for `http` and `https` | `/` |
 //! | `sluice.dev/health-check-port` | a port number, or `traffic-port` | the traffic port |
 //! | `sluice.dev/health-check-interval` | a duration | `5s` |
 //! | `sluice.dev/health-check-timeout` | a duration | `2s` |
@@ -20,13 +20,19 @@
 //! | `sluice.dev/health-check-success-codes` | codes and ranges, `200,204` or `200-399` | `200-399` |
 //!
 //! Durations parse as the Ingress annotations' do ([`crate::annotations::parse_duration`]).
+//!
+//! The kind is chosen by the user, never from the routes' upstream protocol: one Service port
+//! may be routed as `HTTPS` by one Ingress and `HTTP` by another, and the probe must not
+//! change with whichever Ingress came last. A Service whose endpoints speak only TLS asks for
+//! `https`; one whose endpoints speak only HTTP/2 (gRPC, H2C) asks for `tcp`, as both HTTP
+//! kinds speak HTTP/1.1.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::annotations::{parse_duration, BadAnnotation};
 
-/// `http`, `tcp` or `none`: whether and how the Service's endpoints are probed.
+/// `http`, `https`, `tcp` or `none`: whether and how the Service's endpoints are probed.
 pub const HEALTH_CHECK: &str = "sluice.dev/health-check";
 /// The path (and query) an HTTP check requests.
 pub const HEALTH_CHECK_PATH: &str = "sluice.dev/health-check-path";
@@ -58,15 +64,20 @@ pub enum CheckKind {
     Http,
     /// A TCP connection opened within the timeout passes.
     Tcp,
+    /// As [`CheckKind::Http`], over TLS: for endpoints that speak only HTTPS, which a plain
+    /// probe would find failing. The certificate is not verified, as the upstream connection's
+    /// is not.
+    Https,
 }
 
 impl CheckKind {
-    /// Parses `http`, `tcp` or `none`.
+    /// Parses `http`, `https`, `tcp` or `none`.
     pub fn parse(text: &str) -> Option<CheckKind> {
         match text.trim() {
             "none" => Some(CheckKind::None),
             "http" => Some(CheckKind::Http),
             "tcp" => Some(CheckKind::Tcp),
+            "https" => Some(CheckKind::Https),
             _ => None,
         }
     }
@@ -76,6 +87,7 @@ impl CheckKind {
             CheckKind::None => "none",
             CheckKind::Http => "http",
             CheckKind::Tcp => "tcp",
+            CheckKind::Https => "https",
         }
     }
 }
@@ -145,7 +157,7 @@ impl std::fmt::Display for SuccessCodes {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
     pub kind: CheckKind,
-    /// What an HTTP check requests: an absolute path, optionally with a query.
+    /// What an HTTP or HTTPS check requests: an absolute path, optionally with a query.
     pub path: String,
     /// The port probed; `None`: the endpoint's own (traffic) port.
     pub port: Option<u16>,
@@ -222,7 +234,7 @@ impl HealthCheckOverrides {
     }
 }
 
-/// Parses an HTTP check's path: absolute, visible ASCII only (it goes on the request line).
+/// Parses an HTTP (or HTTPS) check's path: absolute, visible ASCII only (it goes on the request line).
 pub fn parse_path(text: &str) -> Result<String, String> {
     let p = text.trim();
     if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) {
@@ -279,7 +291,7 @@ pub fn service_health_check(
     }
     let o = HealthCheckOverrides {
         kind: take(&mut bad, HEALTH_CHECK, field(HEALTH_CHECK), |s| {
-            CheckKind::parse(s).ok_or_else(|| "is not http, tcp or none".to_string())
+            CheckKind::parse(s).ok_or_else(|| "is not http, https, tcp or none".to_string())
         }),
         path: take(
             &mut bad,
@@ -398,6 +410,30 @@ mod tests {
         let c = settings.with(&o);
         assert!(!c.is_active());
         assert_eq!(c.port, None);
+    }
+
+    #[test]
+    fn https_asks_for_tls_probes_with_the_same_path_and_codes_as_http() {
+        let (o, bad) = of(&[
+            (HEALTH_CHECK, " https "),
+            (HEALTH_CHECK_PATH, "/ready"),
+            (HEALTH_CHECK_SUCCESS_CODES, "204"),
+        ]);
+        assert!(bad.is_empty(), "{bad:?}");
+        let c = HealthCheck::default().with(&o);
+        assert_eq!(c.kind, CheckKind::Https);
+        assert_eq!(c.kind.name(), "https");
+        assert!(c.is_active());
+        assert_eq!(c.path, "/ready");
+        assert_eq!(c.success_codes, SuccessCodes(vec![(204, 204)]));
+        // A kind that is not one is reported, naming the one to use.
+        let (o, bad) = of(&[(HEALTH_CHECK, "tls")]);
+        assert_eq!(o.kind, None);
+        assert_eq!(
+            bad[0].to_string(),
+            "annotation `sluice.dev/health-check`: `tls` is not http, https, tcp or none; \
+             the default is used"
+        );
     }
 
     #[test]

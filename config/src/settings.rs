@@ -511,7 +511,7 @@ mod file {
                 invalid(
                     "upstream.health_check.kind",
                     format!(
-                        "`{}` is not a kind; use \"none\", \"http\" or \"tcp\"",
+                        "`{}` is not a kind; use \"none\", \"http\", \"https\" or \"tcp\"",
                         self.kind
                     ),
                 )
@@ -1248,6 +1248,8 @@ mod tests {
                 other => panic!("{text}: expected an Invalid error for {key}, got {other:?}"),
             }
         }
+        let s = parse("[upstream.health_check]\nkind = \"https\"\n").unwrap();
+        assert_eq!(s.health_check.kind, CheckKind::Https);
         let err = parse("[upstream.health_check]\ninterval = 5\n").unwrap_err();
         assert!(
             err.to_string().contains("`upstream.health_check.interval`"),

@@ -19,7 +19,15 @@
 //!   endpoint, and what the pod answers to inside the cluster) and `User-Agent:
 //!   sluice-health-check`. A status within the success codes, with the response head within
 //!   the timeout, passes.
+//! - **HTTPS**: the same request over TLS, as sluice speaks to an `HTTPS` upstream
+//!   ([`crate::router::set_protocol`]): ALPN `http/1.1`, the certificate not verified (pods serve
+//!   self-signed or cluster-internal certificates), and the SNI the probe's host, so an endpoint
+//!   serving several names presents the Service's. Endpoints that speak only TLS need it: a
+//!   plain probe fails on every one of them, and the pool would fail open unnoticed.
 //! - **TCP**: a connection opened within the timeout passes.
+//!
+//! Both HTTP kinds speak HTTP/1.1, as Pingora's `HttpHealthCheck` does: endpoints that speak
+//! only HTTP/2 (`GRPC`, `H2C`, `GRPCS` routes) are checked with `tcp`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -30,6 +38,7 @@ use pingora::lb::Backend;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
+use sluice_config::annotations::BackendProtocol;
 use sluice_config::health::{CheckKind, HealthCheck, USER_AGENT};
 use sluice_config::PoolKey;
 use tokio::task::{AbortHandle, JoinSet};
@@ -199,11 +208,20 @@ enum Prober {
 impl Prober {
     fn new(key: &PoolKey, check: &HealthCheck) -> Result<Prober, String> {
         Ok(match check.kind {
-            CheckKind::Http => {
-                let mut hc = HttpHealthCheck::new("localhost", false);
+            CheckKind::Http | CheckKind::Https => {
+                let host = format!("{}.{}.svc", key.service, key.namespace);
+                let tls = check.kind == CheckKind::Https;
+                // With TLS, the host is also the SNI.
+                let mut hc = HttpHealthCheck::new(&host, tls);
+                if tls {
+                    crate::router::set_protocol(
+                        &mut hc.peer_template.options,
+                        BackendProtocol::Https,
+                        false,
+                    );
+                }
                 let mut req = RequestHeader::build("GET", check.path.as_bytes(), None)
                     .map_err(|e| e.to_string())?;
-                let host = format!("{}.{}.svc", key.service, key.namespace);
                 req.insert_header("Host", host).map_err(|e| e.to_string())?;
                 req.insert_header("User-Agent", USER_AGENT)
                     .map_err(|e| e.to_string())?;

@@ -885,7 +885,8 @@ mod tests {
         for id in [&a, &b] {
             assert_eq!(id.len(), 32, "{id}");
             assert!(
-                id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                id.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
                 "{id}"
             );
         }

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::Parser;
+use pingora::http::RequestHeader;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
-use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -118,7 +118,11 @@ impl ProxyHttp for Bare {
         if let Some(host) = session.req_header().headers.get("host").cloned() {
             upstream.insert_header("x-forwarded-host", host)?;
         }
-        if let Some(port) = session.server_addr().and_then(|a| a.as_inet()).map(|a| a.port()) {
+        if let Some(port) = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port())
+        {
             upstream.insert_header("x-forwarded-port", port.to_string())?;
         }
         Ok(())

@@ -1,11 +1,13 @@
 //! Active health checks over real loopback backends: endpoints leave rotation after failing
-//! their probes and come back after passing, pools fail open, unchecked Services are never
-//! probed, and bad annotations are reported while the defaults apply.
+//! their probes and come back after passing (over plain HTTP and over TLS), pools fail open,
+//! unchecked Services are never probed, and bad annotations are reported while the defaults
+//! apply.
 //!
 //! Probing does not depend on where the objects come from, so these run on the files source,
 //! except the report of a bad annotation, which becomes a Warning Event on the kubernetes one.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,13 +16,17 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use openssl::ssl::{select_next_proto, AlpnError, NameType, Ssl, SslAcceptor, SslMethod};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
+use crate::support::pki::*;
 use crate::support::*;
 
 /// A loopback backend that tells health probes (by their `User-Agent`) from traffic: probes
 /// are counted and answered with a status the test sets; traffic gets 200 and a JSON body
-/// naming the backend, as [`Backend`]'s does.
+/// naming the backend, as [`Backend`]'s does. Plain HTTP/1.1, or ([`Probed::start_tls`])
+/// HTTP/1.1 over TLS only.
 struct Probed {
     addr: SocketAddr,
     /// Probe requests received.
@@ -31,6 +37,8 @@ struct Probed {
     health: Arc<AtomicU16>,
     /// The request target and `Host` of the last probe.
     last_probe: Arc<Mutex<Option<(String, String)>>>,
+    /// The SNI of the last probe's connection; `None` over plain HTTP or without SNI.
+    probe_sni: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,29 +48,81 @@ impl Drop for Probed {
     }
 }
 
+/// A connection a [`Probed`] serves: plain TCP or TLS over it.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+/// A TLS server context with a certificate for `backend.test` from a CA no one trusts (probes,
+/// like the upstream connection, do not verify it) that accepts only ALPN `http/1.1`.
+fn h1_tls_acceptor() -> SslAcceptor {
+    let ca = Ca::root("health check test CA");
+    let leaf = ca.issue(&Leaf::server("backend.test", &["backend.test"]));
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    b.set_certificate(&leaf.cert).unwrap();
+    b.set_private_key(&leaf.key).unwrap();
+    b.set_alpn_select_callback(|_, offered| {
+        select_next_proto(b"\x08http/1.1", offered).ok_or(AlpnError::ALERT_FATAL)
+    });
+    b.build()
+}
+
 impl Probed {
     async fn start(name: &str) -> Probed {
+        Probed::start_speaking(name, None).await
+    }
+
+    /// A backend that speaks only TLS: a connection that does not complete a handshake (a
+    /// plain HTTP request, say) is closed without an answer.
+    async fn start_tls(name: &str) -> Probed {
+        Probed::start_speaking(name, Some(Arc::new(h1_tls_acceptor()))).await
+    }
+
+    async fn start_speaking(name: &str, tls: Option<Arc<SslAcceptor>>) -> Probed {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let probes = Arc::new(AtomicUsize::new(0));
         let hits = Arc::new(AtomicUsize::new(0));
         let health = Arc::new(AtomicU16::new(200));
         let last_probe = Arc::new(Mutex::new(None));
-        let (n, p, h, st, last) = (
+        let probe_sni = Arc::new(Mutex::new(None));
+        let (n, p, h, st, last, last_sni) = (
             name.to_string(),
             probes.clone(),
             hits.clone(),
             health.clone(),
             last_probe.clone(),
+            probe_sni.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (n, p, h, st, last) =
-                    (n.clone(), p.clone(), h.clone(), st.clone(), last.clone());
+                let (n, p, h, st, last, last_sni) = (
+                    n.clone(),
+                    p.clone(),
+                    h.clone(),
+                    st.clone(),
+                    last.clone(),
+                    last_sni.clone(),
+                );
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let (conn, sni): (Box<dyn Conn>, Option<String>) = match tls {
+                        None => (Box::new(stream), None),
+                        Some(acceptor) => {
+                            let ssl = Ssl::new(acceptor.context()).unwrap();
+                            let mut tls = tokio_openssl::SslStream::new(ssl, stream).unwrap();
+                            if Pin::new(&mut tls).accept().await.is_err() {
+                                return;
+                            }
+                            let sni = tls
+                                .ssl()
+                                .servername(NameType::HOST_NAME)
+                                .map(str::to_string);
+                            (Box::new(tls), sni)
+                        }
+                    };
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let is_probe = req
                             .headers()
@@ -77,6 +137,7 @@ impl Probed {
                                 .unwrap_or("")
                                 .to_string();
                             *last.lock().unwrap() = Some((req.uri().to_string(), host));
+                            *last_sni.lock().unwrap() = sni.clone();
                             (st.load(Ordering::SeqCst), String::new())
                         } else {
                             h.fetch_add(1, Ordering::SeqCst);
@@ -93,7 +154,7 @@ impl Probed {
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection(TokioIo::new(conn), svc)
                         .await;
                 });
             }
@@ -104,6 +165,7 @@ impl Probed {
             hits,
             health,
             last_probe,
+            probe_sni,
             task,
         }
     }
@@ -163,6 +225,27 @@ fn web(annotations: &[(&str, &str)], backends: &[&Probed]) -> String {
     .concat()
 }
 
+/// HTTPS checks, otherwise as [`HTTP_CHECK`].
+const HTTPS_CHECK: &[(&str, &str)] = &[
+    ("sluice.dev/health-check", "https"),
+    ("sluice.dev/health-check-path", "/healthz"),
+    ("sluice.dev/health-check-interval", "100ms"),
+    ("sluice.dev/health-check-timeout", "500ms"),
+    ("sluice.dev/health-check-healthy-threshold", "2"),
+    ("sluice.dev/health-check-unhealthy-threshold", "2"),
+];
+
+/// As [`web`], with the Ingress sending requests over TLS (`sluice.dev/backend-protocol:
+/// HTTPS`), for backends from [`Probed::start_tls`].
+fn web_tls(annotations: &[(&str, &str)], backends: &[&Probed]) -> String {
+    let ing = ingress("default", "web", Some("x"), &[("/", "Prefix", "web")]);
+    [
+        service_annotated("web", annotations, backends),
+        annotate(&ing, &[("sluice.dev/backend-protocol", "HTTPS")]),
+    ]
+    .concat()
+}
+
 /// `sluice_pool_endpoints` of `default/web:80` in `state`.
 async fn endpoints_in_state(s: &Sluice, state: &str) -> Option<i64> {
     let text = get(s.admin, "admin", "/metrics").await.body;
@@ -191,19 +274,24 @@ async fn wait_until_out_of_rotation(s: &Sluice, backend: &Probed, requests: usiz
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endpoint_failing_its_http_check_leaves_rotation_and_returns_once_it_passes() {
-    let (a, b) = (&Probed::start("a").await, &Probed::start("b").await);
-    let s = &Sluice::start(&web(HTTP_CHECK, &[a, b])).await;
+/// With `a` and `b` behind Service `web`, checked: `b` is probed on `/healthz` with the
+/// Service's in-cluster name as its host (and, over TLS, as its SNI: `sni`), leaves rotation
+/// once it fails, and returns once it passes, while `a` serves every request.
+async fn failing_endpoint_leaves_rotation_and_returns(
+    s: &Sluice,
+    a: &Probed,
+    b: &Probed,
+    sni: Option<&str>,
+) {
     eventually(STEP, "both endpoints probed", || async move {
         (a.probes() > 0 && b.probes() > 0).then_some(())
     })
     .await;
-    // The probe asks for the path, with the Service's in-cluster name as its host.
     assert_eq!(
         b.last_probe.lock().unwrap().clone(),
         Some(("/healthz".to_string(), "web.default.svc".to_string()))
     );
+    assert_eq!(b.probe_sni.lock().unwrap().as_deref(), sni);
     let load = Load::start(s.addr, "x", 4);
     load.wait_for_more(50).await;
 
@@ -226,6 +314,37 @@ async fn an_endpoint_failing_its_http_check_leaves_rotation_and_returns_once_it_
     let failures = load.stop().await;
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert_eq!(endpoints_in_state(s, "unhealthy").await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_its_http_check_leaves_rotation_and_returns_once_it_passes() {
+    let (a, b) = (&Probed::start("a").await, &Probed::start("b").await);
+    let s = &Sluice::start(&web(HTTP_CHECK, &[a, b])).await;
+    failing_endpoint_leaves_rotation_and_returns(s, a, b, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_endpoint_failing_its_https_check_leaves_rotation_and_returns_once_it_passes() {
+    let (a, b) = (&Probed::start_tls("a").await, &Probed::start_tls("b").await);
+    let s = &Sluice::start(&web_tls(HTTPS_CHECK, &[a, b])).await;
+    // The probe's TLS handshake names the Service and accepts a certificate no one trusts
+    // (verifying it, or probing without TLS, fails this test: no probe reaches the backend).
+    failing_endpoint_leaves_rotation_and_returns(s, a, b, Some("web.default.svc")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_check_finds_an_endpoint_that_speaks_only_tls_unhealthy() {
+    let a = &Probed::start_tls("a").await;
+    let s = &Sluice::start(&web_tls(HTTP_CHECK, &[a])).await;
+    // Traffic reaches it over TLS, but the plain probe never gets an answer: this is what
+    // `https` checks are for.
+    eventually(STEP, "the endpoint unhealthy", || async move {
+        (endpoints_in_state(s, "unhealthy").await == Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(a.probes(), 0, "a plain probe got an HTTP answer over TLS");
+    // The pool fails open: its one endpoint still serves.
+    assert_eq!(s.get("x", "/").await.backend(), "a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
