@@ -22,6 +22,12 @@
 #   --nice N                   run every process started here at niceness N (root may use e.g.
 #                              -15 so compiles by others on a shared machine disturb less)
 #   --raw FILE                 also write every run as tab-separated values to FILE
+#   --callgrind                instead of timed rounds, count the user-space instructions each
+#                              Pingora-based target (bare, its variants, sluice) executes per
+#                              request, under valgrind's callgrind, over a fixed wrk load: a
+#                              figure the machine's noise does not move (nginx and direct are
+#                              not measured; kernel time is not counted); --callgrind-keep DIR
+#                              keeps each target's dump there, for callgrind_annotate
 #   --perf NAME                after the rounds, profile target NAME under one more wrk run
 #                              (perf record -e cpu-clock, DWARF call graphs) and print its top
 #                              symbols, self and inclusive; --perf-data FILE keeps perf.data
@@ -49,6 +55,8 @@ with_alog=0
 perf_target=""
 nice_n=0
 perf_data=""
+callgrind=0
+callgrind_keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) rounds=1; duration=2; warmup=1; conns_list="32" ;;
@@ -66,6 +74,8 @@ while [ $# -gt 0 ]; do
     --nice) nice_n="$2"; shift ;;
     --perf) perf_target="$2"; shift ;;
     --perf-data) perf_data="$2"; shift ;;
+    --callgrind) callgrind=1 ;;
+    --callgrind-keep) callgrind_keep="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -94,6 +104,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 [ -z "$perf_target" ] || command -v perf >/dev/null 2>&1 || need+=(linux-perf)
+[ "$callgrind" -eq 0 ] || command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -114,6 +125,8 @@ clk_tck=$(getconf CLK_TCK)
 # pin CPU CMD...: exec CMD on one core at the chosen niceness. Only ever called in a subshell
 # (with & or in $(...)), so $! is the pid of CMD itself.
 pin() { local cpu="$1"; shift; exec taskset -c "$cpu" nice -n "$nice_n" "$@"; }
+# What Pingora-based targets run under: nothing, or callgrind with counting off until the load.
+wrap=()
 
 # ---------------------------------------------------------------- build
 cd "$repo"
@@ -257,7 +270,7 @@ start_bare() { # name, binary, extra args...
   local name="$1" bin="$2"; shift 2
   local p; alloc_port p
   # shellcheck disable=SC2068
-  pin "$proxy_cpu" "$bin" --listen "127.0.0.1:$p" --threads 1 $@ \
+  pin "$proxy_cpu" ${wrap[@]+"${wrap[@]}"} "$bin" --listen "127.0.0.1:$p" --threads 1 $@ \
     "127.0.0.1:$up1" "127.0.0.1:$up2" >"$tmp/$name.log" 2>&1 &
   pids+=($!)
   port[$name]=$p; pidof_target[$name]=$!
@@ -366,11 +379,11 @@ EOF
     "$bin" check --config "$d/sluice.toml" >"$d/check.log" 2>&1 || {
       echo "compare.sh: $name refuses its settings:" >&2; cat "$d/check.log" >&2; exit 1; }
   fi
-  pin "$proxy_cpu" "$bin" --config "$d/sluice.toml" >"$d/log" 2>&1 &
+  pin "$proxy_cpu" ${wrap[@]+"${wrap[@]}"} "$bin" --config "$d/sluice.toml" >"$d/log" 2>&1 &
   pids+=($!)
   port[$name]=$p; pidof_target[$name]=$!
   # Ready once the first snapshot is live.
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 $((callgrind ? 600 : 100))); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$a/readyz" || true)" = 200 ] && return 0
     sleep 0.1
   done
@@ -379,6 +392,11 @@ EOF
   exit 1
 }
 
+if [ "$callgrind" -eq 1 ]; then
+  wrap=(valgrind -q --tool=callgrind --instr-atstart=no "--callgrind-out-file=$tmp/callgrind.%p")
+  # Under valgrind a start takes seconds: wait longer for readiness below.
+  targets=$(tr ' ' '\n' <<<"$targets" | grep -v -x -e direct -e nginx | tr '\n' ' ')
+fi
 for t in $targets; do
   case "$t" in
     direct) port[direct]=$up1; pidof_target[direct]=""; tlist+=(direct) ;;
@@ -404,7 +422,7 @@ done
 # Every target must answer 200 with the upstream's body before anything is measured.
 for t in "${tlist[@]}"; do
   ok=0
-  for _ in $(seq 1 50); do
+  for _ in $(seq 1 $((callgrind ? 600 : 50))); do
     body=$(curl -s --max-time 1 -H 'Host: bench.local' -w ' %{http_code}' "http://127.0.0.1:${port[$t]}/" || true)
     if [ "$body" = "hello
  200" ]; then ok=1; break; fi
@@ -468,6 +486,41 @@ run_wrk() { # target conns seconds round -> appends a row unless round is "warmu
     "$c" "$r" "$t" "$rps" "$p50" "$p99" "$cpu_us" "$util")"
 }
 
+# ---------------------------------------------------------------- instructions (--callgrind)
+if [ "$callgrind" -eq 1 ]; then
+  c1=$(awk '{print $1}' <<<"$conns_list")
+  declare -A instr reqs_of
+  for t in "${tlist[@]}"; do
+    pid="${pidof_target[$t]}"
+    (pin "$load_cpu" timeout $((warmup + 30)) wrk -t1 -c"$c1" -d"${warmup}s" \
+      -H 'Host: bench.local' "http://127.0.0.1:${port[$t]}/") >/dev/null 2>&1 || true
+    callgrind_control -i on "$pid" >/dev/null
+    out=$(pin "$load_cpu" timeout $((duration + 30)) wrk -t1 -c"$c1" -d"${duration}s" \
+      -H 'Host: bench.local' "http://127.0.0.1:${port[$t]}/" 2>&1) || {
+      echo "compare.sh: wrk failed on $t: $out" >&2; exit 1; }
+    # Dump first: switching instrumentation off first leaves an empty dump.
+    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -i off "$pid" >/dev/null
+    n_req=$(awk '/requests in/ {print $1}' <<<"$out")
+    dump=$(ls -t "$tmp/callgrind.$pid".* 2>/dev/null | head -n 1)
+    n_ins=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump" 2>/dev/null)
+    [ -n "$n_ins" ] && [ "${n_req:-0}" -gt 0 ] || {
+      echo "compare.sh: no callgrind count for $t" >&2; exit 1; }
+    instr[$t]=$(awk -v n="$n_ins" -v r="$n_req" 'BEGIN { printf "%.0f", n / r }')
+    reqs_of[$t]=$n_req
+    [ -z "$callgrind_keep" ] || cp "$dump" "$callgrind_keep/$t.callgrind"
+    log "$(printf '%-14s %8s requests  %8s instructions/request' "$t" "$n_req" "${instr[$t]}")"
+  done
+  echo
+  echo "user-space instructions per request under callgrind (wrk -t1 -c$c1, ${duration}s each)"
+  printf '%-16s %10s %14s %10s\n' target requests "instr/req" "vs bare"
+  for t in "${tlist[@]}"; do
+    printf '%-16s %10s %14s %10s\n' "$t" "${reqs_of[$t]}" "${instr[$t]}" \
+      "$(awk -v a="${instr[$t]}" -v b="${instr[bare]:-}" 'BEGIN { if (b == "") print "-"; else printf "%.2f", a / b }')"
+  done
+  exit 0
+fi
+
 total=$(( ${#tlist[@]} * $(wc -w <<<"$conns_list") * (rounds * duration + warmup) ))
 log "measuring ${tlist[*]}; about ${total}s of wrk"
 for c in $conns_list; do
@@ -523,8 +576,10 @@ if [ -n "$perf_target" ]; then
   perf_pid=$!
   pids+=("$perf_pid")
   sleep 0.3
-  pin "$load_cpu" timeout $((duration + 10)) wrk -t1 -c"$c1" -d"$((duration - 1))s" \
-    -H 'Host: bench.local' "http://127.0.0.1:${port[$perf_target]}/" >/dev/null 2>&1 || true
+  # In a subshell: pin execs, and run directly it would replace this script (no report, no
+  # cleanup of the servers started here).
+  (pin "$load_cpu" timeout $((duration + 10)) wrk -t1 -c"$c1" -d"$((duration - 1))s" \
+    -H 'Host: bench.local' "http://127.0.0.1:${port[$perf_target]}/") >/dev/null 2>&1 || true
   wait "$perf_pid" || true
   echo
   echo "== perf: $perf_target, self time by symbol (top 45)"
