@@ -255,6 +255,17 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     }
 }
 
+/// One label of a lowercase DNS name (RFC 1123): 1 to 63 lowercase letters, digits and
+/// hyphens, neither first nor last a hyphen.
+pub(crate) fn is_dns_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+}
+
 /// Classifies a rule's host, or says why it is not a valid host.
 pub fn parse_rule_host(host: Option<&str>) -> Result<HostKey<'_>, String> {
     let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
@@ -264,15 +275,7 @@ pub fn parse_rule_host(host: Option<&str>) -> Result<HostKey<'_>, String> {
         Some(rest) => (true, rest),
         None => (false, host),
     };
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.len() > 253 || !name.split('.').all(valid_label) {
+    if name.len() > 253 || !name.split('.').all(is_dns_label) {
         return Err(format!(
             "host `{host}` is not a lowercase DNS name (a wildcard is allowed only as the whole first label, `*.example.com`)"
         ));

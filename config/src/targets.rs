@@ -147,15 +147,9 @@ fn is_label_name(s: &str) -> bool {
 fn is_label_key(s: &str) -> bool {
     match s.split_once('/') {
         Some((prefix, name)) => {
-            let label = |l: &str| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            };
-            prefix.len() <= 253 && prefix.split('.').all(label) && is_label_name(name)
+            prefix.len() <= 253
+                && prefix.split('.').all(crate::routes::is_dns_label)
+                && is_label_name(name)
         }
         None => is_label_name(s),
     }
