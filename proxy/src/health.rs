@@ -43,7 +43,7 @@ use sluice_config::health::{CheckKind, HealthCheck, USER_AGENT};
 use sluice_config::PoolKey;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::pool::{Endpoint, Pool};
+use crate::pool::{random_unit, Endpoint, Pool};
 use crate::state::State;
 
 /// Runs the health checks of every pool until `shutdown` says stop.
@@ -274,31 +274,5 @@ impl Prober {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
         }
-    }
-}
-
-/// A number drawn uniformly from [0, 1): the jitter of probe times.
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos().into())
-            .unwrap_or(0),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_the_unit_interval_and_varies() {
-        let draws: Vec<f64> = (0..200).map(|_| random_unit()).collect();
-        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-        let low = draws.iter().filter(|d| **d < 0.5).count();
-        assert!((50..=150).contains(&low), "{low} of 200 below one half");
     }
 }

@@ -587,9 +587,9 @@ fn two_choices(
     }
 }
 
-/// A uniformly drawn number below `n` (n > 0) from a per-thread xorshift generator: fast, and
-/// good enough to pick endpoints.
-fn random_below(n: usize) -> usize {
+/// The next number of a per-thread xorshift generator, seeded from the process's random hasher
+/// keys: fast, and good enough to pick endpoints and spread probe times.
+fn next_random() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
             use std::hash::{BuildHasher, Hasher};
@@ -604,8 +604,18 @@ fn random_below(n: usize) -> usize {
         x ^= x >> 7;
         x ^= x << 17;
         s.set(x);
-        (((x >> 32) * n as u64) >> 32) as usize
+        x
     })
+}
+
+/// A uniformly drawn number below `n` (n > 0).
+fn random_below(n: usize) -> usize {
+    (((next_random() >> 32) * n as u64) >> 32) as usize
+}
+
+/// A number drawn uniformly from [0, 1) (the jitter of health probe times).
+pub fn random_unit() -> f64 {
+    (next_random() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// FNV-1a over `bytes`, continuing from `hash`.
@@ -1039,6 +1049,14 @@ mod tests {
         assert!(pool.health_check().is_none());
         assert!(bad.is_healthy());
         assert_eq!(pool.counts().ready, 4);
+    }
+
+    #[test]
+    fn jitter_stays_within_the_unit_interval_and_varies() {
+        let draws: Vec<f64> = (0..200).map(|_| random_unit()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let low = draws.iter().filter(|d| **d < 0.5).count();
+        assert!((50..=150).contains(&low), "{low} of 200 below one half");
     }
 
     #[test]
