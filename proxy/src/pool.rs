@@ -515,16 +515,6 @@ impl Pool {
         );
         true
     }
-
-    /// Endpoints now ejected.
-    pub fn ejected(&self) -> usize {
-        let now = Instant::now();
-        self.endpoints
-            .load()
-            .iter()
-            .filter(|e| e.is_ejected(now))
-            .count()
-    }
 }
 
 /// Nanoseconds from the process's first pool to `t` (0 for earlier instants).
@@ -875,7 +865,7 @@ mod tests {
         pool.set_endpoints(&all);
         let bad = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
         assert!(pool.report(&bad, false));
-        assert_eq!(pool.ejected(), 1);
+        assert_eq!(pool.counts().ejected, 1);
         for p in [
             Pick::RoundRobin,
             Pick::LeastRequest,
