@@ -178,6 +178,28 @@ impl std::fmt::Display for BadAnnotation {
     }
 }
 
+/// The value of annotation `key` as `parse` reads it; `None` when the annotation is absent, or
+/// when `parse` refuses it, which is then reported in `bad` with `parse`'s message.
+pub fn parse_annotation<T>(
+    annotations: &BTreeMap<String, String>,
+    bad: &mut Vec<BadAnnotation>,
+    key: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let value = annotations.get(key)?;
+    match parse(value) {
+        Ok(v) => Some(v),
+        Err(message) => {
+            bad.push(BadAnnotation {
+                key,
+                value: value.clone(),
+                message,
+            });
+            None
+        }
+    }
+}
+
 /// Parses a duration: a whole number and a unit (`ms`, `s`, `m`, `h`), or a bare number of
 /// seconds. Surrounding whitespace is ignored; zero and values over [`MAX_DURATION`] are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -210,20 +232,8 @@ pub fn upstream_policy(
     annotations: &BTreeMap<String, String>,
 ) -> (UpstreamPolicy, Vec<BadAnnotation>) {
     let mut bad = Vec::new();
-    let mut duration = |key: &'static str| {
-        let value = annotations.get(key)?;
-        match parse_duration(value) {
-            Ok(d) => Some(d),
-            Err(message) => {
-                bad.push(BadAnnotation {
-                    key,
-                    value: value.clone(),
-                    message,
-                });
-                None
-            }
-        }
-    };
+    let mut duration =
+        |key: &'static str| parse_annotation(annotations, &mut bad, key, parse_duration);
     let timeouts = Timeouts {
         connect: duration(CONNECT_TIMEOUT),
         read: duration(READ_TIMEOUT),
@@ -275,19 +285,7 @@ fn affinity(
         }
         None => DEFAULT_SESSION_COOKIE_NAME.to_string(),
     };
-    let max_age = annotations
-        .get(SESSION_COOKIE_MAX_AGE)
-        .and_then(|v| match parse_duration(v) {
-            Ok(d) => Some(d),
-            Err(message) => {
-                bad.push(BadAnnotation {
-                    key: SESSION_COOKIE_MAX_AGE,
-                    value: v.clone(),
-                    message,
-                });
-                None
-            }
-        });
+    let max_age = parse_annotation(annotations, bad, SESSION_COOKIE_MAX_AGE, parse_duration);
     Some(CookieAffinity { name, max_age })
 }
 
@@ -425,16 +423,10 @@ fn backend_protocol(
     annotations: &BTreeMap<String, String>,
     bad: &mut Vec<BadAnnotation>,
 ) -> Option<BackendProtocol> {
-    let value = annotations.get(BACKEND_PROTOCOL)?;
-    let p = BackendProtocol::parse(value);
-    if p.is_none() {
-        bad.push(BadAnnotation {
-            key: BACKEND_PROTOCOL,
-            value: value.clone(),
-            message: "is not HTTP, HTTPS, H2C, GRPC or GRPCS".to_string(),
-        });
-    }
-    p
+    parse_annotation(annotations, bad, BACKEND_PROTOCOL, |v| {
+        BackendProtocol::parse(v)
+            .ok_or_else(|| "is not HTTP, HTTPS, H2C, GRPC or GRPCS".to_string())
+    })
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::annotations::{parse_duration, BadAnnotation};
+use crate::annotations::{parse_annotation, parse_duration, BadAnnotation};
 
 /// `http`, `https`, `tcp` or `none`: whether and how the Service's endpoints are probed.
 pub const HEALTH_CHECK: &str = "sluice.dev/health-check";
@@ -269,70 +269,31 @@ pub fn service_health_check(
     annotations: &BTreeMap<String, String>,
 ) -> (HealthCheckOverrides, Vec<BadAnnotation>) {
     let mut bad = Vec::new();
-    let field = |key: &'static str| -> Option<&String> { annotations.get(key) };
-    fn take<T>(
-        bad: &mut Vec<BadAnnotation>,
-        key: &'static str,
-        value: Option<&String>,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let value = value?;
-        match parse(value) {
-            Ok(v) => Some(v),
-            Err(message) => {
-                bad.push(BadAnnotation {
-                    key,
-                    value: value.clone(),
-                    message,
-                });
-                None
-            }
-        }
-    }
+    let b = &mut bad;
     let o = HealthCheckOverrides {
-        kind: take(&mut bad, HEALTH_CHECK, field(HEALTH_CHECK), |s| {
+        kind: parse_annotation(annotations, b, HEALTH_CHECK, |s| {
             CheckKind::parse(s).ok_or_else(|| "is not http, https, tcp or none".to_string())
         }),
-        path: take(
-            &mut bad,
-            HEALTH_CHECK_PATH,
-            field(HEALTH_CHECK_PATH),
-            parse_path,
-        ),
-        port: take(
-            &mut bad,
-            HEALTH_CHECK_PORT,
-            field(HEALTH_CHECK_PORT),
-            parse_port,
-        ),
-        interval: take(
-            &mut bad,
-            HEALTH_CHECK_INTERVAL,
-            field(HEALTH_CHECK_INTERVAL),
-            parse_duration,
-        ),
-        timeout: take(
-            &mut bad,
-            HEALTH_CHECK_TIMEOUT,
-            field(HEALTH_CHECK_TIMEOUT),
-            parse_duration,
-        ),
-        healthy_threshold: take(
-            &mut bad,
+        path: parse_annotation(annotations, b, HEALTH_CHECK_PATH, parse_path),
+        port: parse_annotation(annotations, b, HEALTH_CHECK_PORT, parse_port),
+        interval: parse_annotation(annotations, b, HEALTH_CHECK_INTERVAL, parse_duration),
+        timeout: parse_annotation(annotations, b, HEALTH_CHECK_TIMEOUT, parse_duration),
+        healthy_threshold: parse_annotation(
+            annotations,
+            b,
             HEALTH_CHECK_HEALTHY_THRESHOLD,
-            field(HEALTH_CHECK_HEALTHY_THRESHOLD),
             parse_threshold,
         ),
-        unhealthy_threshold: take(
-            &mut bad,
+        unhealthy_threshold: parse_annotation(
+            annotations,
+            b,
             HEALTH_CHECK_UNHEALTHY_THRESHOLD,
-            field(HEALTH_CHECK_UNHEALTHY_THRESHOLD),
             parse_threshold,
         ),
-        success_codes: take(
-            &mut bad,
+        success_codes: parse_annotation(
+            annotations,
+            b,
             HEALTH_CHECK_SUCCESS_CODES,
-            field(HEALTH_CHECK_SUCCESS_CODES),
             SuccessCodes::parse,
         ),
     };

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::annotations::BadAnnotation;
+use crate::annotations::{parse_annotation, BadAnnotation};
 use crate::model::NodeInput;
 
 /// The target type of an Ingress's routes: `ip` or `instance`.
@@ -167,17 +167,10 @@ pub fn target_type(
     default: &TargetType,
 ) -> (TargetType, Vec<BadAnnotation>) {
     let mut bad = Vec::new();
-    let chosen = match annotations.get(TARGET_TYPE) {
-        None => default.clone(),
-        Some(value) => TargetType::parse(value).unwrap_or_else(|| {
-            bad.push(BadAnnotation {
-                key: TARGET_TYPE,
-                value: value.clone(),
-                message: "is not `ip` or `instance`".to_string(),
-            });
-            default.clone()
-        }),
-    };
+    let chosen = parse_annotation(annotations, &mut bad, TARGET_TYPE, |v| {
+        TargetType::parse(v).ok_or_else(|| "is not `ip` or `instance`".to_string())
+    })
+    .unwrap_or_else(|| default.clone());
     let Some(value) = annotations.get(TARGET_NODE_LABELS) else {
         return (chosen, bad);
     };
