@@ -472,11 +472,8 @@ async fn a_bad_health_check_annotation_is_reported_and_the_default_used() {
     check.retain(|(k, _)| *k != "sluice.dev/health-check-unhealthy-threshold");
     check.push(("sluice.dev/health-check-unhealthy-threshold", "many"));
     let s = &Sluice::start(&web(&check, &[a, b])).await;
-    let state = s.running.as_ref().unwrap().state.clone();
-    let live = state.live_full();
-    let skipped: Vec<_> = live
-        .snapshot
-        .skipped
+    let skipped: Vec<_> = s
+        .skipped()
         .iter()
         .map(|k| (k.ingress.name.clone(), k.reason.as_str(), k.message.clone()))
         .collect();
@@ -490,6 +487,7 @@ async fn a_bad_health_check_annotation_is_reported_and_the_default_used() {
         "{skipped:?}"
     );
     // The check runs with the default threshold (3) in place of the bad value.
+    let live = s.running.as_ref().unwrap().state.live_full();
     let check = live.pools.iter().flatten().next().unwrap().health_check();
     assert_eq!(check.map(|c| c.unhealthy_threshold), Some(3));
     b.set_health(500);

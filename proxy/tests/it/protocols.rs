@@ -924,15 +924,7 @@ async fn a_bad_backend_protocol_is_reported_and_the_route_serves_over_http1() {
     let r = s.get("plain.test", "/").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.backend(), "plain");
-    let skipped = s
-        .running
-        .as_ref()
-        .unwrap()
-        .state
-        .live()
-        .snapshot
-        .skipped
-        .clone();
+    let skipped = s.skipped();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(skipped[0].reason.as_str(), "InvalidAnnotation");
     assert_eq!(

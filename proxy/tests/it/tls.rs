@@ -210,15 +210,7 @@ async fn a_broken_secret_sends_only_its_own_hosts_to_the_default_certificate_and
             "{name}"
         );
     }
-    let skipped = s
-        .running
-        .as_ref()
-        .unwrap()
-        .state
-        .live()
-        .snapshot
-        .skipped
-        .clone();
+    let skipped = s.skipped();
     let text: Vec<String> = skipped
         .iter()
         .map(|k| format!("{} {}", k.reason.as_str(), k.message))

@@ -691,6 +691,18 @@ impl Sluice {
         self.dir.path().join("manifests")
     }
 
+    /// Every rule the live snapshot skips, with why.
+    pub fn skipped(&self) -> Vec<sluice_config::Skipped> {
+        self.running
+            .as_ref()
+            .expect("sluice is running")
+            .state
+            .live()
+            .snapshot
+            .skipped
+            .clone()
+    }
+
     /// Replaces a manifest file atomically (write then rename), as a ConfigMap update does.
     pub fn write_manifest(&self, name: &str, text: &str) {
         write_atomically(&self.manifests_dir().join(name), text);
