@@ -21,12 +21,7 @@ async fn an_endpoint_change_under_concurrent_load_fails_no_request() {
     // Keep the load on a little after the switch, then stop.
     load.wait_for_more(200).await;
     let failures = load.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} failed requests: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_no_failed_request(&failures);
     assert!(
         a.hits() > 0 && b.hits() > 0,
         "a={} b={}",

@@ -452,6 +452,16 @@ impl Load {
     }
 }
 
+/// Fails the test when `failures` (from [`Load::stop`]) holds any, showing the first few.
+pub fn assert_no_failed_request(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Manifests
 
