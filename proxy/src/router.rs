@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
+use http::HeaderMap;
 use pingora_core::upstreams::peer::{HttpPeer, Peer, PeerOptions, ALPN};
 use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -258,12 +259,179 @@ fn req_authority(req: &RequestHeader) -> Option<&str> {
     req.uri.authority().map(|a| a.as_str())
 }
 
-// The forwarding headers sluice adds.
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
-const X_FORWARDED_PORT: &str = "x-forwarded-port";
-const X_REAL_IP: &str = "x-real-ip";
+// The headers sluice adds to every upstream request (statics, so a name is checked at compile
+// time and is never parsed or allocated per request).
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// How many headers [`Router::upstream_request_filter`] may add: the six above and the
+/// client-certificate ones.
+const ADDED_HEADERS: usize = 6 + CLIENT_CERT_HEADERS.len();
+
+/// The name Pingora writes for a header whose case it does not hold: its own title case for a
+/// few common names, lower case for the rest. Pingora keeps that table private; a unit test
+/// holds this copy to what Pingora does.
+fn uncased_wire_name(name: &HeaderName) -> &str {
+    match *name {
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::DATE => "Date",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::HOST => "Host",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        _ => name.as_str(),
+    }
+}
+
+/// Whether the upstream request needs Pingora's case-preserving header handling to reach the
+/// backend as the client sent it: some header name arrived in another case than Pingora writes
+/// for a name it holds no case for, or the request-target is not in origin form (only the
+/// case-preserving request keeps an absolute-form target). HTTP/2 requests, and HTTP/1
+/// requests written as Pingora would write them, come out byte for byte the same either way.
+fn header_case_matters(req: &RequestHeader) -> bool {
+    let path = req.uri.path_and_query().map(|p| p.as_str().as_bytes());
+    if path != Some(req.raw_path()) {
+        return true;
+    }
+    req.headers
+        .keys()
+        .zip(req.case_header_iter())
+        .any(|(name, (case, _))| case.as_slice() != uncased_wire_name(name).as_bytes())
+}
+
+/// The upstream request's headers as [`Router::upstream_request_filter`] edits them.
+enum UpstreamHeaders<'a> {
+    /// Pingora's request, which keeps each name's case beside the header map.
+    Cased(&'a mut RequestHeader),
+    /// The header map alone, when no name's case needs keeping: inserts go straight in.
+    Plain(&'a mut HeaderMap),
+}
+
+impl UpstreamHeaders<'_> {
+    fn map(&self) -> &HeaderMap {
+        match self {
+            UpstreamHeaders::Cased(req) => &req.headers,
+            UpstreamHeaders::Plain(map) => map,
+        }
+    }
+
+    fn insert(&mut self, name: &'static HeaderName, value: HeaderValue) -> Result<()> {
+        match self {
+            UpstreamHeaders::Cased(req) => req.insert_header(name.as_str(), value),
+            UpstreamHeaders::Plain(map) => map
+                .try_insert(name.clone(), value)
+                .map(|_| ())
+                .or_err(ErrorType::InvalidHTTPHeader, "too many request headers"),
+        }
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        match self {
+            UpstreamHeaders::Cased(req) => {
+                req.remove_header(name);
+            }
+            UpstreamHeaders::Plain(map) => {
+                map.remove(name);
+            }
+        }
+    }
+}
+
+/// Writes the request id, the forwarding headers and the client-certificate headers into the
+/// upstream request.
+fn forwarding_headers(
+    session: &Session,
+    mut upstream: UpstreamHeaders<'_>,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    if let UpstreamHeaders::Plain(map) = &mut upstream {
+        map.try_reserve(ADDED_HEADERS)
+            .or_err(ErrorType::InvalidHTTPHeader, "too many request headers")?;
+    }
+    upstream.insert(
+        &X_REQUEST_ID,
+        HeaderValue::from_str(ctx.request_id.as_str())
+            .or_err(ErrorType::InvalidHTTPHeader, "x-request-id")?,
+    )?;
+    // Only sluice says what the client certificate is. One pass over the names finds
+    // whether a client sent any (they all start with `x-client-cert`), sparing three
+    // lookups on every request that has none.
+    let forged = upstream
+        .map()
+        .keys()
+        .any(|k| k.as_str().starts_with("x-client-cert"));
+    if forged {
+        for name in CLIENT_CERT_HEADERS {
+            upstream.remove(name);
+        }
+    }
+    if let Some(Some(conn)) = conn_tls(session) {
+        for (name, value) in &conn.headers {
+            let value = HeaderValue::from_str(value)
+                .or_err(ErrorType::InvalidHTTPHeader, "client certificate header")?;
+            upstream.insert(name, value)?;
+        }
+    }
+    // One buffer for the client address; the X-Forwarded-For value is written, not
+    // formatted through intermediate strings.
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let mut ip = String::with_capacity(40);
+    if let Some(addr) = client_ip {
+        let _ = write!(ip, "{addr}");
+    }
+    let xff = match upstream.map().get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
+        Some(prev) if !prev.trim_ascii().is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(v))
+        }
+        _ => HeaderValue::from_str(&ip),
+    };
+    upstream.insert(
+        &X_FORWARDED_FOR,
+        xff.or_err(ErrorType::InvalidHTTPHeader, "x-forwarded-for")?,
+    )?;
+    upstream.insert(
+        &X_REAL_IP,
+        HeaderValue::from_maybe_shared(Bytes::from(ip))
+            .or_err(ErrorType::InvalidHTTPHeader, "x-real-ip")?,
+    )?;
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    upstream.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    )?;
+    // The client's host as received (a copy of its bytes; no parse, no check).
+    let host = match req_authority(session.req_header()) {
+        Some(a) => HeaderValue::from_str(a).ok(),
+        None => session.req_header().headers.get(header::HOST).cloned(),
+    };
+    if let Some(host) = host {
+        upstream.insert(&X_FORWARDED_HOST, host)?;
+    }
+    if let Some(port) = session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.port())
+    {
+        upstream.insert(&X_FORWARDED_PORT, HeaderValue::from(port))?;
+    }
+    Ok(())
+}
 
 /// The TLS facts of the request's connection: `None` on plain HTTP.
 fn conn_tls(session: &Session) -> Option<Option<&ConnTls>> {
@@ -623,70 +791,21 @@ impl ProxyHttp for Router {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        // Only sluice says what the client certificate is. One pass over the names finds
-        // whether a client sent any (they all start with `x-client-cert`), sparing three
-        // lookups on every request that has none.
-        let forged = upstream
-            .headers
-            .keys()
-            .any(|k| k.as_str().starts_with("x-client-cert"));
-        if forged {
-            for name in CLIENT_CERT_HEADERS {
-                upstream.remove_header(name);
-            }
+        if header_case_matters(upstream) {
+            return forwarding_headers(session, UpstreamHeaders::Cased(upstream), ctx);
         }
-        if let Some(Some(conn)) = conn_tls(session) {
-            for (name, value) in &conn.headers {
-                upstream.insert_header(*name, value.as_str())?;
-            }
+        // No name's case needs keeping: take the header map out of Pingora's request, make
+        // room for every header added at once, and put it back. Pingora's inserts would parse
+        // and copy each name, mirror it in a second map, and grow both maps step by step.
+        let end_stream = upstream.send_end_stream();
+        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+        let mut parts = http::request::Parts::from(std::mem::replace(upstream, placeholder));
+        let added = forwarding_headers(session, UpstreamHeaders::Plain(&mut parts.headers), ctx);
+        *upstream = RequestHeader::from(parts);
+        if let Some(end_stream) = end_stream {
+            upstream.set_send_end_stream(end_stream);
         }
-        // One buffer for the client address, the X-Forwarded-For value and the port: the
-        // values are written, not formatted through intermediate strings.
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let mut ip = String::with_capacity(40);
-        if let Some(addr) = client_ip {
-            let _ = write!(ip, "{addr}");
-        }
-        let xff = match upstream.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()) {
-            Some(prev) if !prev.trim_ascii().is_empty() => {
-                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-                v.extend_from_slice(prev);
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(ip.as_bytes());
-                HeaderValue::from_maybe_shared(Bytes::from(v))
-            }
-            _ => HeaderValue::from_str(&ip),
-        };
-        upstream.insert_header(
-            X_FORWARDED_FOR,
-            xff.or_err(ErrorType::InvalidHTTPHeader, "x-forwarded-for")?,
-        )?;
-        upstream.insert_header(X_REAL_IP, ip)?;
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream.insert_header(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if tls { "https" } else { "http" }),
-        )?;
-        // The client's host as received (a copy of its bytes; no parse, no check).
-        let host = match req_authority(session.req_header()) {
-            Some(a) => HeaderValue::from_str(a).ok(),
-            None => session.req_header().headers.get(header::HOST).cloned(),
-        };
-        if let Some(host) = host {
-            upstream.insert_header(X_FORWARDED_HOST, host)?;
-        }
-        if let Some(port) = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port())
-        {
-            upstream.insert_header(X_FORWARDED_PORT, HeaderValue::from(port))?;
-        }
-        Ok(())
+        added
     }
 
     /// Retries a failed connect on another endpoint until the configured retries are spent.
@@ -878,6 +997,79 @@ impl ProxyHttp for Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pingora writes a header it holds no case for under the name `into_case_header_name`
+    /// gives; the copy of its title-case table must agree, or a request taken off the
+    /// case-preserving path would reach the backend with names in another case.
+    #[test]
+    fn the_uncased_wire_name_is_the_one_pingora_writes() {
+        use header::*;
+        use pingora_http::IntoCaseHeaderName;
+        let names = [
+            ACCEPT,
+            ACCEPT_CHARSET,
+            ACCEPT_ENCODING,
+            ACCEPT_LANGUAGE,
+            ACCEPT_RANGES,
+            ACCESS_CONTROL_ALLOW_ORIGIN,
+            ACCESS_CONTROL_REQUEST_METHOD,
+            AGE,
+            ALLOW,
+            AUTHORIZATION,
+            CACHE_CONTROL,
+            CONNECTION,
+            CONTENT_DISPOSITION,
+            CONTENT_ENCODING,
+            CONTENT_LANGUAGE,
+            CONTENT_LENGTH,
+            CONTENT_LOCATION,
+            CONTENT_RANGE,
+            CONTENT_TYPE,
+            COOKIE,
+            DATE,
+            ETAG,
+            EXPECT,
+            EXPIRES,
+            FORWARDED,
+            FROM,
+            HOST,
+            IF_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_NONE_MATCH,
+            IF_RANGE,
+            IF_UNMODIFIED_SINCE,
+            LAST_MODIFIED,
+            LINK,
+            LOCATION,
+            ORIGIN,
+            PRAGMA,
+            PROXY_AUTHORIZATION,
+            RANGE,
+            REFERER,
+            RETRY_AFTER,
+            SEC_WEBSOCKET_KEY,
+            SEC_WEBSOCKET_VERSION,
+            SERVER,
+            SET_COOKIE,
+            TE,
+            TRAILER,
+            TRANSFER_ENCODING,
+            UPGRADE,
+            USER_AGENT,
+            VARY,
+            VIA,
+            WWW_AUTHENTICATE,
+            X_FORWARDED_FOR.clone(),
+            HeaderName::from_static("x-custom"),
+        ];
+        for name in names {
+            assert_eq!(
+                uncased_wire_name(&name).as_bytes(),
+                (&name).into_case_header_name().as_slice(),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn generated_request_ids_are_32_lowercase_hex_digits_and_never_repeat() {

@@ -10,6 +10,7 @@
 //! The values are computed once per connection, when the handshake completes. The router removes
 //! these headers from every request before adding its own, so a client can never set them.
 
+use http::header::HeaderName;
 use openssl::nid::Nid;
 use openssl::ssl::{NameType, SslRef};
 use openssl::x509::{X509NameRef, X509Ref, X509VerifyResult};
@@ -18,16 +19,18 @@ use sluice_config::tls::ClientAuthMode;
 use super::store::HostEntry;
 
 /// The upstream header carrying the client certificate.
-pub const CLIENT_CERT_HEADER: &str = "x-client-cert";
+pub static CLIENT_CERT_HEADER: HeaderName = HeaderName::from_static("x-client-cert");
 /// The upstream header carrying the verification result.
-pub const CLIENT_CERT_VERIFIED_HEADER: &str = "x-client-cert-verified";
+pub static CLIENT_CERT_VERIFIED_HEADER: HeaderName =
+    HeaderName::from_static("x-client-cert-verified");
 /// The upstream header carrying the certificate's subject.
-pub const CLIENT_CERT_SUBJECT_HEADER: &str = "x-client-cert-subject";
+pub static CLIENT_CERT_SUBJECT_HEADER: HeaderName =
+    HeaderName::from_static("x-client-cert-subject");
 /// Every client-certificate header, as removed from client requests.
-pub const CLIENT_CERT_HEADERS: [&str; 3] = [
-    CLIENT_CERT_HEADER,
-    CLIENT_CERT_VERIFIED_HEADER,
-    CLIENT_CERT_SUBJECT_HEADER,
+pub static CLIENT_CERT_HEADERS: [&HeaderName; 3] = [
+    &CLIENT_CERT_HEADER,
+    &CLIENT_CERT_VERIFIED_HEADER,
+    &CLIENT_CERT_SUBJECT_HEADER,
 ];
 
 /// The TLS facts of one connection, attached by the handshake and read by every request on it.
@@ -40,7 +43,7 @@ pub struct ConnTls {
     pub mode: ClientAuthMode,
     pub resumed: bool,
     /// `(header, value)` pairs for the upstream request.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static HeaderName, String)>,
 }
 
 impl ConnTls {
@@ -74,8 +77,8 @@ impl ConnTls {
                     pem.extend_from_slice(&c.to_pem().unwrap_or_default());
                 }
             }
-            headers.push((CLIENT_CERT_HEADER, url_encode(&pem)));
-            headers.push((CLIENT_CERT_SUBJECT_HEADER, subject(leaf.subject_name())));
+            headers.push((&CLIENT_CERT_HEADER, url_encode(&pem)));
+            headers.push((&CLIENT_CERT_SUBJECT_HEADER, subject(leaf.subject_name())));
         }
         if auth.mode != ClientAuthMode::Passthrough {
             let verdict = match (&leaf, resumed) {
@@ -92,7 +95,7 @@ impl ConnTls {
                     ca.learn(chain);
                 }
             }
-            headers.push((CLIENT_CERT_VERIFIED_HEADER, verdict));
+            headers.push((&CLIENT_CERT_VERIFIED_HEADER, verdict));
         }
         ConnTls {
             sni,
@@ -195,7 +198,7 @@ mod tests {
     #[test]
     fn every_client_certificate_header_shares_the_prefix_the_router_looks_for() {
         for name in CLIENT_CERT_HEADERS {
-            assert!(name.starts_with("x-client-cert"), "{name}");
+            assert!(name.as_str().starts_with("x-client-cert"), "{name}");
         }
     }
 
