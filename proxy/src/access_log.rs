@@ -14,6 +14,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use prometheus::IntCounter;
+
+use crate::text::{push_int, push_ip, push_seconds, push_socket_addr, push_time};
 use sluice_config::settings::AccessLogFormat;
 
 /// Lines waiting to be written before new ones are dropped.
@@ -41,9 +43,9 @@ pub struct Record<'a> {
     pub status: u16,
     /// Response body bytes sent.
     pub bytes: usize,
-    pub duration_s: f64,
+    pub duration: Duration,
     /// `None` when the request was not proxied.
-    pub upstream_duration_s: Option<f64>,
+    pub upstream_duration: Option<Duration>,
     pub namespace: &'a str,
     pub ingress: &'a str,
     pub service: &'a str,
@@ -71,48 +73,54 @@ pub fn format(r: &Record<'_>, format: AccessLogFormat) -> String {
 /// Appends a record's line (without the newline) to `out`. The fields are written straight into
 /// the buffer: no intermediate JSON value, no string per field.
 pub fn format_into(out: &mut String, r: &Record<'_>, format: AccessLogFormat) {
-    // Writing into a String cannot fail.
-    let _ = match format {
+    match format {
         AccessLogFormat::Json => write_json(out, r),
         AccessLogFormat::Combined => write_combined(out, r),
-    };
+    }
 }
 
-fn write_json(out: &mut String, r: &Record<'_>) -> std::fmt::Result {
+fn write_json(out: &mut String, r: &Record<'_>) {
     let text = |out: &mut String, key: &str, value: &str| {
         out.push_str(key);
         json_string(out, value);
     };
-    write!(out, "{{\"time\":\"{}\"", r.time)?;
-    match r.client {
-        Some(ip) => write!(out, ",\"client\":\"{ip}\"")?,
-        None => out.push_str(",\"client\":\"\""),
+    out.push_str("{\"time\":\"");
+    push_time(out, r.time);
+    out.push_str("\",\"client\":\"");
+    if let Some(ip) = r.client {
+        push_ip(out, ip);
     }
+    out.push('"');
     text(out, ",\"method\":", r.method);
     text(out, ",\"host\":", r.host);
     text(out, ",\"path\":", r.path);
     text(out, ",\"protocol\":", r.protocol);
-    write!(
-        out,
-        ",\"status\":{},\"bytes\":{},\"duration_s\":{}",
-        r.status, r.bytes, r.duration_s
-    )?;
-    match r.upstream_duration_s {
-        Some(d) => write!(out, ",\"upstream_duration_s\":{d}")?,
-        None => out.push_str(",\"upstream_duration_s\":null"),
+    out.push_str(",\"status\":");
+    push_int(out, r.status);
+    out.push_str(",\"bytes\":");
+    push_int(out, r.bytes);
+    out.push_str(",\"duration_s\":");
+    push_seconds(out, r.duration, 6);
+    out.push_str(",\"upstream_duration_s\":");
+    match r.upstream_duration {
+        Some(d) => push_seconds(out, d, 6),
+        None => out.push_str("null"),
     }
     text(out, ",\"namespace\":", r.namespace);
     text(out, ",\"ingress\":", r.ingress);
     text(out, ",\"service\":", r.service);
     match r.upstream {
-        Some(a) => write!(out, ",\"upstream\":\"{a}\"")?,
+        Some(a) => {
+            out.push_str(",\"upstream\":\"");
+            push_socket_addr(out, a);
+            out.push('"');
+        }
         None => out.push_str(",\"upstream\":null"),
     }
     text(out, ",\"request_id\":", r.request_id);
     text(out, ",\"referer\":", r.referer);
     text(out, ",\"user_agent\":", r.user_agent);
     out.push('}');
-    Ok(())
 }
 
 /// A JSON string literal of `s`: quotes, backslashes and control characters escaped.
@@ -148,45 +156,55 @@ fn push_escaped(out: &mut String, s: &str) {
     }
 }
 
-/// nginx's combined format, then the fields it lacks, as ingress-nginx's default does.
-fn write_combined(out: &mut String, r: &Record<'_>) -> std::fmt::Result {
+/// nginx's combined format, then the fields it lacks, as ingress-nginx's default does (times
+/// in seconds with milliseconds, truncated, as nginx writes `$request_time`).
+fn write_combined(out: &mut String, r: &Record<'_>) {
     let quoted = |out: &mut String, s: &str| {
         out.push('"');
         push_escaped(out, s);
         out.push('"');
     };
     match r.client {
-        Some(ip) => write!(out, "{ip}")?,
+        Some(ip) => push_ip(out, ip),
         None => out.push('-'),
     }
-    write!(out, " - - [{}] ", r.time)?;
-    out.push('"');
+    out.push_str(" - - [");
+    push_time(out, r.time);
+    out.push_str("] \"");
     push_escaped(out, r.method);
     out.push(' ');
     push_escaped(out, r.path);
     out.push(' ');
     push_escaped(out, r.protocol);
-    write!(out, "\" {} {} ", r.status, r.bytes)?;
+    out.push_str("\" ");
+    push_int(out, r.status);
+    out.push(' ');
+    push_int(out, r.bytes);
+    out.push(' ');
     quoted(out, dash(r.referer));
     out.push(' ');
     quoted(out, dash(r.user_agent));
-    write!(out, " {:.3} ", r.duration_s)?;
-    match r.upstream_duration_s {
-        Some(d) => write!(out, "{d:.3}")?,
+    out.push(' ');
+    push_seconds(out, r.duration, 3);
+    out.push(' ');
+    match r.upstream_duration {
+        Some(d) => push_seconds(out, d, 3),
         None => out.push('-'),
     }
+    out.push(' ');
     match r.upstream {
-        Some(a) => write!(out, " {a} ")?,
-        None => out.push_str(" - "),
+        Some(a) => push_socket_addr(out, a),
+        None => out.push('-'),
     }
-    write!(
-        out,
-        "{}/{}/{} {}",
-        dash(r.namespace),
-        dash(r.ingress),
-        dash(r.service),
-        dash(r.request_id)
-    )
+    out.push(' ');
+    for (i, label) in [r.namespace, r.ingress, r.service].into_iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(dash(label));
+    }
+    out.push(' ');
+    out.push_str(dash(r.request_id));
 }
 
 /// Where request lines go.
@@ -259,8 +277,8 @@ mod tests {
             protocol: "HTTP/1.1",
             status: 200,
             bytes: 12,
-            duration_s: 0.0123,
-            upstream_duration_s: Some(0.01),
+            duration: Duration::from_micros(12_300),
+            upstream_duration: Some(Duration::from_millis(10)),
             namespace: "shop",
             ingress: "web",
             service: "api",
@@ -288,7 +306,7 @@ mod tests {
         r.user_agent = "a \"quoted\" \\ agent\twith\u{1}controls";
         r.client = None;
         r.upstream = None;
-        r.upstream_duration_s = None;
+        r.upstream_duration = None;
         let line = format(&r, AccessLogFormat::Json);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["user_agent"], r.user_agent);
@@ -296,7 +314,7 @@ mod tests {
         assert!(v["upstream"].is_null());
         assert!(v["upstream_duration_s"].is_null());
         assert_eq!(v["duration_s"], 0.0123);
-        assert_eq!(v["time"], "2026-01-02T03:04:05Z");
+        assert_eq!(v["time"], "2026-01-02T03:04:05.000000Z");
     }
 
     #[test]
@@ -304,7 +322,7 @@ mod tests {
         let line = format(&record(), AccessLogFormat::Combined);
         assert_eq!(
             line,
-            "127.0.0.1 - - [2026-01-02T03:04:05Z] \"GET /x?q=\\\"1\\\" HTTP/1.1\" 200 12 \"-\" \"curl/8\" 0.012 0.010 10.0.0.1:8080 shop/web/api abc"
+            "127.0.0.1 - - [2026-01-02T03:04:05.000000Z] \"GET /x?q=\\\"1\\\" HTTP/1.1\" 200 12 \"-\" \"curl/8\" 0.012 0.010 10.0.0.1:8080 shop/web/api abc"
         );
     }
 }

@@ -26,6 +26,7 @@ pub mod pool;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod text;
 pub mod tls;
 
 pub use server::{start, start_with, Running, StartError};

@@ -45,13 +45,13 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use sluice_config::annotations::{BackendProtocol, Balance, CookieAffinity, HashBy, Timeouts};
 use sluice_config::Settings;
-use std::fmt::Write as _;
 use tokio::sync::Notify;
 
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
 use crate::pool::{hash_key, InFlightEndpoint, Pick, Pool};
 use crate::state::State;
+use crate::text::push_ip;
 use crate::tls::client_auth::CLIENT_CERT_HEADERS;
 use crate::tls::ConnTls;
 use sluice_config::routes::normalize_host;
@@ -389,7 +389,7 @@ fn forwarding_headers(
         .map(|a| a.ip());
     let mut ip = String::with_capacity(40);
     if let Some(addr) = client_ip {
-        let _ = write!(ip, "{addr}");
+        push_ip(&mut ip, addr);
     }
     let xff = match upstream.map().get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
         Some(prev) if !prev.trim_ascii().is_empty() => {
@@ -921,15 +921,13 @@ impl ProxyHttp for Router {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         let now = Instant::now();
-        let duration = now.saturating_duration_since(ctx.start).as_secs_f64();
-        let upstream_duration = ctx
-            .upstream_start
-            .map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let duration = now.saturating_duration_since(ctx.start);
+        let upstream_duration = ctx.upstream_start.map(|t| now.saturating_duration_since(t));
         let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
         let req = session.req_header();
-        route.duration.observe(duration);
+        route.duration.observe(duration.as_secs_f64());
         if let Some(d) = upstream_duration {
-            route.upstream.observe(d);
+            route.upstream.observe(d.as_secs_f64());
         }
         // Counted last: a test (or a dashboard) that sees the count also sees the durations.
         route.count(req.method.as_str(), status);
@@ -960,8 +958,8 @@ impl ProxyHttp for Router {
             protocol,
             status,
             bytes: session.as_downstream().body_bytes_sent(),
-            duration_s: duration,
-            upstream_duration_s: upstream_duration,
+            duration,
+            upstream_duration,
             namespace,
             ingress,
             service,
