@@ -127,7 +127,11 @@ fn write_json(out: &mut String, r: &Record<'_>) {
 fn json_string(out: &mut String, s: &str) {
     out.push('"');
     let mut rest = s;
-    while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+    // A byte scan: every byte to escape is ASCII, and no byte of a multi-byte character is.
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < b' ')
+    {
         out.push_str(&rest[..i]);
         let c = rest.as_bytes()[i];
         match c {
