@@ -22,6 +22,8 @@
 #   --nice N                   run every process started here at niceness N (root may use e.g.
 #                              -15 so compiles by others on a shared machine disturb less)
 #   --raw FILE                 also write every run as tab-separated values to FILE
+#   --browser-headers          requests carry a browser's headers (User-Agent, Accept, cookies,
+#                              ...: 11 in all, names in mixed case) instead of wrk's Host alone
 #   --callgrind                instead of timed rounds, count the user-space instructions each
 #                              Pingora-based target (bare, its variants, sluice) executes per
 #                              request, under valgrind's callgrind, over a fixed wrk load: a
@@ -57,6 +59,20 @@ nice_n=0
 perf_data=""
 callgrind=0
 callgrind_keep=""
+# What every request carries; --browser-headers adds a browser's usual headers.
+wrk_headers=(-H 'Host: bench.local')
+browser_headers=(
+  -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0'
+  -H 'Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8'
+  -H 'Accept-Language: en-US,en;q=0.5'
+  -H 'Accept-Encoding: gzip, deflate, br, zstd'
+  -H 'Cookie: session=4f2a9c1e7b3d; theme=dark'
+  -H 'Upgrade-Insecure-Requests: 1'
+  -H 'Sec-Fetch-Dest: document'
+  -H 'Sec-Fetch-Mode: navigate'
+  -H 'Sec-Fetch-Site: none'
+  -H 'Priority: u=0, i'
+)
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) rounds=1; duration=2; warmup=1; conns_list="32" ;;
@@ -71,6 +87,7 @@ while [ $# -gt 0 ]; do
     --sluice-access-log) with_alog=1 ;;
     --no-build) build=0 ;;
     --raw) raw_out="$2"; shift ;;
+    --browser-headers) wrk_headers+=("${browser_headers[@]}") ;;
     --nice) nice_n="$2"; shift ;;
     --perf) perf_target="$2"; shift ;;
     --perf-data) perf_data="$2"; shift ;;
@@ -462,7 +479,7 @@ run_wrk() { # target conns seconds round -> appends a row unless round is "warmu
   local t="$1" c="$2" d="$3" r="$4" out before after
   before=$(cpu_ticks "$t")
   out=$(pin "$load_cpu" timeout $((d + 10)) wrk -t1 -c"$c" -d"${d}s" --latency \
-    -H 'Host: bench.local' "http://127.0.0.1:${port[$t]}/" 2>&1) || {
+    "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/" 2>&1) || {
     echo "compare.sh: wrk failed on $t: $out" >&2; exit 1; }
   after=$(cpu_ticks "$t")
   [ "$r" = warmup ] && return 0
@@ -493,10 +510,10 @@ if [ "$callgrind" -eq 1 ]; then
   for t in "${tlist[@]}"; do
     pid="${pidof_target[$t]}"
     (pin "$load_cpu" timeout $((warmup + 30)) wrk -t1 -c"$c1" -d"${warmup}s" \
-      -H 'Host: bench.local' "http://127.0.0.1:${port[$t]}/") >/dev/null 2>&1 || true
+      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/") >/dev/null 2>&1 || true
     callgrind_control -i on "$pid" >/dev/null
     out=$(pin "$load_cpu" timeout $((duration + 30)) wrk -t1 -c"$c1" -d"${duration}s" \
-      -H 'Host: bench.local' "http://127.0.0.1:${port[$t]}/" 2>&1) || {
+      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/" 2>&1) || {
       echo "compare.sh: wrk failed on $t: $out" >&2; exit 1; }
     # Dump first: switching instrumentation off first leaves an empty dump.
     callgrind_control -d "$pid" >/dev/null
@@ -579,7 +596,7 @@ if [ -n "$perf_target" ]; then
   # In a subshell: pin execs, and run directly it would replace this script (no report, no
   # cleanup of the servers started here).
   (pin "$load_cpu" timeout $((duration + 10)) wrk -t1 -c"$c1" -d"$((duration - 1))s" \
-    -H 'Host: bench.local' "http://127.0.0.1:${port[$perf_target]}/") >/dev/null 2>&1 || true
+    "${wrk_headers[@]}" "http://127.0.0.1:${port[$perf_target]}/") >/dev/null 2>&1 || true
   wait "$perf_pid" || true
   echo
   echo "== perf: $perf_target, self time by symbol (top 45)"
