@@ -173,50 +173,14 @@ if pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; then
   log "WARNING: cargo/rustc still running: figures will be noisy"
 fi
 
-# ---------------------------------------------------------------- scratch and cleanup
-tmp="$(mktemp -d)"
-chmod 755 "$tmp"
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do
-    kill -TERM "$p" 2>/dev/null || true
-  done
-  for _ in $(seq 1 30); do
-    local alive=0
-    for p in "${pids[@]}"; do
-      kill -0 "$p" 2>/dev/null && alive=1
-    done
-    [ "$alive" -eq 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-base="${BENCH_PORT_BASE:-18100}"
-next_port=$base
-alloc_port() { # VAR: sets VAR to the next free loopback port (no subshell: next_port advances)
-  local _ap
-  for _ in $(seq 1 200); do
-    _ap=$next_port; next_port=$((next_port + 1))
-    if port_free "$_ap"; then printf -v "$1" '%s' "$_ap"; return 0; fi
-  done
-  echo "compare.sh: no free port from $base" >&2; exit 1
-}
+# ---------------------------------------------------------------- scratch, cleanup, ports
+bench_name=compare.sh
+next_port="${BENCH_PORT_BASE:-18100}"
+# shellcheck source=benches/wrk/lib.sh
+. "$(dirname "$0")/lib.sh"
 alloc_port up1; alloc_port up2
 
 # ---------------------------------------------------------------- upstream
-nginx_temp_paths() {
-  local d="$1"
-  printf '  client_body_temp_path %s/body; proxy_temp_path %s/proxy; fastcgi_temp_path %s/fcgi;\n' "$d" "$d" "$d"
-  printf '  uwsgi_temp_path %s/uwsgi; scgi_temp_path %s/scgi;\n' "$d" "$d"
-}
 mkdir -p "$tmp/up"
 cat >"$tmp/up/nginx.conf" <<EOF
 worker_processes 1;
@@ -457,16 +421,7 @@ target_pids() {
   echo "$p"
   pgrep -P "$p" || true
 }
-cpu_ticks() {
-  local sum=0 p f
-  for p in $(target_pids "$1"); do
-    # Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
-    f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-    set -- $f
-    sum=$((sum + ${12} + ${13}))
-  done
-  echo "$sum"
-}
+cpu_ticks() { pids_cpu_ticks $(target_pids "$1"); }
 to_us() { # wrk duration (e.g. 812.00us, 1.23ms, 2.00s) -> microseconds
   awk -v v="$1" 'BEGIN {
     n = v + 0

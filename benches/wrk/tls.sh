@@ -92,35 +92,11 @@ for _ in $(seq 1 36); do
 done
 pgrep -x rustc >/dev/null && log "WARNING: rustc still running: figures will be noisy"
 
-# ---------------------------------------------------------------- scratch and cleanup
-tmp="$(mktemp -d)"
-chmod 755 "$tmp"
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 30); do
-    local alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" -eq 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# ---------------------------------------------------------------- scratch, cleanup, ports
+bench_name=tls.sh
 next_port="${BENCH_PORT_BASE:-18300}"
-alloc_port() {
-  local _ap
-  for _ in $(seq 1 200); do
-    _ap=$next_port; next_port=$((next_port + 1))
-    if port_free "$_ap"; then printf -v "$1" '%s' "$_ap"; return 0; fi
-  done
-  echo "tls.sh: no free port" >&2; exit 1
-}
+# shellcheck source=benches/wrk/lib.sh
+. "$(dirname "$0")/lib.sh"
 alloc_port up; alloc_port ngx_port; alloc_port sl_http; alloc_port sl_https; alloc_port sl_admin
 
 # ---------------------------------------------------------------- the shared certificate
@@ -131,10 +107,6 @@ openssl req -x509 "${newkey[@]}" -nodes -days 30 -subj "/CN=bench.local" \
 log "certificate: $keytype, CN=bench.local"
 
 # ---------------------------------------------------------------- upstream
-temp_paths() {
-  printf '  client_body_temp_path %s/body; proxy_temp_path %s/proxy; fastcgi_temp_path %s/fcgi;\n' "$1" "$1" "$1"
-  printf '  uwsgi_temp_path %s/uwsgi; scgi_temp_path %s/scgi;\n' "$1" "$1"
-}
 mkdir -p "$tmp/up" "$tmp/ngx" "$tmp/sl/manifests"
 cat >"$tmp/up/nginx.conf" <<EOF
 worker_processes 1;
@@ -145,7 +117,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-$(temp_paths "$tmp/up")
+$(nginx_temp_paths "$tmp/up")
   server {
     listen 127.0.0.1:$up;
     location / { default_type text/plain; return 200 "hello\n"; }
@@ -166,7 +138,7 @@ http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 75s;
-$(temp_paths "$tmp/ngx")
+$(nginx_temp_paths "$tmp/ngx")
   upstream backend { server 127.0.0.1:$up; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$ngx_port ssl http2;
@@ -282,18 +254,7 @@ for t in nginx sluice; do
 done
 
 # ---------------------------------------------------------------- measuring
-cpu_ticks() { # total utime+stime of a pid and its children
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    [ -r "/proc/$p/stat" ] || continue
-    local f; read -r -a f <"/proc/$p/stat"
-    # Fields after the parenthesised command: utime is field 14, stime 15 (1-based).
-    local rest="${f[*]}"; rest="${rest##*) }"
-    read -r -a g <<<"$rest"
-    total=$((total + g[11] + g[12]))
-  done
-  echo "$total"
-}
+cpu_ticks() { pids_cpu_ticks "$1" $(pgrep -P "$1" || true); } # a pid and its children
 
 run_wrk() { # target mode(keepalive|close) seconds -> "rps p50 p99 us_cpu_per_req"
   local t="$1" mode="$2" secs="$3" hdr=()

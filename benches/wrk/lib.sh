@@ -1,0 +1,53 @@
+# Shared by the wrk scripts in this folder (sourced, not run): a scratch folder removed on exit
+# with every process the script started, free loopback ports, nginx's temporary paths and the
+# CPU time of processes. The sourcing script sets `bench_name` (for messages) first.
+
+# ---------------------------------------------------------------- scratch and cleanup
+tmp="$(mktemp -d)"
+chmod 755 "$tmp"
+# Every long-running process the script starts; cleanup stops them (TERM, then KILL after 3 s).
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 30); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- ports
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# The first port tried; the sourcing script may set next_port before sourcing.
+next_port="${next_port:-18100}"
+alloc_port() { # VAR: sets VAR to the next free loopback port (no subshell: next_port advances)
+  local _ap
+  for _ in $(seq 1 200); do
+    _ap=$next_port; next_port=$((next_port + 1))
+    if port_free "$_ap"; then printf -v "$1" '%s' "$_ap"; return 0; fi
+  done
+  echo "$bench_name: no free loopback port below $next_port" >&2; exit 1
+}
+
+# ---------------------------------------------------------------- nginx and /proc
+nginx_temp_paths() { # DIR: nginx directives keeping every temporary file under DIR
+  printf '  client_body_temp_path %s/body; proxy_temp_path %s/proxy; fastcgi_temp_path %s/fcgi;\n' "$1" "$1" "$1"
+  printf '  uwsgi_temp_path %s/uwsgi; scgi_temp_path %s/scgi;\n' "$1" "$1"
+}
+pids_cpu_ticks() { # PID...: their utime+stime summed, in clock ticks (gone processes count 0)
+  local sum=0 p f
+  for p in "$@"; do
+    # Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    # shellcheck disable=SC2086 # split into fields on purpose
+    set -- $f
+    sum=$((sum + ${12} + ${13}))
+  done
+  echo "$sum"
+}
