@@ -302,10 +302,12 @@ fn header_case_matters(req: &RequestHeader) -> bool {
     if path != Some(req.raw_path()) {
         return true;
     }
+    // One item per value on both sides (a repeated header once per value), as Pingora pairs
+    // them when it writes the request.
     req.headers
-        .keys()
+        .iter()
         .zip(req.case_header_iter())
-        .any(|(name, (case, _))| case.as_slice() != uncased_wire_name(name).as_bytes())
+        .any(|((name, _), (case, _))| case.as_slice() != uncased_wire_name(name).as_bytes())
 }
 
 /// The upstream request's headers as [`Router::upstream_request_filter`] edits them.

@@ -146,6 +146,8 @@ async fn header_names_reach_the_backend_in_the_case_the_client_sent_them() {
         vec!["host: case.test", "x-lower: 2"],
         // Names as Pingora writes them anyway.
         vec!["Host: case.test", "x-lower: 2", "accept: */*"],
+        // A repeated header whose last value is named in another case.
+        vec!["Host: case.test", "x-lower: 2", "x-twice: 1", "X-Twice: 2"],
     ];
     // Each set of names with an origin-form and an absolute-form target, which both reach
     // the backend as sent.
