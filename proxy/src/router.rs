@@ -51,7 +51,7 @@ use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
 use crate::pool::{hash_key, InFlightEndpoint, Pick, Pool};
 use crate::state::State;
-use crate::text::push_ip;
+use crate::text::{push_hex, push_ip};
 use crate::tls::client_auth::CLIENT_CERT_HEADERS;
 use crate::tls::ConnTls;
 use sluice_config::routes::normalize_host;
@@ -225,19 +225,10 @@ fn new_request_id() -> String {
     id
 }
 
-/// Appends `v` as 16 lowercase hex digits (what `{v:016x}` gives, without the formatting
-/// machinery: this runs on every request without an id).
-fn push_hex(out: &mut String, v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        out.push(DIGITS[((v >> (shift * 4)) & 0xf) as usize] as char);
-    }
-}
-
 /// The client's request id when it sent a usable one.
 fn client_request_id(req: &RequestHeader) -> Option<&str> {
     req.headers
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 200)
 }

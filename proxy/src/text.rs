@@ -16,6 +16,25 @@ pub fn push_int(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
+/// Appends `v` as 16 lowercase hex digits (what `{v:016x}` gives; request ids are made of it).
+pub fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(DIGITS[((v >> (shift * 4)) & 0xf) as usize] as char);
+    }
+}
+
+/// Appends `v` in decimal, left-padded with zeros to `width` digits: the fraction after a
+/// decimal point.
+fn push_zero_padded(out: &mut String, v: u32, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(v);
+    for _ in digits.len()..width {
+        out.push('0');
+    }
+    out.push_str(digits);
+}
+
 /// Appends an address as `Display` writes it (IPv6 through `Display`: its zero-run rules are
 /// not worth copying for the rarer family).
 pub fn push_ip(out: &mut String, ip: IpAddr) {
@@ -58,11 +77,7 @@ pub fn push_seconds(out: &mut String, d: Duration, decimals: u32) {
     }
     out.push('.');
     let fraction = d.subsec_nanos() / 10u32.pow(9 - decimals);
-    let digits = itoa::Buffer::new().format(fraction).len() as u32;
-    for _ in digits..decimals {
-        out.push('0');
-    }
-    push_int(out, fraction);
+    push_zero_padded(out, fraction, decimals as usize);
 }
 
 thread_local! {
@@ -98,13 +113,8 @@ pub fn push_time(out: &mut String, t: Timestamp) {
         }
         out.push_str(text);
     });
-    let micros = nanos as u32 / 1000;
     out.push('.');
-    let digits = itoa::Buffer::new().format(micros).len();
-    for _ in digits..6 {
-        out.push('0');
-    }
-    push_int(out, micros);
+    push_zero_padded(out, nanos as u32 / 1000, 6);
     out.push('Z');
 }
 
