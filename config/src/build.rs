@@ -16,6 +16,7 @@ use crate::model::{
     BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, NodeInput,
     ObjectRef, PortRef, ServiceInput,
 };
+use crate::ownership::{host_text, CrossNamespacePaths, HostOwners, Ownership};
 use crate::routes::{parse_rule_host, MatchKind, RouteEntry, RouteTable, TargetId};
 use crate::targets::TargetType;
 use crate::tls::TlsPolicy;
@@ -62,12 +63,18 @@ pub struct PoolKey {
 pub struct BuildDefaults {
     /// `upstream.target_type`.
     pub target_type: TargetType,
+    /// `controller.host_owners`.
+    pub host_owners: HostOwners,
+    /// `controller.cross_namespace_paths`.
+    pub cross_namespace_paths: CrossNamespacePaths,
 }
 
 impl From<&crate::Settings> for BuildDefaults {
     fn from(s: &crate::Settings) -> Self {
         BuildDefaults {
             target_type: s.target_type.clone(),
+            host_owners: s.host_owners.clone(),
+            cross_namespace_paths: s.cross_namespace_paths,
         }
     }
 }
@@ -108,6 +115,11 @@ pub enum SkipReason {
     UnknownAppProtocol,
     /// An `instance` route's Service port has no `nodePort` (a ClusterIP Service).
     MissingNodePort,
+    /// A `spec.tls` entry, a client-auth annotation or (with `cross_namespace_paths = "deny"`)
+    /// a rule for a host that another namespace owns ([`crate::ownership`]).
+    HostNotOwned,
+    /// A certificate whose names (SAN, or CN without SAN) do not cover a host it is listed for.
+    CertificateNameMismatch,
 }
 
 impl SkipReason {
@@ -126,6 +138,8 @@ impl SkipReason {
             SkipReason::InvalidSecret => "InvalidSecret",
             SkipReason::UnknownAppProtocol => "UnknownAppProtocol",
             SkipReason::MissingNodePort => "MissingNodePort",
+            SkipReason::HostNotOwned => "HostNotOwned",
+            SkipReason::CertificateNameMismatch => "CertificateNameMismatch",
         }
     }
 }
@@ -254,6 +268,7 @@ pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefault
         nodes: &inputs.nodes,
         // Which Ingress holds each contested rule, for conflict messages.
         owners: HashMap::new(),
+        ownership: Ownership::compute(&served, &defaults.host_owners),
         health_reported: BTreeSet::new(),
     };
 
@@ -269,7 +284,12 @@ pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefault
         });
         b.add_ingress(index, ingress);
     }
-    b.snapshot.tls = crate::tls::policy(&served, &inputs.secrets, &mut b.snapshot.skipped);
+    b.snapshot.tls = crate::tls::policy(
+        &served,
+        &inputs.secrets,
+        &b.ownership,
+        &mut b.snapshot.skipped,
+    );
     b.snapshot.skipped.sort();
     b.snapshot
 }
@@ -286,6 +306,8 @@ struct Builder<'a> {
     slices: &'a HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceInput>>,
     nodes: &'a [NodeInput],
     owners: HashMap<(String, String, MatchKind), ObjectRef>,
+    /// The namespace that owns each host.
+    ownership: Ownership,
     /// (Ingress, Service) pairs whose bad health-check annotations are already reported.
     health_reported: BTreeSet<(ObjectRef, ObjectRef)>,
 }
@@ -340,6 +362,17 @@ impl Builder<'_> {
                 }
             };
             let host_name = rule.host.clone().unwrap_or_default();
+            if self.defaults.cross_namespace_paths == CrossNamespacePaths::Deny {
+                let owner = host_text(&host_key).and_then(|h| self.ownership.owner(&h));
+                if let Some(owner) = owner.filter(|o| o.namespace != ingress.namespace) {
+                    let message = format!(
+                        "spec.rules[{ri}]: host `{host_name}` is owned by {owner} and \
+                         controller.cross_namespace_paths is \"deny\"; its paths are not served"
+                    );
+                    self.skip(ingress, SkipReason::HostNotOwned, message);
+                    continue;
+                }
+            }
             for (pi, p) in rule.paths.iter().enumerate() {
                 let at = format!("spec.rules[{ri}].http.paths[{pi}]");
                 let kind = match p.path_type.as_deref() {

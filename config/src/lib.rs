@@ -8,6 +8,7 @@
 //! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
 //! - [`targets`]: `ip` or `instance` targets: a Service's pods, or its NodePort on Nodes.
 //! - [`health`]: per-Service active health checks (annotations and their settings defaults).
+//! - [`ownership`]: which namespace owns a host (its TLS policy, and with `deny` its routes).
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
@@ -18,6 +19,7 @@ pub mod annotations;
 pub mod build;
 pub mod health;
 pub mod model;
+pub mod ownership;
 pub mod report;
 pub mod routes;
 pub mod settings;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::annotations::Balance;
 use crate::health::HealthCheck;
+use crate::ownership::{CrossNamespacePaths, HostOwners};
 use crate::targets::TargetType;
 
 /// Where plain HTTP is served when `server.http_listen` is not set.
@@ -62,6 +63,9 @@ pub const DEFAULT_CONNECT_RETRIES: usize = 2;
 pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/ingress-controller";
 /// The IngressClass name this instance owns (also accepted in the legacy annotation).
 pub const DEFAULT_INGRESS_CLASS: &str = "sluice";
+/// Whether rules from other namespaces may route on a host another namespace owns: `allow`
+/// (merged, as ingress-nginx does) or `deny`.
+pub const DEFAULT_CROSS_NAMESPACE_PATHS: CrossNamespacePaths = CrossNamespacePaths::Allow;
 /// How often, in milliseconds, the files source looks for changed manifests.
 pub const DEFAULT_FILES_POLL_INTERVAL_MS: u64 = 250;
 /// The Lease that elects the one instance writing Ingress status and Events.
@@ -237,6 +241,10 @@ pub struct Settings {
     pub ingress_class: String,
     /// Serve Ingresses that name no class, even without a default IngressClass of ours.
     pub watch_ingress_without_class: bool,
+    /// `controller.host_owners`: the namespace that owns each listed host pattern.
+    pub host_owners: HostOwners,
+    /// `controller.cross_namespace_paths`.
+    pub cross_namespace_paths: CrossNamespacePaths,
     pub source: SourceSettings,
     pub leader_election: LeaderElection,
     pub status: StatusSettings,
@@ -570,6 +578,8 @@ mod file {
         pub name: String,
         pub ingress_class: String,
         pub watch_ingress_without_class: bool,
+        pub host_owners: std::collections::BTreeMap<String, String>,
+        pub cross_namespace_paths: CrossNamespacePaths,
     }
 
     impl Default for Controller {
@@ -578,6 +588,8 @@ mod file {
                 name: DEFAULT_CONTROLLER_NAME.to_string(),
                 ingress_class: DEFAULT_INGRESS_CLASS.to_string(),
                 watch_ingress_without_class: false,
+                host_owners: Default::default(),
+                cross_namespace_paths: DEFAULT_CROSS_NAMESPACE_PATHS,
             }
         }
     }
@@ -887,6 +899,13 @@ mod file {
                     "must not be empty".into(),
                 ));
             }
+            let host_owners = HostOwners::new(
+                self.controller
+                    .host_owners
+                    .iter()
+                    .map(|(p, ns)| (p.as_str(), ns.as_str())),
+            )
+            .map_err(|e| invalid("controller.host_owners", e.to_string()))?;
 
             let le = &self.leader_election;
             if le.lease_duration_secs == 0 {
@@ -976,6 +995,8 @@ mod file {
                 controller_name: self.controller.name,
                 ingress_class: self.controller.ingress_class,
                 watch_ingress_without_class: self.controller.watch_ingress_without_class,
+                host_owners,
+                cross_namespace_paths: self.controller.cross_namespace_paths,
                 source,
                 access_log: self.access_log.enabled.then_some(access_format),
                 log_level: self.log.level,
@@ -1007,6 +1028,7 @@ mod tests {
         assert_eq!(s.controller_name, "sluice.dev/ingress-controller");
         assert_eq!(s.ingress_class, "sluice");
         assert!(!s.watch_ingress_without_class);
+        assert_eq!(s.cross_namespace_paths, DEFAULT_CROSS_NAMESPACE_PATHS);
         assert_eq!(
             s.source,
             SourceSettings::Files {
@@ -1133,6 +1155,50 @@ mod tests {
                 other => panic!("{text}: expected an Invalid error for {key}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn host_owners_and_cross_namespace_paths_are_read_and_bad_entries_name_their_key() {
+        let s = parse("").unwrap();
+        assert!(s.host_owners.is_empty());
+        assert_eq!(s.cross_namespace_paths, CrossNamespacePaths::Allow);
+        let s = parse(
+            "[controller]\ncross_namespace_paths = \"deny\"\n\
+             [controller.host_owners]\n\"*.team-a.example.com\" = \"team-a\"\n\"pay.example.com\" = \"payments\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.cross_namespace_paths, CrossNamespacePaths::Deny);
+        let key = crate::routes::parse_rule_host(Some("app.team-a.example.com")).unwrap();
+        assert_eq!(s.host_owners.owner_of(&key).map(|o| o.0), Some("team-a"));
+        for (text, names) in [
+            (
+                "[controller.host_owners]\n\"Bad_Host\" = \"a\"\n",
+                "`Bad_Host`",
+            ),
+            (
+                "[controller.host_owners]\n\"a.test\" = \"Team A\"\n",
+                "`Team A`",
+            ),
+        ] {
+            match parse(text) {
+                Err(
+                    e @ ConfigError::Invalid {
+                        key: "controller.host_owners",
+                        ..
+                    },
+                ) => {
+                    assert!(e.to_string().contains(names), "{e}")
+                }
+                other => panic!("{text}: expected an Invalid error, got {other:?}"),
+            }
+        }
+        let err = parse("[controller]\ncross_namespace_paths = \"maybe\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Parse { key, line: 2, .. } if key == "controller.cross_namespace_paths"),
+            "{err:?}"
+        );
+        let err = parse("[controller.host_owners]\n\"a.test\" = 3\n").unwrap_err();
+        assert!(matches!(&err, ConfigError::Parse { .. }), "{err:?}");
     }
 
     #[test]

@@ -540,6 +540,7 @@ mod tests {
         ];
         let defaults = BuildDefaults {
             target_type: TargetType::parse("instance").unwrap(),
+            ..Default::default()
         };
         let snap = build_with(&inputs, &class_policy(), &defaults);
         assert_eq!(

@@ -7,10 +7,11 @@
 //! # Which Secret serves a name
 //!
 //! `spec.tls[].hosts` decides: a Secret serves exactly the names its entry lists (an entry without
-//! `hosts` covers the hosts of the same Ingress's rules). The Secret must be in the Ingress's
-//! namespace, of type `kubernetes.io/tls`, with `tls.crt` and `tls.key`. An entry without
-//! `secretName` makes its hosts TLS hosts served with the default certificate. Every Ingress
-//! listing a name adds its Secret to that name's candidates (oldest Ingress first).
+//! `hosts` covers the hosts of the same Ingress's rules), of those its namespace owns. The Secret
+//! must be in the Ingress's namespace, of type `kubernetes.io/tls`, with `tls.crt` and `tls.key`.
+//! An entry without `secretName` makes its hosts TLS hosts served with the default certificate.
+//! Every owning Ingress listing a name adds its Secret to that name's candidates (oldest Ingress
+//! first).
 //!
 //! For a server name (SNI), an exact entry beats a wildcard (`*.example.com` covers exactly one
 //! more label); no SNI, or a name no entry covers, gets the default certificate.
@@ -28,15 +29,29 @@
 //!
 //! # Client authentication (per host, by annotations)
 //!
-//! The annotations of an Ingress apply to every name in its `spec.tls`. The oldest Ingress that
-//! sets them for a name decides; a newer one that disagrees is reported and ignored for that name.
-//! A bad value fails closed: the name requires a client certificate that nothing can verify, so
-//! handshakes for it fail until the annotation is fixed.
+//! The annotations of an Ingress apply to every name in its `spec.tls`. When several Ingresses of
+//! the owning namespace set them for a name, the strictest mode applies (`verify` > `optional` >
+//! `passthrough` > `off`), the CA and the verify depth come from the oldest Ingress that sets
+//! each, and every overruled Ingress is reported. A bad value fails closed: the name requires a
+//! client certificate that nothing can verify, so handshakes for it fail until the annotation is
+//! fixed.
+//!
+//! # Host ownership
+//!
+//! Only Ingresses in a name's owning namespace ([`crate::ownership`]) choose its certificates and
+//! client authentication (and so the forced redirect of `verify` hosts). Another namespace's
+//! `spec.tls` entry or annotations for the name are ignored and reported on that Ingress.
+//!
+//! # Certificate names
+//!
+//! A certificate serves a name only if its subject alternative names (or, without any, its
+//! common name) cover it ([`covers`]); the proxy skips and reports one that does not.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::build::{SkipReason, Skipped};
 use crate::model::{IngressInput, ObjectRef, SecretInput, TLS_SECRET_TYPE};
+use crate::ownership::{host_text, Ownership};
 use crate::routes::{normalize_host, parse_rule_host, HostKey};
 
 /// `"false"` turns the plain-HTTP to https redirect off for the Ingress's routes.
@@ -200,9 +215,21 @@ pub fn ssl_redirect(ingress: &IngressInput) -> Result<bool, String> {
     }
 }
 
+/// What one Ingress's annotations ask for the client authentication of its TLS hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Requested {
+    auth: ClientAuth,
+    /// `sluice.dev/client-ca-secret` is set for a mode that verifies (even if unusable).
+    sets_ca: bool,
+    /// `sluice.dev/client-verify-depth` is set (even if invalid).
+    sets_depth: bool,
+    /// The mode is not a known value: its hosts fail closed whatever else is set.
+    broken: bool,
+}
+
 /// The client authentication an Ingress's annotations ask for (`None` when it sets none), and
 /// what is wrong with them. Errors fail closed.
-fn client_auth_of(ingress: &IngressInput) -> (Option<ClientAuth>, Vec<String>) {
+fn client_auth_of(ingress: &IngressInput) -> (Option<Requested>, Vec<String>) {
     let a = &ingress.annotations;
     let mode = a.get(CLIENT_AUTH_ANNOTATION).map(|v| v.trim());
     let ca = a.get(CLIENT_CA_SECRET_ANNOTATION).map(|v| v.trim());
@@ -228,14 +255,18 @@ fn client_auth_of(ingress: &IngressInput) -> (Option<ClientAuth>, Vec<String>) {
                 "annotation {CLIENT_AUTH_ANNOTATION}: `{other}` is not off, optional, verify or passthrough; \
                  its hosts refuse every client until it is fixed"
             ));
-            return (
-                Some(ClientAuth {
-                    mode: ClientAuthMode::Verify,
-                    ca_secret: None,
-                    verify_depth: DEFAULT_CLIENT_VERIFY_DEPTH,
-                }),
-                errors,
-            );
+            let auth = ClientAuth {
+                mode: ClientAuthMode::Verify,
+                ca_secret: None,
+                verify_depth: DEFAULT_CLIENT_VERIFY_DEPTH,
+            };
+            let requested = Requested {
+                auth,
+                sets_ca: ca.is_some(),
+                sets_depth: false,
+                broken: true,
+            };
+            return (Some(requested), errors);
         }
     };
     let verify_depth = match depth {
@@ -275,20 +306,119 @@ fn client_auth_of(ingress: &IngressInput) -> (Option<ClientAuth>, Vec<String>) {
         }
         _ => None,
     };
-    (
-        Some(ClientAuth {
+    let requested = Requested {
+        auth: ClientAuth {
             mode,
             ca_secret,
             verify_depth,
-        }),
-        errors,
-    )
+        },
+        sets_ca: verifies && ca.is_some(),
+        sets_depth: depth.is_some(),
+        broken: false,
+    };
+    (Some(requested), errors)
+}
+
+/// How strict a client-auth mode is: `verify` > `optional` > `passthrough` > `off`.
+pub fn strictness(mode: ClientAuthMode) -> u8 {
+    match mode {
+        ClientAuthMode::Off => 0,
+        ClientAuthMode::Passthrough => 1,
+        ClientAuthMode::Optional => 2,
+        ClientAuthMode::Verify => 3,
+    }
+}
+
+/// The client authentication resolved for one host.
+struct Resolved {
+    auth: ClientAuth,
+    /// The Ingress whose mode applies.
+    from: ObjectRef,
+    /// The Ingress whose CA applies, if one does.
+    ca_from: Option<ObjectRef>,
+    /// (Ingress, message) for every request that is overruled.
+    overruled: Vec<(ObjectRef, String)>,
+}
+
+/// A host's client authentication from what the owning namespace's Ingresses ask for (oldest
+/// first): the strictest mode, the CA and depth of the oldest Ingress that sets each; a bad mode
+/// anywhere fails closed.
+fn resolve_client_auth(host: &str, requests: &[(ObjectRef, Requested)]) -> Option<Resolved> {
+    // `max_by_key` keeps the last of equals: reversed, the oldest of the strictest.
+    let (from, winner) = requests
+        .iter()
+        .rev()
+        .max_by_key(|(_, r)| strictness(r.auth.mode))?;
+    let mode = winner.auth.mode;
+    let verifies = matches!(mode, ClientAuthMode::Optional | ClientAuthMode::Verify);
+    let broken = requests.iter().any(|(_, r)| r.broken);
+    let ca_from = requests.iter().find(|(_, r)| r.sets_ca);
+    let ca_secret = match ca_from {
+        Some((_, r)) if verifies && !broken => r.auth.ca_secret.clone(),
+        _ => None,
+    };
+    let depth_from = requests.iter().find(|(_, r)| r.sets_depth);
+    let verify_depth = depth_from
+        .map(|(_, r)| r.auth.verify_depth)
+        .unwrap_or(DEFAULT_CLIENT_VERIFY_DEPTH);
+    let mut overruled = Vec::new();
+    for (ingress, r) in requests {
+        if strictness(r.auth.mode) < strictness(mode) {
+            overruled.push((
+                ingress.clone(),
+                format!(
+                    "host `{host}`: client-auth `{}` is weaker than `{}` set by {from}; \
+                     the strictest mode of the owning namespace applies",
+                    r.auth.mode.as_str(),
+                    mode.as_str()
+                ),
+            ));
+        }
+        if let Some((ca_ingress, _)) = ca_from.filter(|_| verifies && !broken) {
+            if r.sets_ca && r.auth.ca_secret != ca_secret && ingress != ca_ingress {
+                overruled.push((
+                    ingress.clone(),
+                    format!(
+                        "host `{host}`: the client CA is already set by the older Ingress \
+                         {ca_ingress}; this Ingress's {CLIENT_CA_SECRET_ANNOTATION} is ignored for it"
+                    ),
+                ));
+            }
+        }
+        if let Some((depth_ingress, _)) = depth_from {
+            if r.sets_depth && r.auth.verify_depth != verify_depth && ingress != depth_ingress {
+                overruled.push((
+                    ingress.clone(),
+                    format!(
+                        "host `{host}`: the client verify depth is already set by the older \
+                         Ingress {depth_ingress}; this Ingress's {CLIENT_VERIFY_DEPTH_ANNOTATION} is ignored for it"
+                    ),
+                ));
+            }
+        }
+    }
+    let auth = ClientAuth {
+        mode,
+        ca_secret: ca_secret.clone(),
+        verify_depth,
+    };
+    let ca_from = ca_secret.and(ca_from.map(|(i, _)| i.clone()));
+    Some(Resolved {
+        auth,
+        from: from.clone(),
+        ca_from,
+        overruled,
+    })
 }
 
 /// Builds the TLS policy of the served Ingresses (oldest first), reporting what is skipped.
+/// Only Ingresses in a host's owning namespace ([`crate::ownership`]) set its certificates and
+/// client authentication; other namespaces' `spec.tls` entries and annotations for it are
+/// reported and ignored.
 pub fn policy(
     served: &[&IngressInput],
     secrets: &[SecretInput],
+    ownership: &Ownership,
     skipped: &mut Vec<Skipped>,
 ) -> TlsPolicy {
     let secrets: HashMap<ObjectRef, &SecretInput> =
@@ -296,6 +426,8 @@ pub fn policy(
     let mut out = TlsPolicy::default();
     let mut uses: BTreeMap<(ObjectRef, ObjectRef, SecretPurpose), BTreeSet<String>> =
         BTreeMap::new();
+    // Per host as written: what each Ingress of the owning namespace asks for, oldest first.
+    let mut requests: BTreeMap<String, Vec<(ObjectRef, Requested)>> = BTreeMap::new();
     for ingress in served {
         let me = ingress.object_ref();
         let mut skip = |reason: SkipReason, message: String| {
@@ -307,6 +439,8 @@ pub fn policy(
         };
         // The names this Ingress terminates TLS for, as written, deduplicated in order.
         let mut names: Vec<String> = Vec::new();
+        // Names it lists that another namespace owns, reported once each.
+        let mut foreign: Vec<String> = Vec::new();
         for (ti, tls) in ingress.tls.iter().enumerate() {
             let listed: Vec<String> = if tls.hosts.is_empty() {
                 ingress
@@ -320,10 +454,26 @@ pub fn policy(
                 tls.hosts.iter().map(|h| h.trim().to_string()).collect()
             };
             let mut valid = Vec::new();
+            let mut dropped = false;
             for (hi, host) in listed.iter().enumerate() {
-                match parse_rule_host(Some(host)) {
-                    Ok(HostKey::Any) => {}
-                    Ok(_) => valid.push(host.clone()),
+                match parse_rule_host(Some(host)).map(|k| host_text(&k)) {
+                    Ok(None) => {}
+                    Ok(Some(text)) => match ownership.owner(&text) {
+                        Some(owner) if owner.namespace != ingress.namespace => {
+                            dropped = true;
+                            if !foreign.contains(&text) {
+                                skip(
+                                    SkipReason::HostNotOwned,
+                                    format!(
+                                        "spec.tls[{ti}]: host `{text}` is owned by {owner}; this Ingress's \
+                                         certificate and client-auth annotations are ignored for it"
+                                    ),
+                                );
+                                foreign.push(text);
+                            }
+                        }
+                        _ => valid.push(text),
+                    },
                     Err(msg) if tls.hosts.is_empty() => {
                         // Already reported with the rule itself.
                         let _ = msg;
@@ -333,6 +483,9 @@ pub fn policy(
                         format!("spec.tls[{ti}].hosts[{hi}]: {msg}"),
                     ),
                 }
+            }
+            if valid.is_empty() && dropped {
+                continue;
             }
             let secret = match tls.secret_name.as_deref().map(str::trim) {
                 None | Some("") => None,
@@ -391,19 +544,24 @@ pub fn policy(
             }
         }
 
-        let (auth, errors) = client_auth_of(ingress);
+        let (requested, errors) = client_auth_of(ingress);
         for e in errors {
             skip(SkipReason::InvalidAnnotation, e);
         }
-        let Some(mut auth) = auth else { continue };
+        let Some(mut requested) = requested else {
+            continue;
+        };
         if names.is_empty() {
-            skip(
-                SkipReason::InvalidAnnotation,
-                format!("annotation {CLIENT_AUTH_ANNOTATION}: the Ingress has no spec.tls hosts to apply it to"),
-            );
+            // Hosts owned elsewhere are already reported as such.
+            if foreign.is_empty() {
+                skip(
+                    SkipReason::InvalidAnnotation,
+                    format!("annotation {CLIENT_AUTH_ANNOTATION}: the Ingress has no spec.tls hosts to apply it to"),
+                );
+            }
             continue;
         }
-        if let Some(ca) = &auth.ca_secret {
+        if let Some(ca) = &requested.auth.ca_secret {
             let hosts = names.join(", ");
             let problem = match secrets.get(ca) {
                 None => Some((
@@ -418,34 +576,45 @@ pub fn policy(
             };
             if let Some((reason, message)) = problem {
                 skip(reason, message);
-                auth.ca_secret = None;
+                requested.auth.ca_secret = None;
             }
         }
-        for host in &names {
-            let Ok(host_key) = parse_rule_host(Some(host)) else {
-                continue;
-            };
-            let Some(entry) = out.entry(&host_key) else {
-                continue;
-            };
-            match &entry.client_auth_from {
-                None => {
-                    entry.client_auth = auth.clone();
-                    entry.client_auth_from = Some(me.clone());
-                    if let Some(ca) = &auth.ca_secret {
-                        uses.entry((ca.clone(), me.clone(), SecretPurpose::ClientCa))
-                            .or_default()
-                            .insert(host.clone());
-                    }
-                }
-                Some(owner) if entry.client_auth != auth => skip(
-                    SkipReason::ConflictingRule,
-                    format!(
-                        "host `{host}`: client authentication is already set by the older Ingress {owner}; these annotations are ignored for it"
-                    ),
-                ),
-                Some(_) => {}
-            }
+        for host in names {
+            requests
+                .entry(host)
+                .or_default()
+                .push((me.clone(), requested.clone()));
+        }
+    }
+    for (host, requested) in requests {
+        let Ok(host_key) = parse_rule_host(Some(&host)) else {
+            continue;
+        };
+        let Some(entry) = out.entry(&host_key) else {
+            continue;
+        };
+        let Some(Resolved {
+            auth,
+            from,
+            ca_from,
+            overruled,
+        }) = resolve_client_auth(&host, &requested)
+        else {
+            continue;
+        };
+        if let (Some(ca), Some(ca_from)) = (&auth.ca_secret, ca_from) {
+            uses.entry((ca.clone(), ca_from, SecretPurpose::ClientCa))
+                .or_default()
+                .insert(host.clone());
+        }
+        entry.client_auth = auth;
+        entry.client_auth_from = Some(from);
+        for (ingress, message) in overruled {
+            skipped.push(Skipped {
+                ingress,
+                reason: SkipReason::ConflictingRule,
+                message,
+            });
         }
     }
     out.uses = uses
@@ -536,6 +705,31 @@ pub fn choose(candidates: &[CertFacts], now: i64) -> Choice {
         choice.other = None;
     }
     choice
+}
+
+/// Whether a certificate whose names are `cert_names` (its DNS and IP subject alternative names,
+/// or its common name when it has none) covers `name` as written in `spec.tls`: equal names
+/// (case and a trailing dot ignored), or a certificate wildcard `*.example.com` for one more
+/// label (`a.example.com`) or for the same wildcard. Partial wildcards (`a*.example.com`) cover
+/// nothing, as in RFC 6125.
+pub fn covers<S: AsRef<str>>(cert_names: &[S], name: &str) -> bool {
+    let name = normalize_host(name);
+    cert_names.iter().any(|c| {
+        let c = normalize_host(c.as_ref());
+        if *c == *name {
+            return true;
+        }
+        let Some(suffix) = c.strip_prefix("*.") else {
+            return false;
+        };
+        if suffix.contains('*') || !suffix.contains('.') {
+            return false;
+        }
+        match name.split_once('.') {
+            Some((label, rest)) => !label.is_empty() && !label.contains('*') && rest == suffix,
+            None => false,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -676,7 +870,8 @@ mod tests {
     fn build(ingresses: &[IngressInput]) -> (TlsPolicy, Vec<Skipped>) {
         let served: Vec<&IngressInput> = ingresses.iter().collect();
         let mut skipped = Vec::new();
-        let p = policy(&served, &secrets(), &mut skipped);
+        let owners = crate::ownership::Ownership::compute(&served, &Default::default());
+        let p = policy(&served, &secrets(), &owners, &mut skipped);
         (p, skipped)
     }
 
@@ -866,7 +1061,7 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_ingress_decides_client_auth_for_a_host_and_a_newer_one_is_reported() {
+    fn the_strictest_client_auth_of_a_host_applies_and_a_weaker_one_is_reported() {
         let verify = [
             ("sluice.dev/client-auth", "verify"),
             ("sluice.dev/client-ca-secret", "ca"),
@@ -895,6 +1090,128 @@ mod tests {
         assert!(p.uses.iter().any(|u| u.secret.name == "ca"
             && u.ingress.name == "old"
             && u.purpose == SecretPurpose::ClientCa));
+    }
+
+    #[test]
+    fn disagreeing_modes_resolve_to_the_strictest_with_ca_and_depth_from_the_oldest_that_sets_them()
+    {
+        use ClientAuthMode::*;
+        let verify_ca = |ca: &'static str| {
+            vec![
+                ("sluice.dev/client-auth", "verify"),
+                ("sluice.dev/client-ca-secret", ca),
+            ]
+        };
+        let mode = |m: &'static str| vec![("sluice.dev/client-auth", m)];
+        let ca = |n: &str| Some(n.to_string());
+        // Each row: the annotations of Ingresses `i0`, `i1`, ... (oldest first), all listing
+        // a.test; the resolved (mode, CA, depth); the Ingresses reported as overruled.
+        for (name, requests, want, reported) in [
+            ("one alone", vec![mode("off")], (Off, None, 1), vec![]),
+            (
+                "verify beats an older off",
+                vec![mode("off"), verify_ca("ca")],
+                (Verify, ca("ca"), 1),
+                vec!["i0"],
+            ),
+            (
+                "optional beats a newer passthrough",
+                vec![
+                    vec![
+                        ("sluice.dev/client-auth", "optional"),
+                        ("sluice.dev/client-ca-secret", "other-ca"),
+                    ],
+                    mode("passthrough"),
+                ],
+                (Optional, ca("other-ca"), 1),
+                vec!["i1"],
+            ),
+            (
+                "passthrough beats off",
+                vec![mode("passthrough"), mode("off")],
+                (Passthrough, None, 1),
+                vec!["i1"],
+            ),
+            (
+                "the CA comes from the oldest that sets one, even under a stricter mode",
+                vec![
+                    vec![
+                        ("sluice.dev/client-auth", "optional"),
+                        ("sluice.dev/client-ca-secret", "other-ca"),
+                    ],
+                    verify_ca("ca"),
+                ],
+                (Verify, ca("other-ca"), 1),
+                vec!["i0", "i1"],
+            ),
+            (
+                "the depth comes from the oldest that sets it",
+                vec![
+                    verify_ca("ca"),
+                    vec![
+                        ("sluice.dev/client-auth", "verify"),
+                        ("sluice.dev/client-ca-secret", "ca"),
+                        ("sluice.dev/client-verify-depth", "4"),
+                    ],
+                    vec![
+                        ("sluice.dev/client-auth", "verify"),
+                        ("sluice.dev/client-ca-secret", "ca"),
+                        ("sluice.dev/client-verify-depth", "2"),
+                    ],
+                ],
+                (Verify, ca("ca"), 4),
+                vec!["i2"],
+            ),
+            (
+                "a bad mode anywhere fails closed",
+                vec![verify_ca("ca"), mode("verfy")],
+                (Verify, None, 1),
+                vec![],
+            ),
+            (
+                "verify without any CA fails closed",
+                vec![mode("verify"), mode("optional")],
+                (Verify, None, 1),
+                vec!["i1"],
+            ),
+        ] {
+            let ingresses: Vec<IngressInput> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, a)| ingress(&format!("i{i}"), vec![tls(&["a.test"], None)], a))
+                .collect();
+            let (p, skipped) = build(&ingresses);
+            assert_eq!(auth(&p, "a.test"), want, "{name}");
+            let mut got: Vec<&str> = skipped
+                .iter()
+                .filter(|s| s.reason == SkipReason::ConflictingRule)
+                .map(|s| s.ingress.name.as_str())
+                .collect();
+            got.dedup();
+            assert_eq!(got, reported, "{name}: {skipped:?}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_covers_a_name_only_through_its_names_or_a_one_label_wildcard() {
+        for (cert, name, want) in [
+            (vec!["a.test"], "a.test", true),
+            (vec!["A.Test."], "a.test", true),
+            (vec!["a.test"], "b.test", false),
+            (vec!["*.shop.test"], "eu.shop.test", true),
+            (vec!["*.shop.test"], "*.shop.test", true),
+            (vec!["*.shop.test"], "shop.test", false),
+            (vec!["*.shop.test"], "x.eu.shop.test", false),
+            (vec!["eu.shop.test"], "*.shop.test", false),
+            (vec!["e*.shop.test"], "eu.shop.test", false),
+            (vec!["*.test"], "a.test", false),
+            (vec!["attacker.example"], "secure.test", false),
+            (vec!["x.test", "secure.test"], "secure.test", true),
+            (vec!["127.0.0.1"], "127.0.0.1", true),
+            (vec![], "a.test", false),
+        ] {
+            assert_eq!(covers(&cert, name), want, "{cert:?} covers {name}");
+        }
     }
 
     #[test]

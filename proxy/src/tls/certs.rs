@@ -41,6 +41,8 @@ pub struct ServingCert {
     pub chain: Vec<X509>,
     pub key: PKey<Private>,
     pub facts: CertFacts,
+    /// The names it is valid for ([`names`]), compared with `sluice_config::tls::covers`.
+    pub names: Vec<String>,
     /// Where it came from, for logs: `Secret ns/name`, a file path, `generated`.
     pub source: String,
 }
@@ -50,6 +52,7 @@ impl std::fmt::Debug for ServingCert {
         f.debug_struct("ServingCert")
             .field("source", &self.source)
             .field("facts", &self.facts)
+            .field("names", &self.names)
             .finish()
     }
 }
@@ -103,6 +106,34 @@ pub fn facts(leaf: &X509Ref, key: &PKey<Private>) -> CertFacts {
     }
 }
 
+/// The names a certificate is valid for, lowercased: its DNS and IP subject alternative names, or
+/// its common names when it has neither (as clients check them, RFC 6125).
+pub fn names(leaf: &X509Ref) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if let Some(sans) = leaf.subject_alt_names() {
+        for san in &sans {
+            if let Some(dns) = san.dnsname() {
+                out.push(dns.to_ascii_lowercase());
+            } else if let Some(ip) = san.ipaddress() {
+                let ip = match ip.len() {
+                    4 => <[u8; 4]>::try_from(ip).ok().map(std::net::IpAddr::from),
+                    16 => <[u8; 16]>::try_from(ip).ok().map(std::net::IpAddr::from),
+                    _ => None,
+                };
+                out.extend(ip.map(|ip| ip.to_string()));
+            }
+        }
+    }
+    if out.is_empty() {
+        for cn in leaf.subject_name().entries_by_nid(Nid::COMMONNAME) {
+            if let Ok(cn) = cn.data().to_string() {
+                out.push(cn.to_ascii_lowercase());
+            }
+        }
+    }
+    out
+}
+
 impl ServingCert {
     /// Reads a certificate (and chain) file and its key file.
     pub fn from_files(
@@ -140,6 +171,7 @@ impl ServingCert {
         }
         Ok(ServingCert {
             facts: facts(&leaf, &key),
+            names: names(&leaf),
             leaf,
             chain: certs,
             key,
@@ -152,6 +184,12 @@ impl ServingCert {
     /// that the client gets a proper answer. (P-256 rather than RSA: generating it takes a
     /// millisecond.)
     pub fn self_signed() -> Result<ServingCert, CertError> {
+        ServingCert::self_signed_for(&[])
+    }
+
+    /// A self-signed ECDSA P-256 certificate whose subject alternative names are `dns` (none:
+    /// only the common name `sluice default certificate`).
+    pub fn self_signed_for(dns: &[&str]) -> Result<ServingCert, CertError> {
         let build = || -> Result<ServingCert, openssl::error::ErrorStack> {
             let group = openssl::ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
             let key = PKey::from_ec_key(openssl::ec::EcKey::generate(&group)?)?;
@@ -167,10 +205,19 @@ impl ServingCert {
             b.set_pubkey(&key)?;
             b.set_not_before(&*Asn1Time::days_from_now(0)?)?;
             b.set_not_after(&*Asn1Time::days_from_now(3650)?)?;
+            if !dns.is_empty() {
+                let mut san = openssl::x509::extension::SubjectAlternativeName::new();
+                for d in dns {
+                    san.dns(d);
+                }
+                let ext = san.build(&b.x509v3_context(None, None))?;
+                b.append_extension(ext)?;
+            }
             b.sign(&key, MessageDigest::sha256())?;
             let leaf = b.build();
             Ok(ServingCert {
                 facts: facts(&leaf, &key),
+                names: names(&leaf),
                 leaf,
                 chain: Vec::new(),
                 key,
@@ -311,6 +358,12 @@ mod tests {
             Err(CertError::Malformed { key: "tls.key", .. })
         ));
         assert!(ClientCa::parse(&crt).is_ok());
+        assert_eq!(parsed.names, vec!["sluice default certificate".to_string()]);
+        let named = ServingCert::self_signed_for(&["A.test", "*.b.test"]).unwrap();
+        assert_eq!(
+            named.names,
+            vec!["a.test".to_string(), "*.b.test".to_string()]
+        );
         assert!(ClientCa::parse(b"").is_err());
     }
 }

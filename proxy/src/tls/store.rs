@@ -5,15 +5,16 @@
 //! compared by content, so a publish parses only Secrets whose bytes changed. Problems found while
 //! parsing (malformed PEM, a key that does not match its certificate) are reported as skipped
 //! rules of every Ingress that uses the Secret, and only its names fall back to the default
-//! certificate.
+//! certificate. A certificate is a candidate only for the names it covers (its SANs, or its CN
+//! without SANs); for the other names that list its Secret it is skipped and reported.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sluice_config::build::{SkipReason, Skipped};
 use sluice_config::model::ObjectRef;
 use sluice_config::routes::normalize_host;
-use sluice_config::tls::{choose, ClientAuthMode, SecretPurpose, TlsPolicy};
+use sluice_config::tls::{choose, covers, ClientAuthMode, SecretPurpose, TlsPolicy};
 
 use super::certs::{CertError, ClientCa, ServingCert};
 use super::material::{SecretData, SecretMaterial};
@@ -204,6 +205,9 @@ impl TlsStoreBuilder {
     /// Builds the store for `policy` from `material`, parsing only what changed.
     pub fn build(&mut self, policy: &TlsPolicy, material: &SecretMaterial) -> Built {
         let mut failed: BTreeMap<(ObjectRef, SecretPurpose), CertError> = BTreeMap::new();
+        // Secrets whose certificate does not cover some of the names listing them: its names,
+        // and those names.
+        let mut uncovered: BTreeMap<ObjectRef, (Vec<String>, BTreeSet<String>)> = BTreeMap::new();
         let mut exact = HashMap::new();
         let mut wildcards = HashMap::new();
         for (name, host) in policy.hosts() {
@@ -213,7 +217,14 @@ impl TlsStoreBuilder {
                     continue;
                 };
                 match cached(&mut self.certs, key, data, |d| serving(key, d)) {
-                    Ok(c) => certs.push(c),
+                    Ok(c) if covers(&c.names, &name) => certs.push(c),
+                    Ok(c) => {
+                        uncovered
+                            .entry(key.clone())
+                            .or_insert_with(|| (c.names.clone(), BTreeSet::new()))
+                            .1
+                            .insert(name.clone());
+                    }
                     Err(e) => {
                         failed.insert((key.clone(), SecretPurpose::Certificate), e);
                     }
@@ -262,6 +273,34 @@ impl TlsStoreBuilder {
             .retain(|k, _| used.contains(&(k.clone(), SecretPurpose::ClientCa)));
 
         let mut skipped = Vec::new();
+        for u in &policy.uses {
+            let Some((names, hosts)) = uncovered.get(&u.secret) else {
+                continue;
+            };
+            let hosts: Vec<&str> = u
+                .hosts
+                .iter()
+                .filter(|h| u.purpose == SecretPurpose::Certificate && hosts.contains(*h))
+                .map(String::as_str)
+                .collect();
+            if hosts.is_empty() {
+                continue;
+            }
+            let names = if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            };
+            skipped.push(Skipped {
+                ingress: u.ingress.clone(),
+                reason: SkipReason::CertificateNameMismatch,
+                message: format!(
+                    "Secret {}: its certificate is for {names}, which does not cover {}; it is not served for them",
+                    u.secret,
+                    hosts.join(", ")
+                ),
+            });
+        }
         for u in &policy.uses {
             let Some(e) = failed.get(&(u.secret.clone(), u.purpose)) else {
                 continue;
@@ -382,8 +421,8 @@ mod tests {
     fn a_secret_is_parsed_once_and_again_only_when_its_bytes_change() {
         let fallback = Arc::new(ServingCert::self_signed().unwrap());
         let (one, two) = (
-            ServingCert::self_signed().unwrap(),
-            ServingCert::self_signed().unwrap(),
+            ServingCert::self_signed_for(&["a.test", "*.b.test"]).unwrap(),
+            ServingCert::self_signed_for(&["a.test", "*.b.test"]).unwrap(),
         );
         let mut b = TlsStoreBuilder::new(fallback.clone(), None);
         let p = policy();
@@ -414,5 +453,53 @@ mod tests {
             "Secret web/site-tls: tls.key does not match the certificate in tls.crt; \
              *.b.test, a.test get the default certificate"
         );
+    }
+
+    #[test]
+    fn a_certificate_serves_only_the_names_it_covers_and_the_others_are_reported() {
+        let fallback = Arc::new(ServingCert::self_signed().unwrap());
+        let mut b = TlsStoreBuilder::new(fallback.clone(), None);
+        let p = policy();
+        for (cert_names, a_test, b_wildcard, reported) in [
+            (vec!["a.test", "*.b.test"], true, true, None),
+            (vec!["a.test"], true, false, Some("*.b.test")),
+            (
+                vec!["x.b.test", "*.test"],
+                false,
+                false,
+                Some("*.b.test, a.test"),
+            ),
+            // Without SANs the CN counts: `sluice default certificate` covers neither.
+            (vec![], false, false, Some("*.b.test, a.test")),
+        ] {
+            let cert = ServingCert::self_signed_for(&cert_names).unwrap();
+            let built = b.build(&p, &material(&cert, &cert));
+            assert_eq!(
+                served(&built.store, "a.test").is_some(),
+                a_test,
+                "{cert_names:?}"
+            );
+            assert_eq!(
+                served(&built.store, "x.b.test").is_some(),
+                b_wildcard,
+                "{cert_names:?}"
+            );
+            let got: Vec<&Skipped> = built
+                .skipped
+                .iter()
+                .filter(|s| s.reason == SkipReason::CertificateNameMismatch)
+                .collect();
+            match reported {
+                None => assert!(got.is_empty(), "{cert_names:?}: {got:?}"),
+                Some(hosts) => {
+                    assert_eq!(got.len(), 1, "{cert_names:?}: {got:?}");
+                    assert!(
+                        got[0].message.contains(&format!("does not cover {hosts};")),
+                        "{}",
+                        got[0].message
+                    );
+                }
+            }
+        }
     }
 }

@@ -74,6 +74,20 @@ fn check_reports_a_malformed_manifest() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.yaml"));
 }
 
+/// Runs `sluice check` with `settings` as `sluice.toml` and `manifests` as `site.yaml` in `dir`.
+fn check_folder(dir: &std::path::Path, manifests: &str, settings: &str) -> std::process::Output {
+    std::fs::write(dir.join("site.yaml"), manifests).unwrap();
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, settings).unwrap();
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .arg("--manifests")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_lists_skipped_rules_of_a_manifests_folder_and_fails() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,16 +101,7 @@ fn check_lists_skipped_rules_of_a_manifests_folder_and_fails() {
         ),
     ]
     .concat();
-    std::fs::write(dir.path().join("site.yaml"), manifests).unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, "").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .arg("--manifests")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = check_folder(dir.path(), &manifests, "");
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -104,6 +109,46 @@ fn check_lists_skipped_rules_of_a_manifests_folder_and_fails() {
         "{stdout}"
     );
     assert!(stdout.contains("skipped  MissingService: spec.rules[0].http.paths[1]: Service default/ghost does not exist"), "{stdout}");
+}
+
+#[test]
+fn check_reports_a_host_owned_by_another_namespace_on_the_foreign_ingress() {
+    let dir = tempfile::tempdir().unwrap();
+    let squat = ingress(
+        "team-b",
+        "squat",
+        Some("app.team-a.test"),
+        &[("/admin", "Prefix", "web")],
+    )
+    .replace(
+        "  rules:\n",
+        "  tls:\n  - hosts: [\"app.team-a.test\"]\n  rules:\n",
+    );
+    let manifests = [
+        service("team-a", "web"),
+        service("team-b", "web"),
+        ingress(
+            "team-a",
+            "app",
+            Some("app.team-a.test"),
+            &[("/", "Prefix", "web")],
+        ),
+        squat,
+    ]
+    .concat();
+    let settings = "[controller]\ncross_namespace_paths = \"deny\"\n\
+                    [controller.host_owners]\n\"*.team-a.test\" = \"team-a\"\n";
+    let out = check_folder(dir.path(), &manifests, settings);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let owner = "host `app.team-a.test` is owned by namespace team-a (controller.host_owners `*.team-a.test`)";
+    for line in [
+        format!("  skipped  HostNotOwned: spec.rules[0]: {owner} and controller.cross_namespace_paths is \"deny\"; its paths are not served\n"),
+        format!("  skipped  HostNotOwned: spec.tls[0]: {owner}; this Ingress's certificate and client-auth annotations are ignored for it\n"),
+    ] {
+        let block = stdout.split("Ingress team-b/squat\n").nth(1).unwrap_or("");
+        assert!(block.contains(&line), "{line}\n{stdout}");
+    }
 }
 
 /// Starts the binary with JSON logs and returns it with its HTTP address.

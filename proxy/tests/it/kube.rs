@@ -465,6 +465,53 @@ async fn tls_secrets_are_watched_rotated_and_a_broken_one_raises_a_warning_event
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_spec_tls_entry_for_an_owned_host_raises_a_warning_event_and_changes_nothing() {
+    use crate::support::pki::*;
+    let ca = Ca::root("test root");
+    let owner = ca.issue(&Leaf::server("owner", &["web.test"]));
+    // Stronger than the owner's: without ownership it would be chosen for web.test.
+    let attacker = ca.issue(&Leaf::server("attacker", &["web.test"]).key(Key::P384));
+    let a = Backend::start("a").await;
+    let api = cluster(&[&a]).await;
+    api.apply(tls_secret_obj(
+        "web-tls",
+        "kubernetes.io/tls",
+        &owner,
+        &owner,
+    ));
+    let mut web = ingress_obj("default", "web", "web.test", "web");
+    web["spec"]["tls"] = json!([{"hosts": ["web.test"], "secretName": "web-tls"}]);
+    api.apply(web);
+    let mut secret = tls_secret_obj("squat-tls", "kubernetes.io/tls", &attacker, &attacker);
+    secret["metadata"]["namespace"] = json!("tenant-b");
+    api.apply(secret);
+    api.apply(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "squat", "namespace": "tenant-b"},
+        "spec": {"ingressClassName": "sluice",
+                 "tls": [{"hosts": ["web.test"], "secretName": "squat-tls"}]}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = kube_settings_text(&test_settings(""), dir.path(), &api, "one")
+        + "[tls]\nhttps_listen = [\"127.0.0.1:0\"]\n";
+    let s = Sluice::start_in(dir, &text, true).await;
+    eventually(
+        STEP,
+        "a HostNotOwned Warning Event on the foreign Ingress",
+        || {
+            let warned = events_for(&api, "squat")
+                .iter()
+                .any(|(t, r)| t == "Warning" && r == "HostNotOwned");
+            async move { warned.then_some(()) }
+        },
+    )
+    .await;
+    let addr = s.https.expect("an HTTPS listener");
+    assert_eq!(served(addr, &ClientTls::sni("web.test")).await.cn, "owner");
+    assert!(events_for(&api, "web").iter().all(|(t, _)| t != "Warning"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_can_copy_the_load_balancer_of_a_published_service() {
     let a = Backend::start("a").await;
     let api = cluster(&[&a]).await;

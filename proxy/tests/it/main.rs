@@ -17,4 +17,5 @@ mod live;
 mod observe;
 mod protocols;
 mod routing;
+mod tenancy;
 mod tls;

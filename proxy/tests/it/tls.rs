@@ -9,24 +9,39 @@ use crate::support::pki::*;
 use crate::support::*;
 
 /// Test settings with an HTTPS listener on port 0; redirects point at its bound port.
-fn tls_settings(extra_tls: &str) -> String {
+pub(crate) fn tls_settings(extra_tls: &str) -> String {
     format!(
         "{}[tls]\nhttps_listen = [\"127.0.0.1:0\"]\nredirect_port = 0\n{extra_tls}\n",
         test_settings("")
     )
 }
 
-/// An Ingress of class `sluice`: one rule per (host, service), `spec.tls` entries as
-/// (hosts, secret), and annotations.
+/// An Ingress of class `sluice` in `default`: one rule per (host, service), `spec.tls` entries
+/// as (hosts, secret), and annotations.
 fn tls_ingress(
     name: &str,
     rules: &[(&str, &str)],
     tls: &[(&[&str], Option<&str>)],
     annotations: &[(&str, &str)],
 ) -> String {
+    tls_ingress_in("default", name, None, rules, tls, annotations)
+}
+
+/// [`tls_ingress`] in namespace `ns`, created at `created` (RFC 3339) when given.
+pub(crate) fn tls_ingress_in(
+    ns: &str,
+    name: &str,
+    created: Option<&str>,
+    rules: &[(&str, &str)],
+    tls: &[(&[&str], Option<&str>)],
+    annotations: &[(&str, &str)],
+) -> String {
     let mut out = format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
     );
+    if let Some(created) = created {
+        out.push_str(&format!("  creationTimestamp: \"{created}\"\n"));
+    }
     if !annotations.is_empty() {
         out.push_str("  annotations:\n");
         for (k, v) in annotations {
@@ -44,7 +59,9 @@ fn tls_ingress(
             }
         }
     }
-    out.push_str("  rules:\n");
+    if !rules.is_empty() {
+        out.push_str("  rules:\n");
+    }
     for (host, svc) in rules {
         out.push_str(&format!(
             "  - host: \"{host}\"\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n"
@@ -54,7 +71,7 @@ fn tls_ingress(
     out
 }
 
-fn https(s: &Sluice) -> SocketAddr {
+pub(crate) fn https(s: &Sluice) -> SocketAddr {
     s.https.expect("an HTTPS listener")
 }
 
