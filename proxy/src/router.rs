@@ -175,6 +175,27 @@ pub struct RequestCtx {
     _in_flight: InFlightGuard,
 }
 
+impl RequestCtx {
+    /// Whether the request's pool still has an endpoint in rotation (healthy, not ejected) that
+    /// this request has not failed on: a retry goes only there.
+    fn can_retry(&self) -> bool {
+        let failed = &self.failed;
+        self.pool
+            .as_ref()
+            .is_some_and(|p| p.has_ready(|a| !failed.contains(a)))
+    }
+}
+
+/// The status sluice logs and counts for a request whose client left before any response head
+/// was sent (nginx's 499 "client closed request"); it is never sent.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Whether the client caused `e`: it closed the connection or failed to read or write its side.
+/// Such an error is never retried and never counts against an endpoint.
+fn client_caused(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+}
+
 /// Routes requests by the live snapshot.
 pub struct Router {
     state: Arc<State>,
@@ -742,7 +763,13 @@ impl ProxyHttp for Router {
             Some((_, Some(token))) => pool.by_token(*token, accept),
             _ => None,
         };
-        let Some(endpoint) = sticky.or_else(|| pool.pick(ctx.pick, accept)) else {
+        // A first attempt fails open (see `Pool::pick`); a retry goes only to an endpoint in
+        // rotation, never to one ejected or failing its health checks.
+        let picked = || match failed.is_empty() {
+            true => pool.pick(ctx.pick, accept),
+            false => pool.pick_ready(ctx.pick, accept),
+        };
+        let Some(endpoint) = sticky.or_else(picked) else {
             let code = if failed.is_empty() { 503 } else { 502 };
             return Error::e_explain(
                 ErrorType::HTTPStatus(code),
@@ -818,7 +845,7 @@ impl ProxyHttp for Router {
         }
         let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
         route.connect_errors.inc();
-        if ctx.attempts <= self.options.connect_retries {
+        if ctx.attempts <= self.options.connect_retries && ctx.can_retry() {
             e.set_retry(true);
             route.retries.inc();
         }
@@ -880,6 +907,14 @@ impl ProxyHttp for Router {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if client_caused(&e) {
+            // The client went away (or broke its side of the exchange): the endpoint did
+            // nothing wrong and another one would only be sent a request nobody waits for.
+            // Returning the error drops the upstream connection, which cancels the request
+            // there.
+            e.set_retry(false);
+            return e;
+        }
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
         if !replayable {
@@ -895,6 +930,10 @@ impl ProxyHttp for Router {
             if let Some(addr) = peer.address().as_inet() {
                 ctx.failed.push(*addr);
             }
+            if !ctx.can_retry() {
+                e.set_retry(false);
+                return e;
+            }
             let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
             route.retries.inc();
             e.set_retry(true);
@@ -903,16 +942,23 @@ impl ProxyHttp for Router {
     }
 
     /// Counts the request and writes its access-log line.
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let written = session.response_written().map(|r| r.status.as_u16());
+        // A client that left before any response head was sent is a client abort, logged and
+        // counted as 499 (as nginx does), never as an answer of the endpoint.
+        let aborted = written.is_none() && e.is_some_and(client_caused);
         // An attempt that ended without a response head (a timeout, a reset) counts as slow as it
-        // lasted; then the endpoint's in-flight count ends.
+        // lasted, unless the client cut it short; then the endpoint's in-flight count ends.
         if let Some(mut attempt) = ctx.attempt.take() {
-            attempt.observe_response();
+            if !aborted {
+                attempt.observe_response();
+            }
         }
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
+        let status = match (written, aborted) {
+            (Some(code), _) => code,
+            (None, true) => CLIENT_CLOSED_REQUEST,
+            (None, false) => 0,
+        };
         let now = Instant::now();
         let duration = now.saturating_duration_since(ctx.start);
         let upstream_duration = ctx.upstream_start.map(|t| now.saturating_duration_since(t));
