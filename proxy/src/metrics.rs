@@ -62,6 +62,8 @@ pub struct Metrics {
     pub watch_restarts: IntCounterVec,
     pub rules_skipped: IntGaugeVec,
     pub access_log_dropped: IntCounter,
+    /// Ingresses whose pending Events were dropped because the Event writer fell behind.
+    pub events_dropped: IntCounter,
     /// Finished handshakes by result: `full`, `resumed`, `failed`.
     pub tls_handshakes: IntCounterVec,
     /// Failed handshakes by reason: `client_certificate`, `resumption_refused`, `other`.
@@ -164,6 +166,10 @@ impl Metrics {
                     "Rules not served as written, by reason"
                 ),
                 &["reason"],
+            )?),
+            events_dropped: reg!(IntCounter::new(
+                "sluice_events_dropped_total",
+                "Ingresses whose pending Events were dropped because the Event writer fell behind"
             )?),
             access_log_dropped: reg!(IntCounter::new(
                 "sluice_access_log_dropped_total",

@@ -13,6 +13,7 @@ mod headers;
 mod health;
 mod instance;
 mod kube;
+mod kube_resilience;
 mod live;
 mod observe;
 mod protocols;
