@@ -19,7 +19,11 @@
 //! 4. On a connect failure [`ProxyHttp::fail_to_connect`], and for an idempotent request on a
 //!    reset before any response byte [`ProxyHttp::error_while_proxy`], the error is marked
 //!    retryable until the configured number of retries is spent, so step 2 runs again on another
-//!    endpoint. A non-idempotent request is never retried once its bytes may have been sent.
+//!    endpoint, one in rotation (never an ejected or unhealthy one). A non-idempotent request is
+//!    never retried once its bytes may have been sent, nor any request whose error the client
+//!    caused (it closed, or failed to read or write): that one ends, its upstream connection is
+//!    dropped, and [`ProxyHttp::logging`] counts it as 499 without holding it against the
+//!    endpoint.
 //! 5. [`ProxyHttp::upstream_response_filter`] records the endpoint's time to the response head,
 //!    the latency that EWMA balancing reads; [`ProxyHttp::response_filter`] sets the affinity
 //!    cookie of routes with `sluice.dev/affinity: cookie` when the client's cookie named no
@@ -897,7 +901,8 @@ impl ProxyHttp for Router {
     /// endpoint; as nginx's `proxy_next_upstream` without `non_idempotent`), nor one whose body
     /// no longer fits the retry buffer; a stale reused connection is retried. On top of it, an
     /// idempotent request whose connection reset or closed before any response byte is retried
-    /// on another endpoint, within `upstream.connect_retries` attempts in all.
+    /// on another endpoint in rotation, within `upstream.connect_retries` attempts in all. An
+    /// error whose source is the client (Pingora's `ErrorSource::Downstream`) is never retried.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
