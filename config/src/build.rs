@@ -108,6 +108,9 @@ pub enum SkipReason {
     UnknownAppProtocol,
     /// An `instance` route's Service port has no `nodePort` (a ClusterIP Service).
     MissingNodePort,
+    /// A rule's path is not in normal form (`//`, `.`/`..` segments, escaped unreserved
+    /// characters, path parameters): it is served as normalized, as requests are matched.
+    NormalizedPath,
 }
 
 impl SkipReason {
@@ -126,6 +129,7 @@ impl SkipReason {
             SkipReason::InvalidSecret => "InvalidSecret",
             SkipReason::UnknownAppProtocol => "UnknownAppProtocol",
             SkipReason::MissingNodePort => "MissingNodePort",
+            SkipReason::NormalizedPath => "NormalizedPath",
         }
     }
 }
@@ -384,6 +388,30 @@ impl Builder<'_> {
                         continue;
                     }
                 };
+                // Requests are matched by their normalized path, so rules are too; a rule
+                // written otherwise is reported, as it would never match as written.
+                let path = match crate::path::rule_path(path) {
+                    Ok(normal) if normal == path => normal,
+                    Ok(normal) => {
+                        self.skip(
+                            ingress,
+                            SkipReason::NormalizedPath,
+                            format!(
+                                "{at}: path `{path}` is served as `{normal}`, its normalized form"
+                            ),
+                        );
+                        normal
+                    }
+                    Err(e) => {
+                        self.skip(
+                            ingress,
+                            SkipReason::InvalidPath,
+                            format!("{at}: path `{path}`: {e}"),
+                        );
+                        continue;
+                    }
+                };
+                let path: &str = &path;
                 let normalized = match kind {
                     MatchKind::Exact => path.to_string(),
                     MatchKind::Prefix => crate::routes::normalize_prefix(path).to_string(),
