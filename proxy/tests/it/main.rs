@@ -16,5 +16,6 @@ mod kube;
 mod live;
 mod observe;
 mod protocols;
+mod requests;
 mod routing;
 mod tls;
