@@ -68,21 +68,34 @@ fn segment_name(segment: &str) -> &str {
 }
 
 /// Whether normalizing changes nothing: no escape of an unreserved character, no empty segment
-/// before the last, no dot segment.
+/// before the last, no dot segment. One pass over the bytes, as every request takes it.
 fn is_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
-    if bytes
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'%' && unreserved_escape(bytes, i).is_some())
-    {
-        return false;
+    // Most paths have no `%`, `;`, `//` or `/.` at all: one quick pass settles them.
+    let mut prev = 0u8;
+    let suspect = bytes.iter().any(|&b| {
+        let hit = b == b'%' || b == b';' || (prev == b'/' && (b == b'/' || b == b'.'));
+        prev = b;
+        hit
+    });
+    if !suspect {
+        return true;
     }
-    let mut segments = path[1..].split('/').peekable();
-    while let Some(s) = segments.next() {
-        let last = segments.peek().is_none();
-        if (s.is_empty() && !last) || matches!(segment_name(s), "." | "..") {
-            return false;
+    // The current segment starts at `start`; its name (before any `;`) ends at `name_end`.
+    let (mut start, mut name_end) = (1, None);
+    for i in 1..=bytes.len() {
+        match bytes.get(i) {
+            Some(b'%') if unreserved_escape(bytes, i).is_some() => return false,
+            Some(b';') if name_end.is_none() => name_end = Some(i),
+            Some(b'/') | None => {
+                let name = &bytes[start..name_end.unwrap_or(i)];
+                let empty_before_last = i == start && i < bytes.len();
+                if empty_before_last || name == b"." || name == b".." {
+                    return false;
+                }
+                (start, name_end) = (i + 1, None);
+            }
+            _ => {}
         }
     }
     true
@@ -125,7 +138,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         decoded.clear();
         push_decoded(&mut decoded, raw);
         match segment_name(&decoded) {
-            "" => trailing_slash = last,
+            _ if decoded.is_empty() => trailing_slash = last,
             "." => trailing_slash = true,
             ".." => {
                 let start = starts.pop().ok_or(PathError::AboveRoot)?;
@@ -149,15 +162,20 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// The path that `Exact` and `Prefix` rules are matched against: a normalized path with each
 /// segment's parameters (`;...` up to the next `/`) removed. Borrowed when it has none.
 pub fn match_path(normalized: &str) -> Cow<'_, str> {
-    if !normalized.contains(';') {
+    if !normalized.starts_with('/') || !normalized.contains(';') {
         return Cow::Borrowed(normalized);
     }
+    // A segment that is parameters alone (`/a/;x/b`) leaves nothing to match: it is dropped,
+    // as an application server that strips parameters and merges slashes would.
     let mut out = String::with_capacity(normalized.len());
-    for (i, segment) in normalized.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
+    let mut segments = normalized[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let name = segment_name(segment);
+        if name.is_empty() && segments.peek().is_some() {
+            continue;
         }
-        out.push_str(segment_name(segment));
+        out.push('/');
+        out.push_str(name);
     }
     Cow::Owned(out)
 }
@@ -201,6 +219,8 @@ mod tests {
             ("/a/..;x/admin", "/admin"),
             ("/admin;jsessionid=1", "/admin;jsessionid=1"),
             ("/a;p=1//b", "/a;p=1/b"),
+            ("/a/;x/b", "/a/;x/b"),
+            ("/a/.;x/b", "/a/b"),
             ("*", "*"),
         ] {
             assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
@@ -231,6 +251,8 @@ mod tests {
             ("/admin;jsessionid=1", "/admin"),
             ("/admin;x/y;z=1/", "/admin/y/"),
             ("/;x", "/"),
+            ("/a/;x/b", "/a/b"),
+            ("/a/;x", "/a/"),
             ("/a", "/a"),
         ] {
             assert_eq!(match_path(normalized), want, "{normalized}");

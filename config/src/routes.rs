@@ -280,36 +280,54 @@ pub fn parse_request_host(raw: &str) -> Result<Cow<'_, str>, InvalidHost> {
     if raw.is_empty() {
         return Ok(Cow::Borrowed(raw));
     }
-    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
-        let (ip, after) = rest.split_once(']').ok_or(InvalidHost)?;
-        ip.parse::<std::net::Ipv6Addr>().map_err(|_| InvalidHost)?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or(InvalidHost)?),
-        };
-        (&raw[..ip.len() + 2], port)
-    } else {
-        match raw.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (raw, None),
+    if raw.starts_with('[') {
+        return parse_ip6_host(raw);
+    }
+    // One pass over a name: its characters, label lengths, case, and where a port starts.
+    let bytes = raw.as_bytes();
+    let (mut label, mut upper, mut end) = (0usize, false, bytes.len());
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+            b'A'..=b'Z' => (label, upper) = (label + 1, true),
+            b'.' if label > 0 => label = 0,
+            b':' => {
+                end = i;
+                break;
+            }
+            _ => return Err(InvalidHost),
         }
-    };
-    if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        if label > 63 {
             return Err(InvalidHost);
         }
     }
-    if !name.starts_with('[') {
-        let dns = name.strip_suffix('.').unwrap_or(name);
-        let label = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        if dns.is_empty() || dns.len() > 253 || !dns.split('.').all(label) {
-            return Err(InvalidHost);
-        }
+    let name = &raw[..end];
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 || !valid_port(&raw[end..]) {
+        return Err(InvalidHost);
+    }
+    Ok(if upper {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    })
+}
+
+/// `:port` with 1 to 5 digits, or nothing.
+fn valid_port(text: &str) -> bool {
+    match text.strip_prefix(':') {
+        None => text.is_empty(),
+        Some(p) => !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// `[IPv6]` with an optional port.
+fn parse_ip6_host(raw: &str) -> Result<Cow<'_, str>, InvalidHost> {
+    let rest = raw.strip_prefix('[').ok_or(InvalidHost)?;
+    let (ip, after) = rest.split_once(']').ok_or(InvalidHost)?;
+    ip.parse::<std::net::Ipv6Addr>().map_err(|_| InvalidHost)?;
+    if !valid_port(after) {
+        return Err(InvalidHost);
     }
     Ok(normalize_host(raw))
 }
@@ -537,6 +555,7 @@ mod tests {
             ("[::1]:8443", "[::1]"),
             ("[::1]", "[::1]"),
             ("localhost", "localhost"),
+            ("APP.test.:8080", "app.test"),
             ("", ""),
         ] {
             assert_eq!(parse_request_host(raw).as_deref(), Ok(want), "{raw}");
@@ -557,6 +576,10 @@ mod tests {
             "[::1]x",
             "a@b",
             "a%2eb",
+            ".",
+            "a.b..",
+            &"a".repeat(64),
+            "a.test:",
         ] {
             assert_eq!(parse_request_host(bad), Err(InvalidHost), "{bad}");
         }
