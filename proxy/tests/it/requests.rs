@@ -528,26 +528,48 @@ async fn the_default_body_limit_is_one_mebibyte() {
     assert_eq!(rec.received().len(), 1);
 }
 
-/// A client silent in the middle of its body is answered 408 after `client_body_timeout`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_silent_in_the_middle_of_its_body_gets_408() {
-    let settings =
-        test_settings("").replace("[server]\n", "[server]\nclient_body_timeout_secs = 1\n");
-    let (s, rec) = body_fixture(&settings).await;
+/// Sends 3 of 10 announced body bytes to `host` and expects 408 (well within [`STEP`], so
+/// the 60 s default deadline would fail it), with nothing forwarded.
+async fn expect_408_for_a_silent_body(s: &Sluice, rec: &Recorder, host: &str) {
     let mut c = TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(b"POST / HTTP/1.1\r\nHost: small.test\r\nContent-Length: 10\r\n\r\nabc")
-        .await
-        .unwrap();
+    let head = format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 10\r\n\r\nabc");
+    c.write_all(head.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let read = tokio::time::timeout(STEP, c.read_to_end(&mut out)).await;
     assert!(read.is_ok(), "the connection was still open after {STEP:?}");
     assert_eq!(
         parse_reply(&out).status,
         408,
-        "{}",
+        "{host}: {}",
         String::from_utf8_lossy(&out)
     );
     assert!(rec.received().is_empty());
+}
+
+/// A client silent in the middle of its body is answered 408 after `client_body_timeout`, from
+/// the settings or from the route's `sluice.dev/client-body-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_silent_in_the_middle_of_its_body_gets_408() {
+    let settings =
+        test_settings("").replace("[server]\n", "[server]\nclient_body_timeout_secs = 1\n");
+    let (s, rec) = body_fixture(&settings).await;
+    expect_408_for_a_silent_body(&s, &rec, "small.test").await;
+    let rec = Recorder::start().await;
+    let manifests = [
+        service_with("default", "rec", &[rec.addr]),
+        annotate(
+            &ingress(
+                "default",
+                "slow",
+                Some("slow.test"),
+                &[("/", "Prefix", "rec")],
+            ),
+            &[("sluice.dev/client-body-timeout", "1s")],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    expect_408_for_a_silent_body(&s, &rec, "slow.test").await;
 }
 
 // ---------------------------------------------------------------------------------------------
