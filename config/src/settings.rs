@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::annotations::Balance;
+use crate::cidr::Cidr;
 use crate::health::HealthCheck;
 use crate::ownership::{CrossNamespacePaths, HostOwners};
 use crate::targets::TargetType;
@@ -33,6 +34,15 @@ pub const DEFAULT_WORKER_THREADS: usize = 0;
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS: u64 = 20;
 /// Largest request head (request line plus headers), in bytes, answered with anything but 431.
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Largest request body, in bytes, accepted before 413 (1 MiB, as ingress-nginx); 0 means no
+/// limit. Routes of GRPC or GRPCS backends have no limit unless their Ingress sets one.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024;
+/// Time allowed, in seconds, between two reads of a request body from the client (as nginx's
+/// `client_body_timeout`); not applied to GRPC and GRPCS routes.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT_SECS: u64 = 60;
+/// Whether request headers with `_` in their names reach the upstream (false: dropped, as
+/// nginx's `underscores_in_headers off`).
+pub const DEFAULT_UNDERSCORES_IN_HEADERS: bool = false;
 /// Idle upstream connections kept for reuse, in connections, across all upstreams.
 pub const DEFAULT_KEEPALIVE_POOL_SIZE: usize = 512;
 /// How long, in seconds, an idle upstream connection is kept before it is closed.
@@ -231,6 +241,14 @@ pub struct Settings {
     pub worker_threads: usize,
     pub shutdown_grace_period: Duration,
     pub max_request_header_bytes: usize,
+    /// The largest request body; 0 for no limit (see [`DEFAULT_MAX_REQUEST_BODY_BYTES`]).
+    pub max_request_body_bytes: u64,
+    /// Time allowed between two reads of a request body from the client.
+    pub client_body_timeout: Duration,
+    /// Whether headers with `_` in their names are forwarded.
+    pub underscores_in_headers: bool,
+    /// Peers whose `X-Request-Id` is kept; from any other peer a new id is generated.
+    pub trusted_proxies: Vec<Cidr>,
     pub keepalive_pool_size: usize,
     pub keepalive_idle_timeout: Duration,
     pub connect_timeout: Duration,
@@ -462,6 +480,10 @@ mod file {
         pub worker_threads: usize,
         pub shutdown_grace_period_secs: u64,
         pub max_request_header_bytes: usize,
+        pub max_request_body_bytes: u64,
+        pub client_body_timeout_secs: u64,
+        pub underscores_in_headers: bool,
+        pub trusted_proxies: Vec<String>,
     }
 
     impl Default for Server {
@@ -472,6 +494,10 @@ mod file {
                 worker_threads: DEFAULT_WORKER_THREADS,
                 shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,
                 max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+                max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+                client_body_timeout_secs: DEFAULT_CLIENT_BODY_TIMEOUT_SECS,
+                underscores_in_headers: DEFAULT_UNDERSCORES_IN_HEADERS,
+                trusted_proxies: Vec::new(),
             }
         }
     }
@@ -850,6 +876,20 @@ mod file {
                     "must be at least 1024 bytes".into(),
                 ));
             }
+            let client_body_timeout = Duration::from_secs(self.server.client_body_timeout_secs);
+            if client_body_timeout.is_zero() {
+                return Err(invalid(
+                    "server.client_body_timeout_secs",
+                    "must be greater than 0".into(),
+                ));
+            }
+            let trusted_proxies = self
+                .server
+                .trusted_proxies
+                .iter()
+                .map(|s| s.parse::<Cidr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid("server.trusted_proxies", e.to_string()))?;
             if self.upstream.connect_retries > 16 {
                 return Err(invalid(
                     "upstream.connect_retries",
@@ -1046,6 +1086,10 @@ mod file {
                 worker_threads: self.server.worker_threads,
                 shutdown_grace_period: Duration::from_secs(self.server.shutdown_grace_period_secs),
                 max_request_header_bytes: self.server.max_request_header_bytes,
+                max_request_body_bytes: self.server.max_request_body_bytes,
+                client_body_timeout,
+                underscores_in_headers: self.server.underscores_in_headers,
+                trusted_proxies,
                 keepalive_pool_size: self.upstream.keepalive_pool_size,
                 keepalive_idle_timeout: Duration::from_secs(
                     self.upstream.keepalive_idle_timeout_secs,
@@ -1182,6 +1226,43 @@ mod tests {
         assert_eq!(s.target_type.name(), "instance");
         let err = parse("[upstream]\ntarget_type = \"pod\"\n").unwrap_err();
         assert!(err.to_string().contains("upstream.target_type"), "{err}");
+    }
+
+    #[test]
+    fn request_limits_default_as_nginx_and_trusted_proxies_are_validated_ranges() {
+        let s = parse("").unwrap();
+        assert_eq!(s.max_request_body_bytes, 1024 * 1024);
+        assert_eq!(s.client_body_timeout, Duration::from_secs(60));
+        assert!(!s.underscores_in_headers);
+        assert!(s.trusted_proxies.is_empty());
+        let s = parse(
+            "[server]\nmax_request_body_bytes = 0\nclient_body_timeout_secs = 5\n\
+             underscores_in_headers = true\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.max_request_body_bytes, 0);
+        assert_eq!(s.client_body_timeout, Duration::from_secs(5));
+        assert!(s.underscores_in_headers);
+        assert!(s.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!s.trusted_proxies[0].contains("11.1.2.3".parse().unwrap()));
+        assert!(s.trusted_proxies[1].contains("fd00::1".parse().unwrap()));
+        let err = parse("[server]\ntrusted_proxies = [\"10.0.0.1/8\"]\n").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    key: "server.trusted_proxies",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("10.0.0.1/8"), "{err}");
+        let err = parse("[server]\nclient_body_timeout_secs = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("server.client_body_timeout_secs"),
+            "{err}"
+        );
     }
 
     #[test]

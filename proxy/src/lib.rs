@@ -23,6 +23,7 @@ pub mod logging;
 pub mod metrics;
 pub mod objects;
 pub mod pool;
+pub mod request;
 pub mod router;
 pub mod server;
 pub mod state;

@@ -17,6 +17,7 @@ mod kube_resilience;
 mod live;
 mod observe;
 mod protocols;
+mod requests;
 mod resilience;
 mod routing;
 mod tenancy;
