@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Fds, ListenFds, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
@@ -416,7 +417,11 @@ async fn run(
     proxy.set_connection_gate(Arc::new(Gate(limits)) as Arc<dyn ConnectionGate>);
     proxy.set_handshake_timeout(settings.client_header_timeout);
     for a in &addrs.http {
-        proxy.add_tcp(&a.to_string());
+        // No read buffer in front of plain sockets: Pingora's default keeps 64 KiB per
+        // connection, idle or not, while the HTTP/1.1 parser reads into its own buffer anyway.
+        // TLS listeners keep it (OpenSSL reads records through it).
+        let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+        proxy.add_listener(ListenerConfig::tcp(a.to_string()).l4_buffer(buffers));
     }
     for a in &addrs.https {
         match crate::tls::listener::settings(state.clone()) {
