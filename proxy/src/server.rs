@@ -344,6 +344,8 @@ fn client_options(settings: &Settings, h2c: bool) -> HttpServerOptions {
     options.h2_idle_timeout = Some(settings.keepalive_timeout);
     options.request_header_timeout = Some(settings.client_header_timeout);
     options.max_request_header_bytes = Some(settings.max_request_header_bytes);
+    // An idle keepalive connection then holds its socket, not a parked request's state.
+    options.idle_wait_outside_session = true;
     options
 }
 

@@ -109,6 +109,14 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`, which keeps the built-in 1 MiB bound (refused as a bad request).
     pub max_request_header_bytes: Option<usize>,
+
+    /// Wait for the first byte of the next request on a kept-alive HTTP/1.x connection before
+    /// starting its session (bounded by the keepalive timeout), so an idle connection holds
+    /// its socket but no request state. Only for streams that support peeking (plain TCP);
+    /// once the server is shutting down, the session waits as before.
+    ///
+    /// Default: `false`.
+    pub idle_wait_outside_session: bool,
 }
 
 impl HttpServerOptions {
@@ -120,6 +128,38 @@ impl HttpServerOptions {
             s.set_max_request_header_size(self.max_request_header_bytes);
             s.set_idle_timeout(self.keepalive_timeout);
         }
+    }
+}
+
+/// Wait until the next request's first byte arrives on `stream` (it stays unread), for at
+/// most `keepalive_secs` (`Some(0)`: no bound); false when the connection closed or the wait
+/// timed out. A shutdown ends the wait with true: the session then handles the shutdown.
+async fn wait_for_next_request(
+    stream: &mut Stream,
+    keepalive_secs: Option<u64>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let mut shutdown = shutdown.clone();
+    let mut byte = [0u8; 1];
+    let limit = match keepalive_secs {
+        Some(0) | None => None,
+        Some(s) => Some(Instant::now() + Duration::from_secs(s)),
+    };
+    tokio::select! {
+        peeked = before(limit, stream.try_peek(&mut byte)) => match peeked {
+            // unsupported: the session waits itself
+            Some(Ok(false)) => true,
+            Some(Ok(true)) => true,
+            Some(Err(e)) => {
+                debug!("keepalive connection closed while idle: {e}");
+                false
+            }
+            None => {
+                debug!("keepalive timeout reached while idle");
+                false
+            }
+        },
+        _ = shutdown.changed() => true,
     }
 }
 
@@ -417,7 +457,18 @@ where
             }
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            let idle_wait = self
+                .server_options()
+                .is_some_and(|o| o.idle_wait_outside_session);
+            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+                if idle_wait && !*shutdown.borrow() {
+                    let keepalive = persistent_settings
+                        .as_ref()
+                        .and_then(|p| p.keepalive_timeout);
+                    if !wait_for_next_request(&mut stream, keepalive, shutdown).await {
+                        return None;
+                    }
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
