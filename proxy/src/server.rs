@@ -29,9 +29,12 @@
 //!    request's first byte, HTTP/2 with no stream open; then closed without a GOAWAY, as
 //!    Pingora drops an idle HTTP/2 connection), then `server.client_header_timeout_secs` for
 //!    that head; an HTTP/1.1 connection serves `server.keepalive_requests` requests, the last
-//!    with `Connection: close`.
+//!    with `Connection: close`. An idle plain HTTP/1.1 connection waits for its next request
+//!    before any request state is allocated for it (about 11 KiB per idle connection in all,
+//!    benches/README.md).
 //!
-//! Steps 2 and 3 need options Pingora 0.9 lacks; they come from the patch series in `vendor/`.
+//! Steps 1 to 3 and the idle wait of step 5 need what Pingora 0.9 lacks; it comes from the patch
+//! series in `vendor/`.
 //!
 //! # Drain
 //!
