@@ -1,8 +1,8 @@
 //! Client connections as an attacker or a careless client meets them: silent and slow-head
 //! connections closed at their deadline, idle keepalive connections closed after the keepalive
 //! timeout, the connection caps holding while `/healthz` answers, an oversized head refused
-//! before it is buffered, and requests on open keepalive connections served through the
-//! drain after shutdown.
+//! before it is buffered, a client that stops reading dropped after the send timeout, and
+//! requests on open keepalive connections served through the drain after shutdown.
 //!
 //! Deadlines here are 1 s, so each close is awaited with a bound of a few seconds; the lower
 //! bounds check that the close comes from the deadline, not from something earlier.
@@ -435,4 +435,58 @@ async fn client_until_refused(
         }
     }
     failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    // A backend streaming a body far larger than the socket buffers between it, sluice and the
+    // client; it records when its writes start failing (sluice closed the upstream side).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = listener.local_addr().unwrap();
+    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 4096];
+        let _ = s.read(&mut head).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")
+            .await;
+        let chunk = vec![b'x'; 64 * 1024];
+        // At most 1 GiB, the length announced.
+        for _ in 0..16 * 1024 {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = cut_tx.send(Instant::now());
+    });
+    let manifests = [
+        service_with("default", "app", &[backend_addr]),
+        ingress(
+            "default",
+            "app",
+            Some("app.test"),
+            &[("/", "Prefix", "app")],
+        ),
+    ]
+    .concat();
+    let text = settings("client_send_timeout_secs = 1")
+        .replace("read_timeout_ms = 2000", "read_timeout_ms = 60000");
+    let sluice = Sluice::start_with(&manifests, &text).await;
+    let mut client = connect(sluice.addr).await;
+    client.write_all(GET).await.unwrap();
+    // Read the first bytes, then stop reading.
+    let mut first = [0u8; 12];
+    client.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let stopped = Instant::now();
+    // Without the send timeout, sluice would hold the upstream connection for as long as the
+    // client stays (here, past the 10 s bound).
+    let cut = tokio::time::timeout(STEP, cut_rx)
+        .await
+        .expect("the upstream connection was still held 10 s after the client stopped reading")
+        .unwrap();
+    let after = cut.duration_since(stopped);
+    assert!(after >= Duration::from_millis(800), "cut after {after:?}");
+    backend.abort();
 }
