@@ -84,6 +84,8 @@ pub struct RouterOptions {
     pub idle_timeout: Duration,
     pub connect_retries: usize,
     pub max_request_header_bytes: usize,
+    /// Time for each write to the client to make progress.
+    pub client_send_timeout: Duration,
     /// An HTTPS listener exists.
     pub https: bool,
     /// Redirect plain-HTTP requests for hosts with TLS (`tls.ssl_redirect`, and an HTTPS
@@ -113,6 +115,7 @@ impl From<&Settings> for RouterOptions {
             idle_timeout: s.keepalive_idle_timeout,
             connect_retries: s.connect_retries,
             max_request_header_bytes: s.max_request_header_bytes,
+            client_send_timeout: s.client_send_timeout,
             https: !s.tls.https_listen.is_empty(),
             ssl_redirect: s.tls.ssl_redirect && !s.tls.https_listen.is_empty(),
             redirect_port: s.tls.redirect_port,
@@ -809,6 +812,8 @@ impl ProxyHttp for Router {
     /// [`crate::request`]), finds the route, and answers 404/413/431/503 itself when there is
     /// nothing to proxy to.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // A client that stops reading must not hold buffers and an upstream connection forever.
+        session.set_write_timeout(Some(self.options.client_send_timeout));
         let req = session.req_header();
         let trusted = &self.options.trusted_proxies;
         ctx.request_id = match client_request_id(req, session.client_addr(), trusted) {

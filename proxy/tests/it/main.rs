@@ -7,6 +7,7 @@ mod support;
 
 mod balancing;
 mod binary;
+mod connections;
 mod failures;
 mod fake_apiserver_selftest;
 mod headers;
