@@ -76,6 +76,12 @@ pub const DEFAULT_LEASE_DURATION_SECS: u64 = 15;
 pub const DEFAULT_LEASE_RENEW_PERIOD_SECS: u64 = 5;
 /// The folder of manifests read by the files source, relative to the settings file.
 pub const DEFAULT_FILES_DIRECTORY: &str = "manifests";
+/// Events the leader writes to the API server, in Events per second at most (one second's
+/// worth may go at once).
+pub const DEFAULT_EVENTS_PER_SECOND: u32 = 10;
+/// Ingresses, at most, waiting for their Events to be written; beyond it the oldest are dropped
+/// (counted in `sluice_events_dropped_total`, warned about at most every 30 s).
+pub const DEFAULT_EVENTS_MAX_PENDING: usize = 1_000;
 /// Whether plain-HTTP requests for a host with TLS are redirected (308) to https.
 pub const DEFAULT_SSL_REDIRECT: bool = true;
 /// The port written into https redirects; 443 is left out of the URL.
@@ -124,8 +130,9 @@ pub enum SourceSettings {
 /// How the Kubernetes source reaches and scopes the API server.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KubernetesSettings {
-    /// Watch only this namespace; `None` watches all namespaces.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (Ingresses, Services, EndpointSlices and TLS Secrets);
+    /// empty watches all namespaces. Sorted, without duplicates.
+    pub namespaces: Vec<String>,
     /// Path of a kubeconfig file; `None` uses `$KUBECONFIG` or the in-cluster service account.
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use; `None` uses the current context.
@@ -147,13 +154,17 @@ pub struct LeaderElection {
 }
 
 /// What the leader writes into `status.loadBalancer.ingress` of served Ingresses.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusSettings {
     /// Static addresses: IPs go to `ip`, anything else to `hostname`.
     pub addresses: Vec<String>,
     /// `namespace/name` of a Service whose load-balancer status is copied (used when
     /// `addresses` is empty).
     pub publish_service: Option<(String, String)>,
+    /// The most Events written per second (at least 1).
+    pub events_per_second: u32,
+    /// The most Ingresses waiting for their Events (at least 1).
+    pub events_max_pending: usize,
 }
 
 /// The shape of access-log lines.
@@ -423,11 +434,24 @@ mod file {
         }
     }
 
-    #[derive(Debug, Default, Deserialize)]
+    #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     pub struct Status {
         pub addresses: Vec<String>,
         pub publish_service: String,
+        pub events_per_second: u32,
+        pub events_max_pending: usize,
+    }
+
+    impl Default for Status {
+        fn default() -> Self {
+            Status {
+                addresses: Vec::new(),
+                publish_service: String::new(),
+                events_per_second: DEFAULT_EVENTS_PER_SECOND,
+                events_max_pending: DEFAULT_EVENTS_MAX_PENDING,
+            }
+        }
     }
 
     #[derive(Debug, Deserialize)]
@@ -631,9 +655,46 @@ mod file {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     pub struct Kubernetes {
+        pub namespaces: Vec<String>,
+        /// The single namespace of earlier versions: an alias of a one-element `namespaces`.
         pub namespace: String,
         pub kubeconfig: String,
         pub context: String,
+    }
+
+    impl Kubernetes {
+        /// The namespaces to watch: `namespaces`, or the older `namespace` alone (setting both
+        /// is an error); each a namespace name (an RFC 1123 label).
+        fn namespaces(&self, path: &Path) -> Result<Vec<String>, ConfigError> {
+            let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            };
+            let mut out: Vec<String> = match non_empty(&self.namespace) {
+                Some(_) if !self.namespaces.is_empty() => {
+                    return Err(invalid(
+                        "source.kubernetes.namespace",
+                        "is the older spelling of namespaces; set only namespaces".into(),
+                    ))
+                }
+                Some(one) => vec![one],
+                None => self
+                    .namespaces
+                    .iter()
+                    .map(|n| n.trim().to_string())
+                    .collect(),
+            };
+            if let Some(bad) = out.iter().find(|n| !crate::routes::is_dns_label(n)) {
+                return Err(invalid(
+                    "source.kubernetes.namespaces",
+                    format!("`{bad}` is not a namespace name (lowercase letters, digits and '-', at most 63)"),
+                ));
+            }
+            out.sort();
+            out.dedup();
+            Ok(out)
+        }
     }
 
     #[derive(Debug, Deserialize)]
@@ -855,7 +916,7 @@ mod file {
                     }
                 }
                 "kubernetes" => SourceSettings::Kubernetes(KubernetesSettings {
-                    namespace: non_empty(&self.source.kubernetes.namespace),
+                    namespaces: self.source.kubernetes.namespaces(path)?,
                     kubeconfig: non_empty(&self.source.kubernetes.kubeconfig).map(PathBuf::from),
                     context: non_empty(&self.source.kubernetes.context),
                 }),
@@ -949,6 +1010,18 @@ mod file {
             if self.status.addresses.iter().any(|a| a.trim().is_empty()) {
                 return Err(invalid("status.addresses", "an address is empty".into()));
             }
+            if self.status.events_per_second == 0 {
+                return Err(invalid(
+                    "status.events_per_second",
+                    "must be at least 1".into(),
+                ));
+            }
+            if self.status.events_max_pending == 0 {
+                return Err(invalid(
+                    "status.events_max_pending",
+                    "must be at least 1".into(),
+                ));
+            }
             let status = StatusSettings {
                 addresses: self
                     .status
@@ -957,6 +1030,8 @@ mod file {
                     .map(|a| a.trim().to_string())
                     .collect(),
                 publish_service,
+                events_per_second: self.status.events_per_second,
+                events_max_pending: self.status.events_max_pending,
             };
 
             let tls = self.tls.validate(path, &addr)?;
@@ -1062,10 +1137,42 @@ mod tests {
         assert_eq!(
             s.source,
             SourceSettings::Kubernetes(KubernetesSettings {
-                namespace: Some("web".into()),
+                namespaces: vec!["web".into()],
                 ..Default::default()
             })
         );
+    }
+
+    #[test]
+    fn the_kubernetes_source_watches_a_list_of_namespaces_and_still_reads_the_single_one() {
+        let namespaces = |text: &str| match parse(text).map(|s| s.source) {
+            Ok(SourceSettings::Kubernetes(k)) => Ok(k.namespaces),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        let base = "[source]\nkind = \"kubernetes\"\n[source.kubernetes]\n";
+        assert_eq!(namespaces(base), Ok(vec![]));
+        assert_eq!(
+            namespaces(&format!(
+                "{base}namespaces = [\"team-b\", \"team-a\", \"team-b\"]\n"
+            )),
+            Ok(vec!["team-a".to_string(), "team-b".to_string()])
+        );
+        assert_eq!(
+            namespaces(&format!("{base}namespace = \"web\"\n")),
+            Ok(vec!["web".to_string()])
+        );
+        let both = namespaces(&format!("{base}namespace = \"a\"\nnamespaces = [\"b\"]\n"));
+        assert!(
+            both.as_ref()
+                .unwrap_err()
+                .contains("source.kubernetes.namespace"),
+            "{both:?}"
+        );
+        for bad in ["", "Team", "a_b", "-a"] {
+            let err = namespaces(&format!("{base}namespaces = [\"{bad}\"]\n")).unwrap_err();
+            assert!(err.contains("source.kubernetes.namespaces"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -1136,6 +1243,14 @@ mod tests {
             (
                 "[status]\npublish_service = \"nope\"",
                 "status.publish_service",
+            ),
+            (
+                "[status]\nevents_per_second = 0",
+                "status.events_per_second",
+            ),
+            (
+                "[status]\nevents_max_pending = 0",
+                "status.events_max_pending",
             ),
             (
                 "[leader_election]\nrenew_period_secs = 30",

@@ -76,6 +76,10 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>) -> ExitCode {
+    if let Err(e) = check_default_certificate(settings) {
+        eprintln!("sluice: {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     println!("{}: settings ok", path.display());
     let dir = match (manifests, &settings.source) {
         (Some(dir), _) => dir,
@@ -114,6 +118,28 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Loads the default certificate files as start-up will, so that a file that is missing,
+/// unreadable or not a matching certificate and key fails the check rather than the start.
+/// The error names the setting and the file.
+fn check_default_certificate(settings: &Settings) -> Result<(), String> {
+    let sluice_config::settings::DefaultCertificate::Files { certificate, key } =
+        &settings.tls.default_certificate
+    else {
+        return Ok(());
+    };
+    for (setting, file) in [
+        ("tls.default_certificate_file", certificate),
+        ("tls.default_key_file", key),
+    ] {
+        if let Err(e) = std::fs::File::open(file) {
+            return Err(format!("{setting}: cannot read {}: {e}", file.display()));
+        }
+    }
+    sluice::tls::certs::ServingCert::from_files(certificate, key)
+        .map(|_| ())
+        .map_err(|e| format!("tls.default_certificate_file and tls.default_key_file: {e}"))
 }
 
 fn run(settings: Settings) -> ExitCode {

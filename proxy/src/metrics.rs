@@ -5,7 +5,13 @@
 //! The request path never looks a label set up by hashing: each route gets a [`RouteMetrics`]
 //! when a snapshot is published, holding its own counters, created on first use per method and
 //! status class.
+//!
+//! A route's series live exactly as long as the route: when a publish no longer has a route with
+//! a given (namespace, Ingress, Service), [`RouteMetrics::retire`] removes its series from the
+//! registry, so Ingresses that come and go under fresh names (preview environments) leave
+//! nothing behind in memory or in `/metrics`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
@@ -56,6 +62,8 @@ pub struct Metrics {
     pub watch_restarts: IntCounterVec,
     pub rules_skipped: IntGaugeVec,
     pub access_log_dropped: IntCounter,
+    /// Ingresses whose pending Events were dropped because the Event writer fell behind.
+    pub events_dropped: IntCounter,
     /// Finished handshakes by result: `full`, `resumed`, `failed`.
     pub tls_handshakes: IntCounterVec,
     /// Failed handshakes by reason: `client_certificate`, `resumption_refused`, `other`.
@@ -159,6 +167,10 @@ impl Metrics {
                 ),
                 &["reason"],
             )?),
+            events_dropped: reg!(IntCounter::new(
+                "sluice_events_dropped_total",
+                "Ingresses whose pending Events were dropped because the Event writer fell behind"
+            )?),
             access_log_dropped: reg!(IntCounter::new(
                 "sluice_access_log_dropped_total",
                 "Access log lines dropped because the writer fell behind"
@@ -192,6 +204,7 @@ impl Metrics {
                 service.to_string(),
             ],
             requests: Default::default(),
+            retired: AtomicBool::new(false),
             duration: self.request_duration.with_label_values(&labels),
             upstream: self.upstream_duration.with_label_values(&labels),
             connect_errors: self.connect_errors.with_label_values(&labels),
@@ -214,6 +227,8 @@ pub struct RouteMetrics {
     metrics: Arc<Metrics>,
     labels: [String; 3],
     requests: [[OnceLock<IntCounter>; CLASSES.len()]; METHODS.len()],
+    /// Set once the route is gone and its series are removed from the registry.
+    retired: AtomicBool,
     pub duration: Histogram,
     pub upstream: Histogram,
     pub connect_errors: IntCounter,
@@ -224,18 +239,54 @@ impl RouteMetrics {
     /// Counts one finished request.
     pub fn count(&self, method: &str, status: u16) {
         let (m, c) = (method_index(method), class_index(status));
-        self.requests[m][c]
-            .get_or_init(|| {
-                let [ns, ing, svc] = &self.labels;
-                self.metrics.requests.with_label_values(&[
-                    ns.as_str(),
-                    ing,
-                    svc,
-                    METHODS[m],
-                    CLASSES[c],
-                ])
-            })
-            .inc();
+        let cell = &self.requests[m][c];
+        if let Some(counter) = cell.get() {
+            counter.inc();
+            return;
+        }
+        if self.retired.load(Ordering::Acquire) {
+            // A request that outlived its route: creating the series now would leak it.
+            return;
+        }
+        cell.get_or_init(|| {
+            self.metrics
+                .requests
+                .with_label_values(&self.request_labels(m, c))
+        })
+        .inc();
+        // Retired while the series was being created: take it out again (removing twice is
+        // harmless, so whichever of the two runs last leaves the registry clean).
+        if self.retired.load(Ordering::Acquire) {
+            let _ = self
+                .metrics
+                .requests
+                .remove_label_values(&self.request_labels(m, c));
+        }
+    }
+
+    fn request_labels(&self, m: usize, c: usize) -> [&str; 5] {
+        let [ns, ing, svc] = &self.labels;
+        [ns, ing, svc, METHODS[m], CLASSES[c]]
+    }
+
+    /// Removes every series of this route from the registry: the route is gone. Requests still
+    /// in flight on it count into detached series that no scrape shows.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        let [ns, ing, svc] = &self.labels;
+        let route = [ns.as_str(), ing, svc];
+        let m = &self.metrics;
+        let _ = m.request_duration.remove_label_values(&route);
+        let _ = m.upstream_duration.remove_label_values(&route);
+        let _ = m.connect_errors.remove_label_values(&route);
+        let _ = m.retries.remove_label_values(&route);
+        for method in 0..METHODS.len() {
+            for class in 0..CLASSES.len() {
+                let _ = m
+                    .requests
+                    .remove_label_values(&self.request_labels(method, class));
+            }
+        }
     }
 
     pub fn labels(&self) -> &[String; 3] {
@@ -269,5 +320,22 @@ mod tests {
             "sluice_requests_total{ingress=\"web\",method=\"GET\",namespace=\"shop\",service=\"api\",status_class=\"2xx\"} 2"
         ), "{text}");
         assert!(text.contains("method=\"OTHER\""), "{text}");
+    }
+
+    #[test]
+    fn a_retired_route_leaves_no_series_even_when_a_late_request_counts() {
+        let m = Arc::new(Metrics::new().unwrap());
+        let gone = m.route("preview", "pr-17", "web");
+        let kept = m.route("shop", "web", "api");
+        gone.count("GET", 200);
+        gone.duration.observe(0.1);
+        kept.count("GET", 200);
+        gone.retire();
+        // A request that was in flight when its route went finishes afterwards.
+        gone.count("GET", 200);
+        gone.count("POST", 502);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("pr-17"), "{text}");
+        assert!(text.contains("ingress=\"web\""), "{text}");
     }
 }

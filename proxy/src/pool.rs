@@ -411,19 +411,54 @@ impl Pool {
         let now = Instant::now();
         // One turn per request, whichever tier serves it: the fallbacks must not advance it
         // again, or two endpoints failing open would always give the same one.
-        let turn = match pick {
+        let turn = self.turn(pick);
+        self.pick_ready_at(pick, turn, &accept, now)
+            .or_else(|| {
+                self.pick_among(pick, turn, &|e: &Endpoint| {
+                    accept(&e.addr) && !e.is_ejected(now)
+                })
+            })
+            .or_else(|| self.pick_among(pick, turn, &|e: &Endpoint| accept(&e.addr)))
+    }
+
+    /// The endpoint `pick` chooses among those `accept` takes that are in rotation (healthy and
+    /// not ejected), with no fallback: what a retry uses, so that a request that already failed
+    /// once is not sent on to endpoints known to be failing.
+    pub fn pick_ready(
+        &self,
+        pick: Pick,
+        accept: impl Fn(&SocketAddr) -> bool,
+    ) -> Option<Arc<Endpoint>> {
+        self.pick_ready_at(pick, self.turn(pick), &accept, Instant::now())
+    }
+
+    /// The round-robin turn of one request (advancing the pool's), for the picks that use it.
+    fn turn(&self, pick: Pick) -> usize {
+        match pick {
             Pick::RoundRobin | Pick::Hash(None) => self.next.fetch_add(1, Ordering::Relaxed),
             _ => 0,
-        };
+        }
+    }
+
+    fn pick_ready_at(
+        &self,
+        pick: Pick,
+        turn: usize,
+        accept: &impl Fn(&SocketAddr) -> bool,
+        now: Instant,
+    ) -> Option<Arc<Endpoint>> {
         self.pick_among(pick, turn, &|e: &Endpoint| {
             accept(&e.addr) && e.is_healthy() && !e.is_ejected(now)
         })
-        .or_else(|| {
-            self.pick_among(pick, turn, &|e: &Endpoint| {
-                accept(&e.addr) && !e.is_ejected(now)
-            })
-        })
-        .or_else(|| self.pick_among(pick, turn, &|e: &Endpoint| accept(&e.addr)))
+    }
+
+    /// Whether some endpoint that `accept` takes is in rotation (healthy and not ejected).
+    pub fn has_ready(&self, accept: impl Fn(&SocketAddr) -> bool) -> bool {
+        let now = Instant::now();
+        self.endpoints
+            .load()
+            .iter()
+            .any(|e| accept(&e.addr) && e.is_healthy() && !e.is_ejected(now))
     }
 
     fn pick_among(
@@ -485,7 +520,8 @@ impl Pool {
             return false;
         }
         let failures = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures < limit || e.is_ejected(now) {
+        let until = e.ejected_until.load(Ordering::Relaxed);
+        if failures < limit || until > since_epoch(now) {
             return false;
         }
         // Never the last endpoint: another one must stay in rotation (healthy, unless none is).
@@ -497,14 +533,25 @@ impl Pool {
         if !others_up {
             return false;
         }
-        let previous = e.ejections.fetch_add(1, Ordering::Relaxed);
+        // Requests failing on the endpoint at the same time all reach this point; only the one
+        // that moves `ejected_until` ejects, so one outage is one ejection (counted, lengthened
+        // and logged once), not one per request in flight.
+        let previous = e.ejections.load(Ordering::Relaxed);
         let length = self
             .ejection
             .base
             .saturating_mul(2u32.saturating_pow(previous.min(16)))
             .min(self.ejection.max);
-        e.ejected_until
-            .store(since_epoch(now + length), Ordering::Relaxed);
+        let claimed = e.ejected_until.compare_exchange(
+            until,
+            since_epoch(now + length),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        if claimed.is_err() {
+            return false;
+        }
+        e.ejections.fetch_add(1, Ordering::Relaxed);
         e.failures.store(0, Ordering::Relaxed);
         tracing::warn!(
             pool = %self.key,
@@ -655,6 +702,18 @@ mod tests {
         }
     }
 
+    /// A pool that ejects after `failures` in a row, first for `base_secs`, at most `max_secs`.
+    fn ejecting_pool(failures: u32, base_secs: u64, max_secs: u64) -> Pool {
+        Pool::new(
+            key(),
+            Ejection {
+                consecutive_failures: failures,
+                base: Duration::from_secs(base_secs),
+                max: Duration::from_secs(max_secs),
+            },
+        )
+    }
+
     fn key() -> PoolKey {
         PoolKey {
             namespace: "ns".into(),
@@ -802,14 +861,7 @@ mod tests {
 
     #[test]
     fn consecutive_failures_eject_for_a_growing_time_but_never_the_last_endpoint() {
-        let pool = Pool::new(
-            key(),
-            Ejection {
-                consecutive_failures: 3,
-                base: Duration::from_secs(10),
-                max: Duration::from_secs(25),
-            },
-        );
+        let pool = ejecting_pool(3, 10, 25);
         let all = addrs(2);
         pool.set_endpoints(&all);
         let bad = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
@@ -853,14 +905,7 @@ mod tests {
 
     #[test]
     fn an_ejected_endpoint_gets_no_requests_unless_it_is_all_that_is_left() {
-        let pool = Pool::new(
-            key(),
-            Ejection {
-                consecutive_failures: 1,
-                base: Duration::from_secs(60),
-                max: Duration::from_secs(60),
-            },
-        );
+        let pool = ejecting_pool(1, 60, 60);
         let all = addrs(3);
         pool.set_endpoints(&all);
         let bad = pool.pick(Pick::RoundRobin, |a| *a == all[0]).unwrap();
@@ -883,6 +928,57 @@ mod tests {
                 .map(|e| e.addr()),
             Some(all[0])
         );
+        // A retry does not fail open: it finds no endpoint rather than the ejected one.
+        assert!(pool
+            .pick_ready(Pick::RoundRobin, |a| *a == all[0])
+            .is_none());
+        assert!(!pool.has_ready(|a| *a == all[0]));
+        assert!(pool.has_ready(|a| *a != all[1]));
+        assert_eq!(
+            pool.pick_ready(Pick::RoundRobin, |a| *a != all[1])
+                .map(|e| e.addr()),
+            Some(all[2])
+        );
+    }
+
+    /// Many requests failing on one endpoint at once eject it once, for the base time: the
+    /// outage must not count as several ejections (each doubling the next one's length).
+    /// Loading `ejections` and storing `ejected_until` without the compare-exchange in
+    /// `report_at` makes this fail intermittently.
+    #[test]
+    fn requests_failing_on_an_endpoint_at_once_eject_it_once() {
+        let pool = ejecting_pool(1, 10, 300);
+        let all = addrs(3);
+        pool.set_endpoints(&all);
+        let bad = endpoint(&pool, all[0]);
+        let now = Instant::now();
+        for round in 0..20 {
+            let t = now + Duration::from_secs(600 * round);
+            let start = std::sync::Barrier::new(8);
+            let ejected = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            pool.report_at(&bad, false, t)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(false))
+                    .filter(|e| *e)
+                    .count()
+            });
+            assert_eq!(ejected, 1, "round {round}");
+            assert!(bad.is_ejected(t + Duration::from_secs(9)), "round {round}");
+            assert!(
+                !bad.is_ejected(t + Duration::from_secs(10)),
+                "round {round}"
+            );
+            // Answering again once back: the next outage starts from the base time.
+            pool.report_at(&bad, true, t + Duration::from_secs(11));
+        }
     }
 
     /// Three endpoints with health checks of thresholds 2 (healthy) and 3 (unhealthy).
@@ -969,14 +1065,7 @@ mod tests {
             Some(all[0])
         );
         // Passive ejection never takes out the last healthy endpoint.
-        let strict = Pool::new(
-            key(),
-            Ejection {
-                consecutive_failures: 1,
-                base: Duration::from_secs(60),
-                max: Duration::from_secs(60),
-            },
-        );
+        let strict = ejecting_pool(1, 60, 60);
         strict.set_endpoints(&all[..2]);
         endpoint(&strict, all[0]).record_probe(false, 1, 1);
         let last = endpoint(&strict, all[1]);

@@ -19,7 +19,11 @@
 //! 4. On a connect failure [`ProxyHttp::fail_to_connect`], and for an idempotent request on a
 //!    reset before any response byte [`ProxyHttp::error_while_proxy`], the error is marked
 //!    retryable until the configured number of retries is spent, so step 2 runs again on another
-//!    endpoint. A non-idempotent request is never retried once its bytes may have been sent.
+//!    endpoint, one in rotation (never an ejected or unhealthy one). A non-idempotent request is
+//!    never retried once its bytes may have been sent, nor any request whose error the client
+//!    caused (it closed, or failed to read or write): that one ends, its upstream connection is
+//!    dropped, and [`ProxyHttp::logging`] counts it as 499 without holding it against the
+//!    endpoint.
 //! 5. [`ProxyHttp::upstream_response_filter`] records the endpoint's time to the response head,
 //!    the latency that EWMA balancing reads; [`ProxyHttp::response_filter`] sets the affinity
 //!    cookie of routes with `sluice.dev/affinity: cookie` when the client's cookie named no
@@ -173,6 +177,27 @@ pub struct RequestCtx {
     upstream: Option<SocketAddr>,
     request_id: String,
     _in_flight: InFlightGuard,
+}
+
+impl RequestCtx {
+    /// Whether the request's pool still has an endpoint in rotation (healthy, not ejected) that
+    /// this request has not failed on: a retry goes only there.
+    fn can_retry(&self) -> bool {
+        let failed = &self.failed;
+        self.pool
+            .as_ref()
+            .is_some_and(|p| p.has_ready(|a| !failed.contains(a)))
+    }
+}
+
+/// The status sluice logs and counts for a request whose client left before any response head
+/// was sent (nginx's 499 "client closed request"); it is never sent.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Whether the client caused `e`: it closed the connection or failed to read or write its side.
+/// Such an error is never retried and never counts against an endpoint.
+fn client_caused(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
 }
 
 /// Routes requests by the live snapshot.
@@ -742,7 +767,13 @@ impl ProxyHttp for Router {
             Some((_, Some(token))) => pool.by_token(*token, accept),
             _ => None,
         };
-        let Some(endpoint) = sticky.or_else(|| pool.pick(ctx.pick, accept)) else {
+        // A first attempt fails open (see `Pool::pick`); a retry goes only to an endpoint in
+        // rotation, never to one ejected or failing its health checks.
+        let picked = || match failed.is_empty() {
+            true => pool.pick(ctx.pick, accept),
+            false => pool.pick_ready(ctx.pick, accept),
+        };
+        let Some(endpoint) = sticky.or_else(picked) else {
             let code = if failed.is_empty() { 503 } else { 502 };
             return Error::e_explain(
                 ErrorType::HTTPStatus(code),
@@ -818,7 +849,7 @@ impl ProxyHttp for Router {
         }
         let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
         route.connect_errors.inc();
-        if ctx.attempts <= self.options.connect_retries {
+        if ctx.attempts <= self.options.connect_retries && ctx.can_retry() {
             e.set_retry(true);
             route.retries.inc();
         }
@@ -870,7 +901,8 @@ impl ProxyHttp for Router {
     /// endpoint; as nginx's `proxy_next_upstream` without `non_idempotent`), nor one whose body
     /// no longer fits the retry buffer; a stale reused connection is retried. On top of it, an
     /// idempotent request whose connection reset or closed before any response byte is retried
-    /// on another endpoint, within `upstream.connect_retries` attempts in all.
+    /// on another endpoint in rotation, within `upstream.connect_retries` attempts in all. An
+    /// error whose source is the client (Pingora's `ErrorSource::Downstream`) is never retried.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -880,6 +912,14 @@ impl ProxyHttp for Router {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if client_caused(&e) {
+            // The client went away (or broke its side of the exchange): the endpoint did
+            // nothing wrong and another one would only be sent a request nobody waits for.
+            // Returning the error drops the upstream connection, which cancels the request
+            // there.
+            e.set_retry(false);
+            return e;
+        }
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
         if !replayable {
@@ -895,6 +935,10 @@ impl ProxyHttp for Router {
             if let Some(addr) = peer.address().as_inet() {
                 ctx.failed.push(*addr);
             }
+            if !ctx.can_retry() {
+                e.set_retry(false);
+                return e;
+            }
             let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
             route.retries.inc();
             e.set_retry(true);
@@ -903,16 +947,23 @@ impl ProxyHttp for Router {
     }
 
     /// Counts the request and writes its access-log line.
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let written = session.response_written().map(|r| r.status.as_u16());
+        // A client that left before any response head was sent is a client abort, logged and
+        // counted as 499 (as nginx does), never as an answer of the endpoint.
+        let aborted = written.is_none() && e.is_some_and(client_caused);
         // An attempt that ended without a response head (a timeout, a reset) counts as slow as it
-        // lasted; then the endpoint's in-flight count ends.
+        // lasted, unless the client cut it short; then the endpoint's in-flight count ends.
         if let Some(mut attempt) = ctx.attempt.take() {
-            attempt.observe_response();
+            if !aborted {
+                attempt.observe_response();
+            }
         }
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
+        let status = match (written, aborted) {
+            (Some(code), _) => code,
+            (None, true) => CLIENT_CLOSED_REQUEST,
+            (None, false) => 0,
+        };
         let now = Instant::now();
         let duration = now.saturating_duration_since(ctx.start);
         let upstream_duration = ctx.upstream_start.map(|t| now.saturating_duration_since(t));

@@ -71,6 +71,9 @@ struct Writer {
     reported: BTreeSet<Skipped>,
     served: BTreeSet<ObjectRef>,
     tls: TlsStoreBuilder,
+    /// The metrics of every route now served, by (namespace, Ingress, Service): kept across
+    /// publishes, retired when their route goes.
+    route_metrics: HashMap<[String; 3], Arc<RouteMetrics>>,
 }
 
 impl State {
@@ -99,6 +102,7 @@ impl State {
                 reported: BTreeSet::new(),
                 served: BTreeSet::new(),
                 tls,
+                route_metrics: HashMap::new(),
             }),
             ready: AtomicBool::new(false),
             health_defaults: HealthCheck::default(),
@@ -238,7 +242,7 @@ impl State {
             })
             .collect();
 
-        let route_metrics = route_metrics(&snapshot, &self.metrics);
+        let route_metrics = route_metrics(&snapshot, &self.metrics, &mut writer.route_metrics);
         self.metrics.rules_skipped.reset();
         for s in &snapshot.skipped {
             self.metrics
@@ -321,12 +325,17 @@ fn port_label(key: &PoolKey) -> String {
     }
 }
 
-/// One [`RouteMetrics`] per distinct (Ingress, target) of the snapshot's routes.
+/// The [`RouteMetrics`] of each distinct (Ingress, target) of the snapshot's routes. Routes
+/// whose labels `kept` already has keep their metrics; `kept` ends holding exactly the routes of
+/// this snapshot, and the metrics of every route that is gone are retired (their series leave
+/// the registry).
 fn route_metrics(
     snapshot: &Snapshot,
     metrics: &Arc<Metrics>,
+    kept: &mut HashMap<[String; 3], Arc<RouteMetrics>>,
 ) -> HashMap<(usize, usize), Arc<RouteMetrics>> {
     let mut out = HashMap::new();
+    let mut now: HashMap<[String; 3], Arc<RouteMetrics>> = HashMap::new();
     let entries = snapshot
         .routes
         .hosts()
@@ -334,18 +343,36 @@ fn route_metrics(
         .flat_map(|(_, h)| h.rules().into_iter().map(|(_, _, e)| e))
         .chain(snapshot.routes.default_backend().copied());
     for e in entries {
-        out.entry((e.ingress, e.target)).or_insert_with(|| {
-            let ingress = snapshot.ingresses.get(e.ingress).map(|i| &i.object);
-            let service = match snapshot.targets.get(e.target) {
-                Some(Target::Pool(k)) => k.service.as_str(),
-                _ => "",
-            };
-            Arc::new(metrics.route(
-                ingress.map(|i| i.namespace.as_str()).unwrap_or(""),
-                ingress.map(|i| i.name.as_str()).unwrap_or(""),
-                service,
-            ))
-        });
+        if out.contains_key(&(e.ingress, e.target)) {
+            continue;
+        }
+        let ingress = snapshot.ingresses.get(e.ingress).map(|i| &i.object);
+        let service = match snapshot.targets.get(e.target) {
+            Some(Target::Pool(k)) => k.service.as_str(),
+            _ => "",
+        };
+        let labels = [
+            ingress.map(|i| i.namespace.clone()).unwrap_or_default(),
+            ingress.map(|i| i.name.clone()).unwrap_or_default(),
+            service.to_string(),
+        ];
+        let route = match now.get(&labels).or_else(|| kept.get(&labels)) {
+            Some(r) => r.clone(),
+            None => {
+                let [ns, ing, svc] = &labels;
+                Arc::new(metrics.route(ns, ing, svc))
+            }
+        };
+        now.insert(labels, route.clone());
+        out.insert((e.ingress, e.target), route);
     }
+    for (labels, route) in kept.drain() {
+        // Empty labels are also those of unrouted requests, whose series always stay.
+        let unrouted = labels.iter().all(|l| l.is_empty());
+        if !now.contains_key(&labels) && !unrouted {
+            route.retire();
+        }
+    }
+    *kept = now;
     out
 }

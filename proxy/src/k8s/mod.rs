@@ -11,10 +11,13 @@
 //!   into the next one, so a burst (an endpoint churn of one Service, a relist) costs one build,
 //!   and only pools whose endpoints changed are touched;
 //! - leader election ([`leader`]) and, for the leader only, Ingress status and Events
-//!   ([`status`]), on their own task so API writes never delay routing updates.
+//!   ([`status`]), on their own task so API writes never delay routing updates. That task reads
+//!   only the newest publish report (reports that arrive while it writes are folded into the
+//!   next, never queued or dropped), and paces its Events ([`events`]).
 //!
 //! `/readyz` turns ready with the first publish, which waits for a complete list of every kind.
 
+pub mod events;
 pub mod leader;
 pub mod status;
 pub mod store;
@@ -28,7 +31,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use sluice_config::settings::{KubernetesSettings, LeaderElection, StatusSettings};
-use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio::sync::watch as tokio_watch;
 
 use crate::state::{ApplyReport, State};
 use store::Store;
@@ -116,9 +119,9 @@ impl BackgroundService for KubeSource {
         let Some(client) = self.connect(&mut shutdown).await else {
             return;
         };
-        let namespace = self.options.kubernetes.namespace.as_deref();
+        let namespaces = &self.options.kubernetes.namespaces;
         let metrics = self.state.metrics().clone();
-        let mut tasks = watch::spawn_all(&client, namespace, &self.store, &metrics);
+        let mut tasks = watch::spawn_all(&client, namespaces, &self.store, &metrics);
 
         let election = &self.options.leader_election;
         let identity = leader::identity(election);
@@ -127,12 +130,13 @@ impl BackgroundService for KubeSource {
             let elector = leader::Elector::new(client.clone(), election, identity.clone());
             tasks.push(tokio::spawn(elector.run(leader_tx, shutdown.clone())));
         }
-        let (report_tx, report_rx) = mpsc::channel::<ApplyReport>(64);
+        let (report_tx, report_rx) = tokio_watch::channel(Arc::new(ApplyReport::default()));
         let writer = status::StatusWriter::new(
             client,
             self.options.status.clone(),
             &self.options.controller_name,
             identity,
+            metrics.events_dropped.clone(),
         );
         tasks.push(tokio::spawn(write_back(
             writer,
@@ -156,9 +160,8 @@ impl BackgroundService for KubeSource {
                         .with_label_values(&[kind.as_str()])
                         .set(n as i64);
                 }
-                if report_tx.try_send(report).is_err() {
-                    tracing::warn!("status and Events are behind; a report was dropped");
-                }
+                // Newest wins: a report the writer has not read yet is replaced.
+                report_tx.send_replace(Arc::new(report));
             }
             tokio::select! {
                 _ = self.store.changed() => {}
@@ -171,23 +174,30 @@ impl BackgroundService for KubeSource {
     }
 }
 
-/// The leader's loop: Events for every report, status after every report and on gaining
-/// leadership.
+/// The leader's loop: status after every report and on gaining leadership; Events queued by
+/// every report and written one Ingress at a time as the rate limit allows, so a new report is
+/// taken in between.
 async fn write_back(
     mut writer: status::StatusWriter,
     store: Arc<Store>,
-    mut reports: mpsc::Receiver<ApplyReport>,
+    mut reports: tokio_watch::Receiver<Arc<ApplyReport>>,
     mut leader: tokio_watch::Receiver<bool>,
 ) {
-    let mut latest = ApplyReport::default();
+    let mut latest = Arc::new(ApplyReport::default());
     loop {
+        let leading = *leader.borrow();
+        let next_write = writer.next_write_at().filter(|_| leading);
         tokio::select! {
-            report = reports.recv() => {
-                let Some(report) = report else { return };
-                latest = report;
-                if *leader.borrow() {
-                    writer.announce(&latest, &store).await;
+            changed = reports.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                latest = reports.borrow_and_update().clone();
+                if leading {
+                    writer.update(latest.clone());
                     writer.reconcile(&latest.served, &store).await;
+                } else {
+                    writer.remember(latest.clone());
                 }
             }
             changed = leader.changed() => {
@@ -196,10 +206,18 @@ async fn write_back(
                 }
                 if *leader.borrow_and_update() {
                     writer.reset();
-                    writer.announce(&latest, &store).await;
                     writer.reconcile(&latest.served, &store).await;
                 }
             }
+            _ = sleep_until_some(next_write) => writer.write_next(&store).await,
         }
+    }
+}
+
+/// Sleeps until `at`; never completes for `None`.
+async fn sleep_until_some(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

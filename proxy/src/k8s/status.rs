@@ -10,9 +10,15 @@
 //! series): a Warning on an Ingress for each rule skipped, with the reason; a Normal one when an
 //! Ingress is first served. Each is raised once per instance while it stays true, so a relist
 //! raises none; an instance that becomes leader announces what it has not announced itself.
+//! Events are paced ([`super::events`]): one place in the queue per Ingress, what is written
+//! worked out from the newest report when its turn comes, `status.events_per_second` at most,
+//! and the oldest shed (counted in `sluice_events_dropped_total`) beyond
+//! `status.events_max_pending`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -23,6 +29,7 @@ use sluice_config::model::ObjectRef;
 use sluice_config::settings::StatusSettings;
 use sluice_config::Skipped;
 
+use super::events::{EventQueue, RateLimit, ShedReport};
 use super::store::{IngressMeta, LbAddress, Store};
 use crate::state::ApplyReport;
 
@@ -93,6 +100,14 @@ pub struct StatusWriter {
     written: BTreeMap<ObjectRef, (Option<String>, Vec<LbAddress>)>,
     announced_skipped: BTreeSet<Skipped>,
     announced_served: BTreeSet<ObjectRef>,
+    /// The newest report: what a queued Ingress's Events are worked out from.
+    latest: Arc<ApplyReport>,
+    /// Ingresses with something not yet announced.
+    queue: EventQueue,
+    limit: RateLimit,
+    shed: ShedReport,
+    /// `sluice_events_dropped_total`.
+    dropped: prometheus::IntCounter,
 }
 
 impl StatusWriter {
@@ -101,6 +116,7 @@ impl StatusWriter {
         settings: StatusSettings,
         controller: &str,
         instance: String,
+        dropped: prometheus::IntCounter,
     ) -> Self {
         let reporter = Reporter {
             controller: controller.to_string(),
@@ -109,10 +125,15 @@ impl StatusWriter {
         StatusWriter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            queue: EventQueue::new(settings.events_max_pending),
+            limit: RateLimit::new(settings.events_per_second, Instant::now()),
             settings,
             written: BTreeMap::new(),
             announced_skipped: BTreeSet::new(),
             announced_served: BTreeSet::new(),
+            latest: Arc::new(ApplyReport::default()),
+            shed: ShedReport::default(),
+            dropped,
         }
     }
 
@@ -142,42 +163,93 @@ impl StatusWriter {
         }
     }
 
-    /// Forgets what was written (on gaining leadership everything is compared afresh).
-    pub fn reset(&mut self) {
-        self.written.clear();
-    }
-
-    /// Raises a Warning for each skipped rule and a Normal Event for each served Ingress that
-    /// this instance has not announced yet; forgets what is no longer current, so a rule that
-    /// is fixed and breaks again is announced again.
-    pub async fn announce(&mut self, report: &ApplyReport, store: &Store) {
-        let skipped: Vec<Skipped> = report
+    /// The newest report: queues every Ingress with something not announced yet, and forgets
+    /// what is no longer current, so a rule that is fixed and breaks again is announced again.
+    pub fn update(&mut self, report: Arc<ApplyReport>) {
+        self.announced_skipped
+            .retain(|s| report.skipped.contains(s));
+        self.announced_served.retain(|o| report.served.contains(o));
+        // Each Ingress once (several skipped rules and its being served make one place).
+        let due: BTreeSet<&ObjectRef> = report
             .skipped
             .difference(&self.announced_skipped)
-            .cloned()
+            .map(|s| &s.ingress)
+            .chain(report.served.difference(&self.announced_served))
             .collect();
-        let served: Vec<ObjectRef> = report
-            .served
-            .difference(&self.announced_served)
-            .cloned()
-            .collect();
-        self.events(&skipped, &served, store).await;
-        self.announced_skipped = report.skipped.clone();
-        self.announced_served = report.served.clone();
+        let mut shed = std::collections::HashSet::new();
+        for key in due {
+            shed.extend(self.queue.push(key));
+        }
+        if !shed.is_empty() {
+            // What a shed Ingress had to say is dropped, not put off: counted as announced, so
+            // the next report does not queue it again.
+            let dropped_skips: Vec<Skipped> = report
+                .skipped
+                .iter()
+                .filter(|s| shed.contains(&s.ingress))
+                .cloned()
+                .collect();
+            self.announced_skipped.extend(dropped_skips);
+            self.announced_served
+                .extend(shed.iter().filter(|o| report.served.contains(*o)).cloned());
+        }
+        self.latest = report;
+        let shed = shed.len();
+        if shed > 0 {
+            self.dropped.inc_by(shed as u64);
+            if let Some(n) = self.shed.shed(shed, Instant::now()) {
+                tracing::warn!(
+                    dropped = n,
+                    pending = self.queue.len(),
+                    max_pending = self.settings.events_max_pending,
+                    "Events fall behind: the oldest pending ones were dropped"
+                );
+            }
+        }
     }
 
-    /// Raises the given Events.
-    async fn events(&self, skipped: &[Skipped], served: &[ObjectRef], store: &Store) {
-        let ingresses = store.ingress_meta();
-        let reference = |key: &ObjectRef| ObjectReference {
-            api_version: Some("networking.k8s.io/v1".to_string()),
-            kind: Some("Ingress".to_string()),
-            namespace: Some(key.namespace.clone()),
-            name: Some(key.name.clone()),
-            uid: ingresses.get(key).and_then(|m| m.uid.clone()),
-            ..Default::default()
+    /// Keeps the newest report without queuing anything (a follower's part): on gaining
+    /// leadership, [`StatusWriter::reset`] announces from it.
+    pub fn remember(&mut self, report: Arc<ApplyReport>) {
+        self.latest = report;
+    }
+
+    /// Forgets what status was written (on gaining leadership everything is compared afresh)
+    /// and queues whatever the newest report has that this instance has not announced itself.
+    pub fn reset(&mut self) {
+        self.written.clear();
+        self.queue.clear();
+        self.update(self.latest.clone());
+    }
+
+    /// When the next queued Ingress's Events may be written; `None` when none waits.
+    pub fn next_write_at(&mut self) -> Option<Instant> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        Some(self.limit.ready_at(Instant::now()))
+    }
+
+    /// Writes the Events of the Ingress at the front of the queue, as the newest report has
+    /// them: a Warning per skipped rule not announced yet, a Normal one if it is newly served.
+    /// Each Event spends one token of the rate limit, waiting for it if need be.
+    pub async fn write_next(&mut self, store: &Store) {
+        let Some(key) = self.queue.pop() else {
+            return;
         };
+        let latest = self.latest.clone();
+        let skipped: Vec<&Skipped> = latest
+            .skipped
+            .iter()
+            .filter(|s| s.ingress == key && !self.announced_skipped.contains(*s))
+            .collect();
+        let served = latest.served.contains(&key) && !self.announced_served.contains(&key);
+        if skipped.is_empty() && !served {
+            return;
+        }
+        let reference = ingress_reference(&key, store);
         for s in skipped {
+            self.wait_for_token().await;
             let ev = Event {
                 type_: EventType::Warning,
                 reason: s.reason.as_str().to_string(),
@@ -185,11 +257,13 @@ impl StatusWriter {
                 action: "Sync".to_string(),
                 secondary: None,
             };
-            if let Err(e) = self.recorder.publish(&ev, &reference(&s.ingress)).await {
-                tracing::warn!(ingress = %s.ingress, error = %e, "publishing an Event failed");
+            if let Err(e) = self.recorder.publish(&ev, &reference).await {
+                tracing::warn!(ingress = %key, error = %e, "publishing an Event failed");
             }
+            self.announced_skipped.insert(s.clone());
         }
-        for key in served {
+        if served {
+            self.wait_for_token().await;
             let ev = Event {
                 type_: EventType::Normal,
                 reason: "Served".to_string(),
@@ -197,10 +271,31 @@ impl StatusWriter {
                 action: "Sync".to_string(),
                 secondary: None,
             };
-            if let Err(e) = self.recorder.publish(&ev, &reference(key)).await {
+            if let Err(e) = self.recorder.publish(&ev, &reference).await {
                 tracing::warn!(ingress = %key, error = %e, "publishing an Event failed");
             }
+            self.announced_served.insert(key);
         }
+    }
+
+    async fn wait_for_token(&mut self) {
+        // Bounded: the bucket refills at a rate of at least one token per second.
+        while !self.limit.try_take(Instant::now()) {
+            let at = self.limit.ready_at(Instant::now());
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+}
+
+/// The reference an Event on Ingress `key` points at.
+fn ingress_reference(key: &ObjectRef, store: &Store) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("networking.k8s.io/v1".to_string()),
+        kind: Some("Ingress".to_string()),
+        namespace: Some(key.namespace.clone()),
+        name: Some(key.name.clone()),
+        uid: store.ingress_uid(key),
+        ..Default::default()
     }
 }
 
@@ -254,6 +349,45 @@ mod tests {
             ]
         );
         assert!(status_changes(&served, None, &ingresses).is_empty());
+    }
+
+    /// An Ingress with a skipped rule that is also served has two Events due but one place in
+    /// the queue; a shed Ingress's Events are dropped for good, not queued again by the next
+    /// report. (Pushing each due Event's Ingress separately makes the queue shed Ingresses it
+    /// then holds, and this fail.)
+    #[tokio::test]
+    async fn an_ingress_waits_once_and_a_shed_one_is_not_queued_again() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let settings = StatusSettings {
+            addresses: Vec::new(),
+            publish_service: None,
+            events_per_second: 1,
+            events_max_pending: 2,
+        };
+        let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
+        let mut w = StatusWriter::new(client, settings, "c", "i".into(), dropped.clone());
+        let keys: Vec<ObjectRef> = (0..3)
+            .map(|i| ObjectRef::new("a", format!("i{i}")))
+            .collect();
+        let report = ApplyReport {
+            skipped: keys
+                .iter()
+                .map(|k| Skipped {
+                    ingress: k.clone(),
+                    reason: sluice_config::SkipReason::MissingService,
+                    message: "no".into(),
+                })
+                .collect(),
+            served: keys.iter().cloned().collect(),
+            ..Default::default()
+        };
+        w.update(Arc::new(report.clone()));
+        assert_eq!((w.queue.len(), dropped.get()), (2, 1));
+        w.update(Arc::new(report));
+        assert_eq!((w.queue.len(), dropped.get()), (2, 1));
+        assert_eq!(w.queue.pop(), Some(keys[1].clone()));
+        assert_eq!(w.queue.pop(), Some(keys[2].clone()));
     }
 
     #[test]

@@ -82,13 +82,19 @@ impl Kind {
     }
 }
 
+/// What one watcher covers: a kind, in one namespace or (`None`) in all of them.
+pub type Scope = (Kind, Option<String>);
+
 #[derive(Default)]
 struct Inner {
     objects: BTreeMap<Kind, BTreeMap<ObjectRef, Entry>>,
-    /// Relists in progress, by kind.
-    relists: BTreeMap<Kind, BTreeMap<ObjectRef, Entry>>,
-    /// Kinds whose first complete list has arrived.
-    listed: BTreeSet<Kind>,
+    /// Relists in progress, by watcher.
+    relists: BTreeMap<Scope, BTreeMap<ObjectRef, Entry>>,
+    /// Watchers whose first complete list has arrived.
+    listed: BTreeSet<Scope>,
+    /// The watchers each kind has, when [`Store::watching`] named them; a kind not named here
+    /// has one watcher over all namespaces.
+    watchers: BTreeMap<Kind, BTreeSet<Option<String>>>,
     /// Bumped on every change.
     generation: u64,
 }
@@ -137,33 +143,62 @@ impl Store {
         });
     }
 
-    /// A relist of `kind` starts.
-    pub fn relist_begin(&self, kind: Kind) {
+    /// Says which watchers `kind` has: one per namespace in `namespaces`, or one over all
+    /// namespaces when it is empty. Readiness waits for a complete list from each.
+    pub fn watching(&self, kind: Kind, namespaces: &[String]) {
+        let scopes = match namespaces {
+            [] => BTreeSet::from([None]),
+            some => some.iter().cloned().map(Some).collect(),
+        };
         self.with(|i| {
-            i.relists.insert(kind, BTreeMap::new());
+            i.watchers.insert(kind, scopes);
+        });
+    }
+
+    /// A relist by the watcher of `scope` starts.
+    pub fn relist_begin(&self, scope: &Scope) {
+        self.with(|i| {
+            i.relists.insert(scope.clone(), BTreeMap::new());
         });
     }
 
     /// An object of the relist in progress.
-    pub fn relist_add(&self, kind: Kind, key: ObjectRef, entry: Entry) {
+    pub fn relist_add(&self, scope: &Scope, key: ObjectRef, entry: Entry) {
         self.with(|i| {
-            i.relists.entry(kind).or_default().insert(key, entry);
+            i.relists
+                .entry(scope.clone())
+                .or_default()
+                .insert(key, entry);
         });
     }
 
-    /// The relist of `kind` is complete: it replaces everything known of that kind.
-    pub fn relist_done(&self, kind: Kind) {
+    /// The relist of `scope` is complete: it replaces everything known of its kind in its
+    /// namespace (or in all of them), and nothing another watcher of the kind reported.
+    pub fn relist_done(&self, scope: &Scope) {
         self.with(|i| {
-            let fresh = i.relists.remove(&kind).unwrap_or_default();
-            i.objects.insert(kind, fresh);
-            i.listed.insert(kind);
+            let fresh = i.relists.remove(scope).unwrap_or_default();
+            let (kind, namespace) = scope;
+            let objects = i.objects.entry(*kind).or_default();
+            match namespace {
+                None => *objects = fresh,
+                Some(ns) => {
+                    objects.retain(|k, _| &k.namespace != ns);
+                    objects.extend(fresh);
+                }
+            }
+            i.listed.insert(scope.clone());
             self.touch(i);
         });
     }
 
-    /// Whether every kind has been listed completely at least once.
+    /// Whether every watcher of every kind has listed completely at least once.
     pub fn all_listed(&self) -> bool {
-        self.with(|i| Kind::ALL.iter().all(|k| i.listed.contains(k)))
+        self.with(|i| {
+            Kind::ALL.iter().all(|k| match i.watchers.get(k) {
+                Some(scopes) => scopes.iter().all(|ns| i.listed.contains(&(*k, ns.clone()))),
+                None => i.listed.contains(&(*k, None)),
+            })
+        })
     }
 
     /// Waits for the next change (changes before the call count once).
@@ -207,6 +242,14 @@ impl Store {
                         .collect()
                 })
                 .unwrap_or_default()
+        })
+    }
+
+    /// The uid of one Ingress, if it is known.
+    pub fn ingress_uid(&self, key: &ObjectRef) -> Option<String> {
+        self.with(|i| match i.objects.get(&Kind::Ingress)?.get(key)? {
+            Entry::Ingress(_, meta) => meta.uid.clone(),
+            _ => None,
         })
     }
 
@@ -260,19 +303,20 @@ mod tests {
     #[test]
     fn a_relist_replaces_the_kind_whole_at_init_done() {
         let store = Store::default();
-        store.relist_begin(Kind::IngressClass);
-        store.relist_add(Kind::IngressClass, key("a"), class("a"));
-        store.relist_add(Kind::IngressClass, key("b"), class("b"));
+        let all = (Kind::IngressClass, None);
+        store.relist_begin(&all);
+        store.relist_add(&all, key("a"), class("a"));
+        store.relist_add(&all, key("b"), class("b"));
         assert!(store.inputs().classes.is_empty(), "nothing before InitDone");
-        store.relist_done(Kind::IngressClass);
+        store.relist_done(&all);
         assert_eq!(store.inputs().classes.len(), 2);
 
         store.apply(Kind::IngressClass, key("c"), class("c"));
         // A relist that no longer contains `a` and `c`: both disappear at InitDone, not before.
-        store.relist_begin(Kind::IngressClass);
-        store.relist_add(Kind::IngressClass, key("b"), class("b"));
+        store.relist_begin(&all);
+        store.relist_add(&all, key("b"), class("b"));
         assert_eq!(store.inputs().classes.len(), 3);
-        store.relist_done(Kind::IngressClass);
+        store.relist_done(&all);
         let names: Vec<_> = store.inputs().classes.into_iter().map(|c| c.name).collect();
         assert_eq!(names, vec!["b"]);
     }
@@ -282,10 +326,57 @@ mod tests {
         let store = Store::default();
         for (n, kind) in Kind::ALL.iter().enumerate() {
             assert!(!store.all_listed(), "ready after {n} kinds");
-            store.relist_begin(*kind);
-            store.relist_done(*kind);
+            store.relist_begin(&(*kind, None));
+            store.relist_done(&(*kind, None));
         }
         assert!(store.all_listed());
+    }
+
+    fn service(ns: &str, name: &str) -> Entry {
+        Entry::Service(
+            ServiceInput {
+                namespace: ns.into(),
+                name: name.into(),
+                ..Default::default()
+            },
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn watchers_of_one_kind_in_several_namespaces_each_replace_only_their_namespace() {
+        let store = Store::default();
+        let namespaces = ["team-a".to_string(), "team-b".to_string()];
+        for kind in Kind::ALL {
+            let scoped = matches!(kind, Kind::Service);
+            store.watching(kind, if scoped { &namespaces } else { &[] });
+            if !scoped {
+                store.relist_begin(&(kind, None));
+                store.relist_done(&(kind, None));
+            }
+        }
+        let (a, b) = (
+            (Kind::Service, Some("team-a".to_string())),
+            (Kind::Service, Some("team-b".to_string())),
+        );
+        store.relist_begin(&a);
+        store.relist_add(&a, ObjectRef::new("team-a", "x"), service("team-a", "x"));
+        store.relist_done(&a);
+        assert!(!store.all_listed(), "ready before team-b was listed");
+        store.relist_begin(&b);
+        store.relist_add(&b, ObjectRef::new("team-b", "y"), service("team-b", "y"));
+        store.relist_done(&b);
+        assert!(store.all_listed());
+        // team-a relists without x: team-b's y stays.
+        store.relist_begin(&a);
+        store.relist_done(&a);
+        let names: Vec<_> = store
+            .inputs()
+            .services
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, vec!["y"]);
     }
 
     #[test]

@@ -16,6 +16,20 @@ fn repo_file(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
+/// Runs `sluice check` on a settings file and a folder of manifests.
+fn check_with_manifests(
+    config: &std::path::Path,
+    manifests: &std::path::Path,
+) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .arg("--manifests")
+        .arg(manifests)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_accepts_the_shipped_config() {
     let out = Command::new(BIN)
@@ -123,13 +137,7 @@ fn check_folder(dir: &std::path::Path, manifests: &str, settings: &str) -> std::
     std::fs::write(dir.join("site.yaml"), manifests).unwrap();
     let config = dir.join("sluice.toml");
     std::fs::write(&config, settings).unwrap();
-    Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .arg("--manifests")
-        .arg(dir)
-        .output()
-        .unwrap()
+    check_with_manifests(&config, dir)
 }
 
 #[test]
@@ -193,6 +201,52 @@ fn check_reports_a_host_owned_by_another_namespace_on_the_foreign_ingress() {
         let block = stdout.split("Ingress team-b/squat\n").nth(1).unwrap_or("");
         assert!(block.contains(&line), "{line}\n{stdout}");
     }
+}
+
+/// A default certificate file that is missing or unreadable fails the check (exit 2) naming
+/// the setting, the settings file and the certificate file, instead of passing a config whose
+/// start-up then fails; a readable matching pair passes.
+#[test]
+fn check_fails_when_the_default_certificate_or_key_file_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let issued = pki::Ca::root("check root").issue(&pki::Leaf::server("site.test", &["site.test"]));
+    std::fs::write(dir.path().join("tls.crt"), issued.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), issued.key_pem()).unwrap();
+    let config = dir.path().join("sluice.toml");
+    let check = |crt: &str, key: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[tls]
+default_certificate_file = \"{crt}\"
+default_key_file = \"{key}\"\n"
+            ),
+        )
+        .unwrap();
+        let out = check_with_manifests(&config, dir.path());
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check("missing.crt", "tls.key");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sluice.toml"), "{err}");
+    assert!(err.contains("tls.default_certificate_file"), "{err}");
+    assert!(err.contains("missing.crt"), "{err}");
+    let (code, err) = check("tls.crt", "gone.key");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tls.default_key_file"), "{err}");
+    assert!(err.contains("gone.key"), "{err}");
+    // A key that is not the certificate's fails too, naming both settings.
+    let (code, err) = check("tls.key", "tls.key");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("tls.default_certificate_file and tls.default_key_file"),
+        "{err}"
+    );
+    let (code, err) = check("tls.crt", "tls.key");
+    assert_eq!(code, Some(0), "{err}");
 }
 
 /// Starts the binary with JSON logs and returns it with its HTTP address.

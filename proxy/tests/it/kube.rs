@@ -8,19 +8,19 @@ use serde_json::{json, Value};
 use crate::support::fake_apiserver::FakeApiServer;
 use crate::support::*;
 
-fn class() -> Value {
+pub(crate) fn class() -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
            "metadata": {"name": "sluice"},
            "spec": {"controller": "sluice.dev/ingress-controller"}})
 }
 
-fn service_obj(ns: &str, name: &str) -> Value {
+pub(crate) fn service_obj(ns: &str, name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": name, "namespace": ns},
            "spec": {"ports": [{"name": "http", "port": 80}]}})
 }
 
-fn slice_obj(ns: &str, service: &str, name: &str, backends: &[&Backend]) -> Value {
+pub(crate) fn slice_obj(ns: &str, service: &str, name: &str, backends: &[&Backend]) -> Value {
     // One slice holds one port list: all backends of a slice share the first one's port.
     let port = backends.first().map(|b| b.addr.port()).unwrap_or(1);
     let endpoints: Vec<Value> = backends
@@ -35,7 +35,7 @@ fn slice_obj(ns: &str, service: &str, name: &str, backends: &[&Backend]) -> Valu
            "endpoints": endpoints})
 }
 
-fn ingress_obj(ns: &str, name: &str, host: &str, service: &str) -> Value {
+pub(crate) fn ingress_obj(ns: &str, name: &str, host: &str, service: &str) -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
            "metadata": {"name": name, "namespace": ns},
            "spec": {"ingressClassName": "sluice",
@@ -45,7 +45,7 @@ fn ingress_obj(ns: &str, name: &str, host: &str, service: &str) -> Value {
 }
 
 /// A sluice on the kubernetes source; `ready` says whether to wait for readiness.
-async fn start_kube(api: &FakeApiServer, identity: &str, ready: bool) -> Sluice {
+pub(crate) async fn start_kube(api: &FakeApiServer, identity: &str, ready: bool) -> Sluice {
     let dir = tempfile::tempdir().unwrap();
     let text = kube_settings_text(&test_settings(""), dir.path(), api, identity);
     Sluice::start_in(dir, &text, ready).await
@@ -53,7 +53,7 @@ async fn start_kube(api: &FakeApiServer, identity: &str, ready: bool) -> Sluice 
 
 /// An API server with a class, and one Ingress `web` on host `web.test` to Service `web`
 /// whose endpoints are `backends`.
-async fn cluster(backends: &[&Backend]) -> FakeApiServer {
+pub(crate) async fn cluster(backends: &[&Backend]) -> FakeApiServer {
     let api = FakeApiServer::start().await;
     api.apply(class());
     api.apply(service_obj("default", "web"));
@@ -294,7 +294,7 @@ async fn an_ingress_no_longer_served_has_its_status_cleared() {
 }
 
 /// The Events the fake API server holds for an Ingress, as (type, reason).
-fn events_for(api: &FakeApiServer, name: &str) -> Vec<(String, String)> {
+pub(crate) fn events_for(api: &FakeApiServer, name: &str) -> Vec<(String, String)> {
     api.list("Event")
         .into_iter()
         .filter(|e| e["regarding"]["name"] == name || e["involvedObject"]["name"] == name)

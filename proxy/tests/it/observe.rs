@@ -2,20 +2,6 @@
 
 use crate::support::*;
 
-async fn scrape(s: &Sluice) -> String {
-    let r = get(s.admin, "admin", "/metrics").await;
-    assert_eq!(r.status, 200);
-    r.body
-}
-
-/// The value of the sample whose line starts with `prefix` (labels in alphabetical order).
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_known_traffic_by_route_and_status_class() {
     let a = Backend::start("a").await;

@@ -757,6 +757,21 @@ impl Drop for Sluice {
     }
 }
 
+/// The text of the admin listener's `/metrics`.
+pub async fn scrape(s: &Sluice) -> String {
+    let r = get(s.admin, "admin", "/metrics").await;
+    assert_eq!(r.status, 200);
+    r.body
+}
+
+/// The value of the sample whose line starts with `prefix` (labels in alphabetical order).
+pub fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 pub fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp-write");
     std::fs::write(&tmp, text).unwrap();
