@@ -17,6 +17,9 @@
 //! | `sluice.dev/session-cookie-name` | a cookie name | `SLUICE_AFFINITY` |
 //! | `sluice.dev/session-cookie-max-age` | a duration (sent in whole seconds) | none: a session cookie |
 //! | `sluice.dev/backend-protocol` | `HTTP`, `HTTPS`, `H2C`, `GRPC`, `GRPCS` (any case) | the Service port's `appProtocol`, else `HTTP` |
+//! | `sluice.dev/forward-raw-path` | `true` or `false` | `false`: the upstream receives the normalized path |
+//! | `sluice.dev/proxy-body-size` | a size, `0` for no limit | `server.max_request_body_bytes`; none for GRPC and GRPCS |
+//! | `sluice.dev/client-body-timeout` | a duration | `server.client_body_timeout_secs`; none for GRPC and GRPCS |
 //!
 //! `sluice.dev/target-type` and `sluice.dev/target-node-labels` (pods or Nodes as targets) are
 //! parsed in [`crate::targets`].
@@ -53,6 +56,14 @@ pub const DEFAULT_SESSION_COOKIE_NAME: &str = "SLUICE_AFFINITY";
 /// The protocol spoken to the Ingress's endpoints (see [`BackendProtocol`]).
 pub const BACKEND_PROTOCOL: &str = "sluice.dev/backend-protocol";
 
+/// `"true"`: the upstream receives the request path as the client wrote it (for signed URLs and
+/// keys with `//`); matching still uses the normalized path ([`crate::path`]).
+pub const FORWARD_RAW_PATH: &str = "sluice.dev/forward-raw-path";
+/// The largest request body accepted (413 beyond it); `0` for no limit.
+pub const PROXY_BODY_SIZE: &str = "sluice.dev/proxy-body-size";
+/// Time allowed between two reads of the request body from the client.
+pub const CLIENT_BODY_TIMEOUT: &str = "sluice.dev/client-body-timeout";
+
 /// The longest duration an annotation may give: one day. Longer values are almost certainly a
 /// unit mistake (`60000` meant as milliseconds is 16 hours as seconds).
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -77,6 +88,14 @@ pub struct UpstreamPolicy {
     /// The protocol to the endpoints: `sluice.dev/backend-protocol`, else (filled in when the
     /// target is resolved) the Service port's `appProtocol`; `None`: HTTP/1.1.
     pub protocol: Option<BackendProtocol>,
+    /// The upstream receives the path as the client wrote it, not the normalized one.
+    pub forward_raw_path: bool,
+    /// The largest request body in bytes, `Some(0)` for no limit; `None`: the settings'
+    /// `server.max_request_body_bytes` (no limit for GRPC and GRPCS routes).
+    pub max_body_bytes: Option<u64>,
+    /// Time allowed between two body reads from the client; `None`: the settings'
+    /// `server.client_body_timeout_secs` (not applied to GRPC and GRPCS routes).
+    pub client_body_timeout: Option<Duration>,
 }
 
 /// The cookie that pins a client to an endpoint.
@@ -227,6 +246,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses a size as nginx's `client_max_body_size` does: a whole number of bytes with an
+/// optional `k`/`K`, `m`/`M` or `g`/`G` suffix (1024-based). `0` means no limit.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        _ => return Err("is not a size such as 512k, 8m or 1g".to_string()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| "is not a size such as 512k, 8m or 1g".to_string())
+}
+
+/// Parses `"true"` or `"false"`.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("is not \"true\" or \"false\"".to_string()),
+    }
+}
+
 /// The upstream policy an Ingress's annotations describe, and every annotation not used.
 pub fn upstream_policy(
     annotations: &BTreeMap<String, String>,
@@ -242,12 +290,20 @@ pub fn upstream_policy(
     let balance = balance(annotations, &mut bad);
     let affinity = affinity(annotations, &mut bad);
     let protocol = backend_protocol(annotations, &mut bad);
+    let forward_raw_path =
+        parse_annotation(annotations, &mut bad, FORWARD_RAW_PATH, parse_bool).unwrap_or(false);
+    let max_body_bytes = parse_annotation(annotations, &mut bad, PROXY_BODY_SIZE, parse_size);
+    let client_body_timeout =
+        parse_annotation(annotations, &mut bad, CLIENT_BODY_TIMEOUT, parse_duration);
     (
         UpstreamPolicy {
             timeouts,
             balance,
             affinity,
             protocol,
+            forward_raw_path,
+            max_body_bytes,
+            client_body_timeout,
         },
         bad,
     )
@@ -633,6 +689,61 @@ mod tests {
         ] {
             assert_eq!(BackendProtocol::from_app_protocol(value), want, "{value}");
         }
+    }
+
+    #[test]
+    fn body_sizes_follow_nginx_grammar_with_1024_based_suffixes() {
+        for (text, want) in [
+            ("0", 0),
+            ("100", 100),
+            ("1k", 1024),
+            ("8K", 8 * 1024),
+            ("1m", 1 << 20),
+            ("10M", 10 << 20),
+            ("2g", 2 << 30),
+            (" 1m ", 1 << 20),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "m",
+            "1.5m",
+            "1mb",
+            "-1",
+            "1t",
+            "99999999999999999999",
+            "1 m",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_annotations_set_raw_paths_body_limits_and_body_timeouts() {
+        let (policy, bad) = policy_of(&[
+            (FORWARD_RAW_PATH, "true"),
+            (PROXY_BODY_SIZE, "8m"),
+            (CLIENT_BODY_TIMEOUT, "5s"),
+        ]);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert!(policy.forward_raw_path);
+        assert_eq!(policy.max_body_bytes, Some(8 << 20));
+        assert_eq!(policy.client_body_timeout, Some(Duration::from_secs(5)));
+        // Bad values are reported and the defaults stay.
+        let (policy, bad) = policy_of(&[
+            (FORWARD_RAW_PATH, "yes"),
+            (PROXY_BODY_SIZE, "lots"),
+            (CLIENT_BODY_TIMEOUT, "0"),
+        ]);
+        let keys: Vec<_> = bad.iter().map(|b| b.key).collect();
+        assert_eq!(
+            keys,
+            [FORWARD_RAW_PATH, PROXY_BODY_SIZE, CLIENT_BODY_TIMEOUT]
+        );
+        assert!(!policy.forward_raw_path);
+        assert_eq!(policy.max_body_bytes, None);
+        assert_eq!(policy.client_body_timeout, None);
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub enum SkipReason {
     HostNotOwned,
     /// A certificate whose names (SAN, or CN without SAN) do not cover a host it is listed for.
     CertificateNameMismatch,
+    /// A rule's path is not in normal form (`//`, `.`/`..` segments, escaped unreserved
+    /// characters, path parameters): it is served as normalized, as requests are matched.
+    NormalizedPath,
 }
 
 impl SkipReason {
@@ -140,6 +143,7 @@ impl SkipReason {
             SkipReason::MissingNodePort => "MissingNodePort",
             SkipReason::HostNotOwned => "HostNotOwned",
             SkipReason::CertificateNameMismatch => "CertificateNameMismatch",
+            SkipReason::NormalizedPath => "NormalizedPath",
         }
     }
 }
@@ -417,6 +421,30 @@ impl Builder<'_> {
                         continue;
                     }
                 };
+                // Requests are matched by their normalized path, so rules are too; a rule
+                // written otherwise is reported, as it would never match as written.
+                let path = match crate::path::rule_path(path) {
+                    Ok(normal) if normal == path => normal,
+                    Ok(normal) => {
+                        self.skip(
+                            ingress,
+                            SkipReason::NormalizedPath,
+                            format!(
+                                "{at}: path `{path}` is served as `{normal}`, its normalized form"
+                            ),
+                        );
+                        normal
+                    }
+                    Err(e) => {
+                        self.skip(
+                            ingress,
+                            SkipReason::InvalidPath,
+                            format!("{at}: path `{path}`: {e}"),
+                        );
+                        continue;
+                    }
+                };
+                let path: &str = &path;
                 let normalized = match kind {
                     MatchKind::Exact => path.to_string(),
                     MatchKind::Prefix => crate::routes::normalize_prefix(path).to_string(),

@@ -7,8 +7,10 @@
 //!   targets, ready endpoints, and every rule skipped with its reason.
 //! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
 //! - [`targets`]: `ip` or `instance` targets: a Service's pods, or its NodePort on Nodes.
+//! - [`cidr`]: address ranges (`server.trusted_proxies`).
 //! - [`health`]: per-Service active health checks (annotations and their settings defaults).
 //! - [`ownership`]: which namespace owns a host (its TLS policy, and with `deny` its routes).
+//! - [`path`]: request paths normalized before matching (dot segments, slashes, escapes).
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
@@ -17,9 +19,11 @@
 
 pub mod annotations;
 pub mod build;
+pub mod cidr;
 pub mod health;
 pub mod model;
 pub mod ownership;
+pub mod path;
 pub mod report;
 pub mod routes;
 pub mod settings;

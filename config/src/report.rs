@@ -89,6 +89,17 @@ fn describe_policy(policy: &UpstreamPolicy) -> String {
     if let Some(p) = policy.protocol.filter(|p| *p != BackendProtocol::Http) {
         parts.push(format!("protocol {}", p.name()));
     }
+    match policy.max_body_bytes {
+        Some(0) => parts.push("body unlimited".to_string()),
+        Some(n) => parts.push(format!("body up to {n} bytes")),
+        None => {}
+    }
+    if let Some(d) = policy.client_body_timeout {
+        parts.push(format!("client-body-timeout {}ms", d.as_millis()));
+    }
+    if policy.forward_raw_path {
+        parts.push("raw path upstream".to_string());
+    }
     parts.join(", ")
 }
 
@@ -357,6 +368,21 @@ Ingress web/tls
         };
         assert_eq!(describe_policy(&http), "");
         assert_eq!(describe_policy(&UpstreamPolicy::default()), "");
+        let requests = UpstreamPolicy {
+            max_body_bytes: Some(8 << 20),
+            client_body_timeout: Some(std::time::Duration::from_secs(5)),
+            forward_raw_path: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            describe_policy(&requests),
+            "body up to 8388608 bytes, client-body-timeout 5000ms, raw path upstream"
+        );
+        let unlimited = UpstreamPolicy {
+            max_body_bytes: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(describe_policy(&unlimited), "body unlimited");
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!    rules without a host. Only that entry's paths are considered: a request for an exact host
 //!    never falls through to the wildcard or host-less rules (as with nginx server blocks and
 //!    Envoy virtual hosts).
-//! 2. **Path.** Among the paths of that host, merged across every served Ingress, the longest
+//! 2. **Path.** The request's path is first normalized ([`crate::path`]: escaped unreserved
+//!    characters decoded, `.`/`..` resolved, slashes merged) and each segment's `;parameters`
+//!    removed; rule paths were normalized the same way when the snapshot was built.
+//!    Among the paths of that host, merged across every served Ingress, the longest
 //!    match wins, and at equal length `Exact` beats `Prefix`. `Exact` is the whole path,
 //!    case-sensitive. `Prefix` (and `ImplementationSpecific`) compares path elements split on `/`:
 //!    `/foo` matches `/foo`, `/foo/` and `/foo/bar`, never `/foobar`; a trailing slash in the rule
@@ -205,7 +208,8 @@ impl RouteTable {
         (!self.any_host.is_empty()).then_some(&self.any_host)
     }
 
-    /// The route for a request's raw host header value and path (no query string).
+    /// The route for a request's host header value and match path (no query string; the
+    /// normalized path without parameters, [`crate::path::match_path`]).
     pub fn find(&self, host: &str, path: &str) -> Option<&RouteEntry> {
         self.host_routes(host)
             .and_then(|h| h.find(path))
@@ -253,6 +257,79 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(host)
     }
+}
+
+/// A request's host (`Host` header or URI authority) that cannot be routed: answered with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidHost;
+
+impl std::fmt::Display for InvalidHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the host is not a DNS name or an IP literal with an optional port")
+    }
+}
+
+/// Validates a request's host and normalizes it as [`normalize_host`] does (port and trailing
+/// dot removed, lowercase), borrowing when nothing changes. Accepted: a DNS name (labels of
+/// 1 to 63 letters, digits, `-` or `_`, at most 253 characters in all; `_` because real
+/// clusters have such names and nginx accepts them), an IPv4 literal, or an IPv6 literal in
+/// brackets, each with an optional `:port` of 1 to 5 digits. Everything else (`a/../x`,
+/// `<script>`, spaces, empty labels, a bare `:`) is refused. An empty host is valid: it selects
+/// the rules without a host.
+pub fn parse_request_host(raw: &str) -> Result<Cow<'_, str>, InvalidHost> {
+    if raw.is_empty() {
+        return Ok(Cow::Borrowed(raw));
+    }
+    if raw.starts_with('[') {
+        return parse_ip6_host(raw);
+    }
+    // One pass over a name: its characters, label lengths, case, and where a port starts.
+    let bytes = raw.as_bytes();
+    let (mut label, mut upper, mut end) = (0usize, false, bytes.len());
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+            b'A'..=b'Z' => (label, upper) = (label + 1, true),
+            b'.' if label > 0 => label = 0,
+            b':' => {
+                end = i;
+                break;
+            }
+            _ => return Err(InvalidHost),
+        }
+        if label > 63 {
+            return Err(InvalidHost);
+        }
+    }
+    let name = &raw[..end];
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 || !valid_port(&raw[end..]) {
+        return Err(InvalidHost);
+    }
+    Ok(if upper {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    })
+}
+
+/// `:port` with 1 to 5 digits, or nothing.
+fn valid_port(text: &str) -> bool {
+    match text.strip_prefix(':') {
+        None => text.is_empty(),
+        Some(p) => !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// `[IPv6]` with an optional port.
+fn parse_ip6_host(raw: &str) -> Result<Cow<'_, str>, InvalidHost> {
+    let rest = raw.strip_prefix('[').ok_or(InvalidHost)?;
+    let (ip, after) = rest.split_once(']').ok_or(InvalidHost)?;
+    ip.parse::<std::net::Ipv6Addr>().map_err(|_| InvalidHost)?;
+    if !valid_port(after) {
+        return Err(InvalidHost);
+    }
+    Ok(normalize_host(raw))
 }
 
 /// One label of a lowercase DNS name (RFC 1123): 1 to 63 lowercase letters, digits and
@@ -465,6 +542,51 @@ mod tests {
         assert_eq!(normalize_host("Foo.COM"), "foo.com");
         assert_eq!(normalize_host("[::1]:8443"), "[::1]");
         assert_eq!(normalize_host("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn request_hosts_that_are_not_names_or_ip_literals_are_refused() {
+        for (raw, want) in [
+            ("app.test", "app.test"),
+            ("App.Test:8080", "app.test"),
+            ("app.test.", "app.test"),
+            ("my_svc.internal", "my_svc.internal"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("[::1]:8443", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("localhost", "localhost"),
+            ("APP.test.:8080", "app.test"),
+            ("", ""),
+        ] {
+            assert_eq!(parse_request_host(raw).as_deref(), Ok(want), "{raw}");
+        }
+        for bad in [
+            "a/../x",
+            "<script>",
+            "a b",
+            " app.test",
+            "a..b",
+            ".a",
+            "app.test:",
+            "app.test:80x",
+            "app.test:123456",
+            "a:b:c",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "a@b",
+            "a%2eb",
+            ".",
+            "a.b..",
+            &"a".repeat(64),
+            "a.test:",
+        ] {
+            assert_eq!(parse_request_host(bad), Err(InvalidHost), "{bad}");
+        }
+        assert!(matches!(
+            parse_request_host("app.test:80"),
+            Ok(Cow::Borrowed("app.test"))
+        ));
     }
 
     #[test]

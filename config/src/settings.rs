@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::annotations::Balance;
+use crate::cidr::Cidr;
 use crate::health::HealthCheck;
 use crate::ownership::{CrossNamespacePaths, HostOwners};
 use crate::targets::TargetType;
@@ -33,6 +34,34 @@ pub const DEFAULT_WORKER_THREADS: usize = 0;
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS: u64 = 20;
 /// Largest request head (request line plus headers), in bytes, answered with anything but 431.
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Largest request body, in bytes, accepted before 413 (1 MiB, as ingress-nginx); 0 means no
+/// limit. Routes of GRPC or GRPCS backends have no limit unless their Ingress sets one.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024;
+/// Time allowed, in seconds, between two reads of a request body from the client (as nginx's
+/// `client_body_timeout`); not applied to GRPC and GRPCS routes.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT_SECS: u64 = 60;
+/// Whether request headers with `_` in their names reach the upstream (false: dropped, as
+/// nginx's `underscores_in_headers off`).
+pub const DEFAULT_UNDERSCORES_IN_HEADERS: bool = false;
+/// Total time, in seconds, allowed for a request head (and, on a new connection, for its TLS
+/// handshake and protocol detection); not per read.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_SECS: u64 = 60;
+/// Time allowed, in seconds, for one write to the client to make progress (a client that stops
+/// reading is dropped after it).
+pub const DEFAULT_CLIENT_SEND_TIMEOUT_SECS: u64 = 60;
+/// How long, in seconds, an idle client connection (HTTP/1.1 between requests, HTTP/2 with no
+/// stream open) is kept.
+pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 75;
+/// Requests, in requests, served on one HTTP/1.1 client connection before it is closed.
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+/// Open client connections per process, in connections; 0 derives the cap from the file limit
+/// (see [`Settings::max_connections_or`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 0;
+/// Open client connections per client address, in connections; 0 means no per-client cap.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 0;
+/// After SIGTERM, how long, in seconds, requests arriving on already-open keepalive
+/// connections are still served (with `Connection: close`) before idle ones are closed.
+pub const DEFAULT_DRAIN_SECS: u64 = 5;
 /// Idle upstream connections kept for reuse, in connections, across all upstreams.
 pub const DEFAULT_KEEPALIVE_POOL_SIZE: usize = 512;
 /// How long, in seconds, an idle upstream connection is kept before it is closed.
@@ -231,6 +260,24 @@ pub struct Settings {
     pub worker_threads: usize,
     pub shutdown_grace_period: Duration,
     pub max_request_header_bytes: usize,
+    /// The largest request body; 0 for no limit (see [`DEFAULT_MAX_REQUEST_BODY_BYTES`]).
+    pub max_request_body_bytes: u64,
+    /// Time allowed between two reads of a request body from the client.
+    pub client_body_timeout: Duration,
+    /// Whether headers with `_` in their names are forwarded.
+    pub underscores_in_headers: bool,
+    /// Peers whose `X-Request-Id` is kept; from any other peer a new id is generated.
+    pub trusted_proxies: Vec<Cidr>,
+    pub client_header_timeout: Duration,
+    pub client_send_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u32,
+    /// `None`: derived from the file limit ([`Settings::max_connections_or`]).
+    pub max_connections: Option<usize>,
+    /// `None`: no per-client-address cap.
+    pub max_connections_per_client: Option<usize>,
+    /// The drain window after SIGTERM (part of the grace period, never longer).
+    pub drain: Duration,
     pub keepalive_pool_size: usize,
     pub keepalive_idle_timeout: Duration,
     pub connect_timeout: Duration,
@@ -275,6 +322,17 @@ impl Settings {
         } else {
             self.worker_threads
         }
+    }
+
+    /// The process's cap on open client connections: the configured one, else derived from the
+    /// soft limit on open files `nofile`: half of what is left after 128 descriptors reserved
+    /// for the admin listener, logs and the API-server client (each client connection may hold
+    /// an upstream connection too), at most 50 000 and at least 16.
+    pub fn max_connections_or(&self, nofile: u64) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let derived = nofile.saturating_sub(128) / 2;
+            derived.clamp(16, 50_000) as usize
+        })
     }
 
     /// Reads and validates a settings file. Relative paths inside it are taken relative to the
@@ -462,6 +520,17 @@ mod file {
         pub worker_threads: usize,
         pub shutdown_grace_period_secs: u64,
         pub max_request_header_bytes: usize,
+        pub max_request_body_bytes: u64,
+        pub client_body_timeout_secs: u64,
+        pub underscores_in_headers: bool,
+        pub trusted_proxies: Vec<String>,
+        pub client_header_timeout_secs: u64,
+        pub client_send_timeout_secs: u64,
+        pub keepalive_timeout_secs: u64,
+        pub keepalive_requests: u32,
+        pub max_connections: usize,
+        pub max_connections_per_client: usize,
+        pub drain_secs: u64,
     }
 
     impl Default for Server {
@@ -472,6 +541,17 @@ mod file {
                 worker_threads: DEFAULT_WORKER_THREADS,
                 shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,
                 max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+                max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+                client_body_timeout_secs: DEFAULT_CLIENT_BODY_TIMEOUT_SECS,
+                underscores_in_headers: DEFAULT_UNDERSCORES_IN_HEADERS,
+                trusted_proxies: Vec::new(),
+                client_header_timeout_secs: DEFAULT_CLIENT_HEADER_TIMEOUT_SECS,
+                client_send_timeout_secs: DEFAULT_CLIENT_SEND_TIMEOUT_SECS,
+                keepalive_timeout_secs: DEFAULT_KEEPALIVE_TIMEOUT_SECS,
+                keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+                drain_secs: DEFAULT_DRAIN_SECS,
             }
         }
     }
@@ -850,6 +930,48 @@ mod file {
                     "must be at least 1024 bytes".into(),
                 ));
             }
+            let positive_secs = |key: &'static str, secs: u64| {
+                if secs == 0 {
+                    Err(invalid(key, "must be greater than 0".to_string()))
+                } else {
+                    Ok(Duration::from_secs(secs))
+                }
+            };
+            let client_header_timeout = positive_secs(
+                "server.client_header_timeout_secs",
+                self.server.client_header_timeout_secs,
+            )?;
+            let client_send_timeout = positive_secs(
+                "server.client_send_timeout_secs",
+                self.server.client_send_timeout_secs,
+            )?;
+            let keepalive_timeout = positive_secs(
+                "server.keepalive_timeout_secs",
+                self.server.keepalive_timeout_secs,
+            )?;
+            if self.server.keepalive_requests == 0 {
+                return Err(invalid(
+                    "server.keepalive_requests",
+                    "must be at least 1".into(),
+                ));
+            }
+            if self.server.drain_secs > self.server.shutdown_grace_period_secs {
+                return Err(invalid(
+                    "server.drain_secs",
+                    "must be at most server.shutdown_grace_period_secs".into(),
+                ));
+            }
+            let client_body_timeout = positive_secs(
+                "server.client_body_timeout_secs",
+                self.server.client_body_timeout_secs,
+            )?;
+            let trusted_proxies = self
+                .server
+                .trusted_proxies
+                .iter()
+                .map(|s| s.parse::<Cidr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid("server.trusted_proxies", e.to_string()))?;
             if self.upstream.connect_retries > 16 {
                 return Err(invalid(
                     "upstream.connect_retries",
@@ -1046,6 +1168,19 @@ mod file {
                 worker_threads: self.server.worker_threads,
                 shutdown_grace_period: Duration::from_secs(self.server.shutdown_grace_period_secs),
                 max_request_header_bytes: self.server.max_request_header_bytes,
+                max_request_body_bytes: self.server.max_request_body_bytes,
+                client_body_timeout,
+                underscores_in_headers: self.server.underscores_in_headers,
+                trusted_proxies,
+                client_header_timeout,
+                client_send_timeout,
+                keepalive_timeout,
+                keepalive_requests: self.server.keepalive_requests,
+                max_connections: (self.server.max_connections != 0)
+                    .then_some(self.server.max_connections),
+                max_connections_per_client: (self.server.max_connections_per_client != 0)
+                    .then_some(self.server.max_connections_per_client),
+                drain: Duration::from_secs(self.server.drain_secs),
                 keepalive_pool_size: self.upstream.keepalive_pool_size,
                 keepalive_idle_timeout: Duration::from_secs(
                     self.upstream.keepalive_idle_timeout_secs,
@@ -1182,6 +1317,43 @@ mod tests {
         assert_eq!(s.target_type.name(), "instance");
         let err = parse("[upstream]\ntarget_type = \"pod\"\n").unwrap_err();
         assert!(err.to_string().contains("upstream.target_type"), "{err}");
+    }
+
+    #[test]
+    fn request_limits_default_as_nginx_and_trusted_proxies_are_validated_ranges() {
+        let s = parse("").unwrap();
+        assert_eq!(s.max_request_body_bytes, 1024 * 1024);
+        assert_eq!(s.client_body_timeout, Duration::from_secs(60));
+        assert!(!s.underscores_in_headers);
+        assert!(s.trusted_proxies.is_empty());
+        let s = parse(
+            "[server]\nmax_request_body_bytes = 0\nclient_body_timeout_secs = 5\n\
+             underscores_in_headers = true\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.max_request_body_bytes, 0);
+        assert_eq!(s.client_body_timeout, Duration::from_secs(5));
+        assert!(s.underscores_in_headers);
+        assert!(s.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!s.trusted_proxies[0].contains("11.1.2.3".parse().unwrap()));
+        assert!(s.trusted_proxies[1].contains("fd00::1".parse().unwrap()));
+        let err = parse("[server]\ntrusted_proxies = [\"10.0.0.1/8\"]\n").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    key: "server.trusted_proxies",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("10.0.0.1/8"), "{err}");
+        let err = parse("[server]\nclient_body_timeout_secs = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("server.client_body_timeout_secs"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1436,6 +1608,66 @@ mod tests {
             err.to_string().contains("`upstream.health_check.interval`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn client_connection_limits_have_nginx_like_defaults_and_can_be_set() {
+        let s = parse("").unwrap();
+        assert_eq!(s.client_header_timeout, Duration::from_secs(60));
+        assert_eq!(s.client_send_timeout, Duration::from_secs(60));
+        assert_eq!(s.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(s.keepalive_requests, 1000);
+        assert_eq!(s.max_connections, None);
+        assert_eq!(s.max_connections_per_client, None);
+        assert_eq!(s.drain, Duration::from_secs(5));
+        let s = parse(
+            "[server]\nclient_header_timeout_secs = 10\nclient_send_timeout_secs = 20\n\
+             keepalive_timeout_secs = 5\nkeepalive_requests = 3\nmax_connections = 900\n\
+             max_connections_per_client = 40\ndrain_secs = 0\n",
+        )
+        .unwrap();
+        assert_eq!(s.client_header_timeout, Duration::from_secs(10));
+        assert_eq!(s.client_send_timeout, Duration::from_secs(20));
+        assert_eq!(s.keepalive_timeout, Duration::from_secs(5));
+        assert_eq!(s.keepalive_requests, 3);
+        assert_eq!(s.max_connections_or(1024), 900);
+        assert_eq!(s.max_connections_per_client, Some(40));
+        assert_eq!(s.drain, Duration::ZERO);
+        for (text, key) in [
+            (
+                "client_header_timeout_secs = 0",
+                "server.client_header_timeout_secs",
+            ),
+            (
+                "client_send_timeout_secs = 0",
+                "server.client_send_timeout_secs",
+            ),
+            (
+                "keepalive_timeout_secs = 0",
+                "server.keepalive_timeout_secs",
+            ),
+            ("keepalive_requests = 0", "server.keepalive_requests"),
+            (
+                "shutdown_grace_period_secs = 3\ndrain_secs = 4",
+                "server.drain_secs",
+            ),
+        ] {
+            match parse(&format!("[server]\n{text}\n")) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an Invalid error for {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_connection_cap_leaves_room_below_the_file_limit() {
+        let s = parse("").unwrap();
+        // Half of what is left after the reserve: each client connection may hold an upstream one.
+        assert_eq!(s.max_connections_or(1024), 448);
+        assert_eq!(s.max_connections_or(512), 192);
+        // Bounded on both sides.
+        assert_eq!(s.max_connections_or(1 << 20), 50_000);
+        assert_eq!(s.max_connections_or(100), 16);
     }
 
     #[test]

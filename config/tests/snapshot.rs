@@ -715,3 +715,63 @@ fn health_check_annotations_of_a_service_reach_its_pools_and_bad_ones_are_report
     // The rules still serve.
     assert_eq!(route(&inputs, "a.test", "/x"), Some("a:80".into()));
 }
+
+/// Requests are matched by their normalized path, so a rule written in another form would
+/// never match as written: it is served normalized and reported; one above the root is
+/// skipped. A second rule that normalizes to an existing one is a conflict like any other.
+#[test]
+fn rule_paths_are_normalized_and_a_changed_one_is_reported() {
+    let inputs = Inputs {
+        ingresses: vec![ingress(
+            "odd",
+            Some(1),
+            Some("x.test"),
+            vec![
+                path("//api/./v1/", "Prefix", backend("a", 80)),
+                path("/%61dmin;x", "Exact", backend("b", 80)),
+                path("/../etc", "Prefix", backend("b", 80)),
+                path("/api/v1", "Prefix", backend("b", 80)),
+            ],
+        )],
+        services: base_services(),
+        ..Default::default()
+    };
+    assert_eq!(
+        route(&inputs, "x.test", "/api/v1/x").as_deref(),
+        Some("a:80")
+    );
+    assert_eq!(route(&inputs, "x.test", "/admin").as_deref(), Some("b:80"));
+    assert_eq!(route(&inputs, "x.test", "/etc"), None);
+    let snap = build(&inputs, &policy());
+    let reasons: Vec<(&SkipReason, &str)> = snap
+        .skipped
+        .iter()
+        .map(|s| (&s.reason, s.message.as_str()))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, m)| **r == SkipReason::NormalizedPath
+                && m.contains("`//api/./v1/` is served as `/api/v1/`")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, m)| **r == SkipReason::NormalizedPath
+                && m.contains("`/%61dmin;x` is served as `/admin`")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, m)| **r == SkipReason::InvalidPath && m.contains("`/../etc`")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, _)| **r == SkipReason::ConflictingRule),
+        "{reasons:?}"
+    );
+}

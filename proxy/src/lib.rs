@@ -10,12 +10,14 @@
 //! - [`tls`]: the HTTPS listener, the SNI certificate store, client certificates.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`], [`access_log`]: Prometheus metrics and the per-request log.
-//! - [`server`]: starting, running and draining it all.
+//! - [`server`]: starting, running and draining it all; [`connections`]: caps on open client
+//!   connections.
 //!
 //! The pure model (settings, routes, snapshot building) is the `sluice-config` crate.
 
 pub mod access_log;
 pub mod admin;
+pub mod connections;
 pub mod files;
 pub mod health;
 pub mod k8s;
@@ -23,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod objects;
 pub mod pool;
+pub mod request;
 pub mod router;
 pub mod server;
 pub mod state;

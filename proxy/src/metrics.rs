@@ -55,6 +55,8 @@ pub struct Metrics {
     retries: IntCounterVec,
     pub requests_in_flight: IntGauge,
     pub downstream_connections: IntGauge,
+    /// Client connections closed at accept by a cap, by cap (`process`, `client`).
+    pub downstream_connections_refused: IntCounterVec,
     pub pool_endpoints: IntGaugeVec,
     pub last_sync: prometheus::Gauge,
     pub snapshot_build: Histogram,
@@ -133,6 +135,13 @@ impl Metrics {
             downstream_connections: reg!(IntGauge::new(
                 "sluice_downstream_connections_open",
                 "Client connections open on the proxy listeners"
+            )?),
+            downstream_connections_refused: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_downstream_connections_refused_total",
+                    "Client connections closed at accept by a connection cap"
+                ),
+                &["limit"],
             )?),
             pool_endpoints: reg!(IntGaugeVec::new(
                 Opts::new(

@@ -1,18 +1,22 @@
 //! The request path: sluice's [`ProxyHttp`] implementation.
 //!
 //! Per request, in Pingora's phase order:
-//! 1. [`ProxyHttp::request_filter`] loads the live snapshot once, applies the TLS rules (421 when
+//! 1. [`ProxyHttp::request_filter`] reads the request's host and normalized path once (400 for a
+//!    missing, conflicting or invalid host, or a path above the root; see [`crate::request`]),
+//!    loads the live snapshot once, applies the TLS rules (421 when
 //!    the host and the TLS server name differ on a name with client authentication, 308 to https
 //!    for plain HTTP on a host with TLS; see [`Router::decide`]), finds the route for the host
 //!    and path, and answers by itself when there is nothing to proxy to: no route (404), a route
 //!    whose backend could not be resolved or whose pool has no ready endpoint (503), a request
-//!    head over the configured size (431).
+//!    head over the configured size (431), a `Content-Length` over the route's body limit (413).
 //! 2. [`ProxyHttp::upstream_peer`] picks an endpoint of the route's pool with the route's
 //!    algorithm (see [`crate::pool`]), skipping endpoints this request already failed to connect
 //!    to, and counts the request in flight there; it applies the route's timeouts (its Ingress's
 //!    `sluice.dev/*-timeout` annotations, else the settings) and its protocol (see
 //!    [`set_protocol`]).
-//! 3. [`ProxyHttp::upstream_request_filter`] adds the `X-Forwarded-*` and `X-Real-IP` headers,
+//! 3. [`ProxyHttp::upstream_request_filter`] writes the normalized path (unless the route's
+//!    Ingress forwards the raw one) in origin form with the routed host, drops headers with `_`
+//!    in their names (unless allowed), adds the `X-Forwarded-*` and `X-Real-IP` headers,
 //!    removes any client-sent `X-Client-Cert*` header and adds the connection's own (see
 //!    [`crate::tls::client_auth`]). Pingora has already removed hop-by-hop headers and keeps the
 //!    client's `Host`.
@@ -31,8 +35,12 @@
 //! 6. [`ProxyHttp::fail_to_proxy`] is the one place that turns errors into statuses: upstream
 //!    timeouts 504, other upstream failures 502.
 //!
-//! Routing allocates nothing per request beyond the `Arc` clone of the chosen pool and the peer
-//! Pingora requires as a `Box` (and, for a TLS endpoint, the SNI string in it).
+//! [`ProxyHttp::request_body_filter`] counts the body against the route's limit and cuts it
+//! with 413 when it grows over it.
+//!
+//! Routing allocates nothing per request beyond the `Arc` clone of the chosen pool, the copy of
+//! the validated host kept on the context (a path is copied only when normalizing changed it)
+//! and the peer Pingora requires as a `Box` (and, for a TLS endpoint, the SNI string in it).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,12 +56,18 @@ use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use sluice_config::annotations::{BackendProtocol, Balance, CookieAffinity, HashBy, Timeouts};
+use sluice_config::cidr::Cidr;
+use sluice_config::path::match_path;
 use sluice_config::Settings;
 use tokio::sync::Notify;
 
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
 use crate::pool::{hash_key, InFlightEndpoint, Pick, Pool};
+use crate::request::{
+    content_length, has_underscore, raw_host, request_host, request_path, target_authority,
+    upstream_target, BodyLimit,
+};
 use crate::state::State;
 use crate::text::{push_hex, push_ip};
 use crate::tls::client_auth::CLIENT_CERT_HEADERS;
@@ -70,6 +84,8 @@ pub struct RouterOptions {
     pub idle_timeout: Duration,
     pub connect_retries: usize,
     pub max_request_header_bytes: usize,
+    /// Time for each write to the client to make progress.
+    pub client_send_timeout: Duration,
     /// An HTTPS listener exists.
     pub https: bool,
     /// Redirect plain-HTTP requests for hosts with TLS (`tls.ssl_redirect`, and an HTTPS
@@ -79,6 +95,15 @@ pub struct RouterOptions {
     pub redirect_port: u16,
     /// The algorithm of routes whose Ingress names none.
     pub load_balance: Balance,
+    /// `server.max_request_body_bytes`: the body limit of routes whose Ingress sets none
+    /// (except GRPC and GRPCS routes, which have none); 0 for no limit.
+    pub max_request_body_bytes: u64,
+    /// `server.client_body_timeout_secs`.
+    pub client_body_timeout: Duration,
+    /// `server.underscores_in_headers`.
+    pub underscores_in_headers: bool,
+    /// `server.trusted_proxies`: peers whose `X-Request-Id` is kept.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl From<&Settings> for RouterOptions {
@@ -90,10 +115,15 @@ impl From<&Settings> for RouterOptions {
             idle_timeout: s.keepalive_idle_timeout,
             connect_retries: s.connect_retries,
             max_request_header_bytes: s.max_request_header_bytes,
+            client_send_timeout: s.client_send_timeout,
             https: !s.tls.https_listen.is_empty(),
             ssl_redirect: s.tls.ssl_redirect && !s.tls.https_listen.is_empty(),
             redirect_port: s.tls.redirect_port,
             load_balance: s.load_balance.clone(),
+            max_request_body_bytes: s.max_request_body_bytes,
+            client_body_timeout: s.client_body_timeout,
+            underscores_in_headers: s.underscores_in_headers,
+            trusted_proxies: s.trusted_proxies.clone(),
         }
     }
 }
@@ -176,6 +206,18 @@ pub struct RequestCtx {
     upstream_start: Option<Instant>,
     upstream: Option<SocketAddr>,
     request_id: String,
+    /// The validated host the request was routed by (see [`crate::request`]).
+    host: String,
+    /// The normalized path, when it differs from the request's path.
+    path: Option<String>,
+    /// The route's Ingress asks for the raw path upstream.
+    forward_raw_path: bool,
+    /// The route's body limit and the body bytes read so far.
+    body: BodyLimit,
+    /// Time allowed between two body reads; `None` for GRPC and GRPCS routes.
+    body_timeout: Option<Duration>,
+    /// The endpoint answered 101: what follows is no longer a request body.
+    upgraded: bool,
     _in_flight: InFlightGuard,
 }
 
@@ -250,29 +292,25 @@ fn new_request_id() -> String {
     id
 }
 
-/// The client's request id when it sent a usable one.
-fn client_request_id(req: &RequestHeader) -> Option<&str> {
+/// The client's request id when it sent a usable one from a trusted peer
+/// (`server.trusted_proxies`); any other peer's id is replaced, so a client cannot pick the id
+/// that logs and backends correlate by.
+fn client_request_id<'a>(
+    req: &'a RequestHeader,
+    peer: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
+    trusted: &[Cidr],
+) -> Option<&'a str> {
+    if trusted.is_empty() {
+        return None;
+    }
+    let ip = peer?.as_inet()?.ip();
+    if !trusted.iter().any(|c| c.contains(ip)) {
+        return None;
+    }
     req.headers
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 200)
-}
-
-/// The host a request is for: the URI authority (HTTP/2 `:authority`, or an absolute-form
-/// HTTP/1.1 target, which RFC 9112 says takes precedence), else the `Host` header.
-fn request_host(req: &RequestHeader) -> &str {
-    if let Some(a) = req_authority(req) {
-        return a;
-    }
-    req.headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
-/// The URI authority of a request, when it has one.
-fn req_authority(req: &RequestHeader) -> Option<&str> {
-    req.uri.authority().map(|a| a.as_str())
 }
 
 // The headers sluice adds to every upstream request (statics, so a name is checked at compile
@@ -365,11 +403,13 @@ impl UpstreamHeaders<'_> {
 }
 
 /// Writes the request id, the forwarding headers and the client-certificate headers into the
-/// upstream request.
+/// upstream request, and drops headers with `_` in their names unless `underscores` allows
+/// them.
 fn forwarding_headers(
     session: &Session,
     mut upstream: UpstreamHeaders<'_>,
     ctx: &RequestCtx,
+    underscores: bool,
 ) -> Result<()> {
     if let UpstreamHeaders::Plain(map) = &mut upstream {
         map.try_reserve(ADDED_HEADERS)
@@ -381,14 +421,26 @@ fn forwarding_headers(
             .or_err(ErrorType::InvalidHTTPHeader, "x-request-id")?,
     )?;
     // Only sluice says what the client certificate is. One pass over the names finds
-    // whether a client sent any (they all start with `x-client-cert`), sparing three
-    // lookups on every request that has none.
-    let forged = upstream
-        .map()
-        .keys()
-        .any(|k| k.as_str().starts_with("x-client-cert"));
+    // whether a client sent any (they all start with `x-client-cert`) and any name with `_`,
+    // sparing the lookups on every request that has none.
+    let (mut forged, mut underscored) = (false, false);
+    for k in upstream.map().keys() {
+        forged |= k.as_str().starts_with("x-client-cert");
+        underscored |= !underscores && has_underscore(k);
+    }
     if forged {
         for name in CLIENT_CERT_HEADERS {
+            upstream.remove(name);
+        }
+    }
+    if underscored {
+        let names: Vec<HeaderName> = upstream
+            .map()
+            .keys()
+            .filter(|k| has_underscore(k))
+            .cloned()
+            .collect();
+        for name in &names {
             upstream.remove(name);
         }
     }
@@ -433,8 +485,8 @@ fn forwarding_headers(
         &X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
-    // The client's host as received (a copy of its bytes; no parse, no check).
-    let host = match req_authority(session.req_header()) {
+    // The client's host as received (a copy of its bytes; validated in `request_filter`).
+    let host = match target_authority(session.req_header()) {
         Some(a) => HeaderValue::from_str(a).ok(),
         None => session.req_header().headers.get(header::HOST).cloned(),
     };
@@ -521,6 +573,8 @@ fn error_body(code: u16) -> &'static str {
     match code {
         400 => "400 Bad Request\n",
         403 => "403 Forbidden: this host requires a client certificate over https\n",
+        408 => "408 Request Timeout\n",
+        413 => "413 Content Too Large\n",
         308 => "308 Permanent Redirect: use https\n",
         404 => "404 Not Found: no route for this host and path\n",
         421 => "421 Misdirected Request: this host requires its own TLS connection\n",
@@ -567,6 +621,8 @@ pub fn status_for(e: &Error) -> u16 {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                // A client silent between two body reads past `client_body_timeout`.
+                ErrorType::ReadTimedout => 408,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 502,
@@ -643,7 +699,7 @@ impl Router {
         let req = session.req_header();
         let tls = conn_tls(session);
         let live = self.state.live();
-        let host = request_host(req);
+        let host = ctx.host.as_str();
         let host_tls = live.snapshot.tls.find(host);
         let host_mode = host_tls.map(|h| h.client_auth.mode).unwrap_or_default();
         let mut redirect = false;
@@ -665,7 +721,8 @@ impl Router {
             }
             None => {}
         }
-        let Some(entry) = live.snapshot.routes.find(host, req.uri.path()) else {
+        let path = ctx.path.as_deref().unwrap_or(req.uri.path());
+        let Some(entry) = live.snapshot.routes.find(host, &match_path(path)) else {
             return Decision::Respond(404);
         };
         if tls.is_none() && host_tls.is_some() && self.options.ssl_redirect {
@@ -686,6 +743,21 @@ impl Router {
         if let Some(policy) = live.snapshot.policy(entry) {
             ctx.timeouts = policy.timeouts;
             ctx.protocol = policy.protocol.unwrap_or_default();
+            ctx.forward_raw_path = policy.forward_raw_path;
+            // gRPC client streams are long by nature: no default limit, and the read timeout
+            // already governs them.
+            let grpc = matches!(ctx.protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs);
+            let default_max = if grpc {
+                0
+            } else {
+                self.options.max_request_body_bytes
+            };
+            ctx.body = BodyLimit::new(policy.max_body_bytes.unwrap_or(default_max));
+            ctx.body_timeout = match policy.client_body_timeout {
+                Some(t) => Some(t),
+                None if grpc => None,
+                None => Some(self.options.client_body_timeout),
+            };
             let balance = policy
                 .balance
                 .as_ref()
@@ -726,24 +798,56 @@ impl ProxyHttp for Router {
             upstream_start: None,
             upstream: None,
             request_id: String::new(),
+            host: String::new(),
+            path: None,
+            forward_raw_path: false,
+            body: BodyLimit::new(self.options.max_request_body_bytes),
+            body_timeout: Some(self.options.client_body_timeout),
+            upgraded: false,
             _in_flight: InFlightGuard::new(&self.in_flight),
         }
     }
 
-    /// Finds the route; answers 404/431/503 itself when there is nothing to proxy to.
+    /// Reads the request's host and path once (400 when they are not usable, see
+    /// [`crate::request`]), finds the route, and answers 404/413/431/503 itself when there is
+    /// nothing to proxy to.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // A client that stops reading must not hold buffers and an upstream connection forever.
+        session.set_write_timeout(Some(self.options.client_send_timeout));
         let req = session.req_header();
-        ctx.request_id = match client_request_id(req) {
+        let trusted = &self.options.trusted_proxies;
+        ctx.request_id = match client_request_id(req, session.client_addr(), trusted) {
             Some(id) => id.to_string(),
             None => new_request_id(),
         };
         if head_size(req) > self.options.max_request_header_bytes {
             return respond(session, 431).await;
         }
+        let facts = request_host(req)
+            .map(|h| h.into_owned())
+            .and_then(|h| Ok((h, request_path(req)?)));
+        match facts {
+            Ok((host, path)) => (ctx.host, ctx.path) = (host, path),
+            Err(refusal) => {
+                // The rest of the connection cannot be trusted to frame requests as we do.
+                session.set_keepalive(None);
+                return respond(session, refusal.status()).await;
+            }
+        }
         let decision = self.decide(session, ctx);
         match decision {
             Decision::Proxy(pool) => {
                 ctx.pool = Some(pool);
+                if content_length(session.req_header()).is_some_and(|n| ctx.body.refuses(n)) {
+                    // The body is not read: the connection closes after the answer.
+                    session.set_keepalive(None);
+                    return respond(session, 413).await;
+                }
+                // A deadline between two body reads (`client_body_timeout`); a WebSocket's
+                // bytes after its 101 are not a body and keep no such deadline.
+                if !session.is_body_empty() && !session.is_upgrade_req() {
+                    session.set_read_timeout(ctx.body_timeout);
+                }
                 Ok(false)
             }
             Decision::Respond(code) => respond(session, code).await,
@@ -793,7 +897,7 @@ impl ProxyHttp for Router {
         let upgrade = session.is_upgrade_req();
         let tls = ctx.protocol.tls();
         let sni = if tls {
-            upstream_sni(request_host(session.req_header()))
+            upstream_sni(&ctx.host)
         } else {
             String::new()
         };
@@ -815,8 +919,23 @@ impl ProxyHttp for Router {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // The path routing read, in origin form, and the host routing read.
+        let original = session.req_header();
+        if let Some(uri) = upstream_target(original, ctx.path.as_deref(), ctx.forward_raw_path)? {
+            upstream.set_uri(uri);
+        }
+        if original.headers.get(header::HOST).is_none() {
+            if let Some(authority) =
+                target_authority(original).filter(|_| original.version < http::Version::HTTP_2)
+            {
+                let value = HeaderValue::from_str(authority)
+                    .or_err(ErrorType::InvalidHTTPHeader, "host")?;
+                upstream.insert_header(header::HOST, value)?;
+            }
+        }
+        let underscores = self.options.underscores_in_headers;
         if header_case_matters(upstream) {
-            return forwarding_headers(session, UpstreamHeaders::Cased(upstream), ctx);
+            return forwarding_headers(session, UpstreamHeaders::Cased(upstream), ctx, underscores);
         }
         // No name's case needs keeping: take the header map out of Pingora's request, make
         // room for every header added at once, and put it back. Pingora's inserts would parse
@@ -824,7 +943,12 @@ impl ProxyHttp for Router {
         let end_stream = upstream.send_end_stream();
         let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
         let mut parts = http::request::Parts::from(std::mem::replace(upstream, placeholder));
-        let added = forwarding_headers(session, UpstreamHeaders::Plain(&mut parts.headers), ctx);
+        let added = forwarding_headers(
+            session,
+            UpstreamHeaders::Plain(&mut parts.headers),
+            ctx,
+            underscores,
+        );
         *upstream = RequestHeader::from(parts);
         if let Some(end_stream) = end_stream {
             upstream.set_send_end_stream(end_stream);
@@ -866,6 +990,7 @@ impl ProxyHttp for Router {
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.responded = true;
+        ctx.upgraded |= status == 101;
         if let Some(attempt) = ctx.attempt.as_mut() {
             if status >= 200 || status == 101 {
                 let now = Instant::now();
@@ -873,6 +998,27 @@ impl ProxyHttp for Router {
                 if let Some(pool) = &ctx.pool {
                     pool.report_at(attempt.endpoint(), status < 500, now);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the body read from the client against the route's limit: a body that grows
+    /// over it ends the request with 413 (the part already sent upstream is cut off there).
+    /// Bytes after a 101 (a WebSocket) are not a body and are not counted.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            if !ctx.upgraded && ctx.body.add(chunk.len()) {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    format!("request body over the limit of {} bytes", ctx.body.max),
+                );
             }
         }
         Ok(())
@@ -997,7 +1143,7 @@ impl ProxyHttp for Router {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
             method: req.method.as_str(),
-            host: request_host(req),
+            host: raw_host(req),
             path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
             protocol,
             status,

@@ -9,7 +9,40 @@
 //!   handing the sockets to Pingora through the same descriptor table Pingora uses for upgrades
 //!   (plain HTTP and HTTPS alike: an HTTPS listener is the same proxy service with TLS settings);
 //! - stop as soon as the last in-flight request finishes, bounded by the grace period;
+//! - cap open client connections at accept ([`crate::connections`]) and bound every phase of
+//!   a client connection (see "Client connections" below);
 //! - run in-process in tests, started and stopped like any other value.
+//!
+//! # Client connections
+//!
+//! From accept to close, a client connection on a proxy listener is bounded at every step:
+//!
+//! 1. accept: past `server.max_connections` (or the client's `server.max_connections_per_client`)
+//!    it is closed at once;
+//! 2. TLS handshake: `server.client_header_timeout_secs`;
+//! 3. first request head, plain-text HTTP/2 detection and HTTP/2 handshake included:
+//!    `server.client_header_timeout_secs` in all, counted from the end of the TLS handshake;
+//!    a head over `server.max_request_header_bytes` gets 431 before more than twice that much
+//!    is buffered;
+//! 4. every write of a response: `server.client_send_timeout_secs` to make progress;
+//! 5. between requests: `server.keepalive_timeout_secs` idle (HTTP/1.1 waiting for the next
+//!    request's first byte, HTTP/2 with no stream open; then closed without a GOAWAY, as
+//!    Pingora drops an idle HTTP/2 connection), then `server.client_header_timeout_secs` for
+//!    that head; an HTTP/1.1 connection serves `server.keepalive_requests` requests, the last
+//!    with `Connection: close`. An idle plain HTTP/1.1 connection waits for its next request
+//!    before any request state is allocated for it (about 11 KiB per idle connection in all,
+//!    benches/README.md).
+//!
+//! Steps 1 to 3 and the idle wait of step 5 need what Pingora 0.9 lacks; it comes from the patch
+//! series in `vendor/`.
+//!
+//! # Drain
+//!
+//! After SIGTERM the listeners stop accepting at once. For `server.drain_secs` (or until no
+//! client connection is left), requests arriving on connections already open are still
+//! served, with `Connection: close` (HTTP/2: GOAWAY, then the connection ends when its streams
+//! do); then the connections still idle are closed and in-flight requests get what is left of
+//! the grace period.
 
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
@@ -17,9 +50,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Fds, ListenFds, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
+use pingora_core::services::listening::ConnectionGate;
 use pingora_core::services::Service as _;
 use sluice_config::settings::{DefaultCertificate, SourceSettings};
 use sluice_config::{ClassPolicy, Settings};
@@ -27,6 +62,7 @@ use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
+use crate::connections::{Gate, Limits};
 use crate::files::FilesSource;
 use crate::k8s::{KubeOptions, KubeSource};
 use crate::metrics::Metrics;
@@ -97,14 +133,20 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     Ok(listener)
 }
 
-/// Wraps the proxy application to count open downstream connections.
+/// Open connections on the admin listener; it has its own cap, so the proxy listeners can
+/// never starve `/healthz` of descriptors.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Wraps the proxy application to count open downstream connections and to hold the drain
+/// window open at shutdown.
 ///
-/// Pingora hands a connection to `process_new` once per request and gets it back for the next
-/// one, so the gauge counts connections inside `process_new`; between two requests of one
-/// keepalive connection it dips for an instant.
+/// The gauge counts connections inside `process_new` (after their TLS handshake).
 struct CountConnections<A> {
     inner: Arc<A>,
     open: prometheus::IntGauge,
+    /// The proxy listeners' connection caps, whose count tells when the drain may end early.
+    limits: Arc<Limits>,
+    drain: Duration,
 }
 
 #[async_trait::async_trait]
@@ -120,7 +162,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
         reused
     }
 
+    /// Runs when the listeners have stopped accepting. Pingora's cleanup wakes every
+    /// keepalive connection waiting for a request and drops it, losing a request written onto
+    /// it at that moment; so wait the drain window first, during which such requests are
+    /// served with `Connection: close`.
     async fn cleanup(&self) {
+        let deadline = Instant::now() + self.drain;
+        if !self.limits.wait_closed(deadline).await {
+            tracing::info!(
+                open = self.limits.open(),
+                "drain window over: closing idle client connections"
+            );
+        }
         self.inner.cleanup().await;
     }
 }
@@ -283,6 +336,22 @@ fn tls_builder(settings: &Settings, https: bool) -> Result<TlsStoreBuilder, Star
     })
 }
 
+/// The client-connection options of a listening service (the proxy's with h2c, the admin
+/// listener's without); see "Client connections" at the top.
+fn client_options(settings: &Settings, h2c: bool) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2c = h2c;
+    // Pingora counts reuses: a connection with n reuses left serves n + 1 requests.
+    options.keepalive_request_limit = Some(settings.keepalive_requests.saturating_sub(1));
+    options.keepalive_timeout = Some(settings.keepalive_timeout);
+    options.h2_idle_timeout = Some(settings.keepalive_timeout);
+    options.request_header_timeout = Some(settings.client_header_timeout);
+    options.max_request_header_bytes = Some(settings.max_request_header_bytes);
+    // An idle keepalive connection then holds its socket, not a parked request's state.
+    options.idle_wait_outside_session = true;
+    options
+}
+
 /// The bound addresses of every listener.
 struct Addrs {
     http: Vec<SocketAddr>,
@@ -327,18 +396,37 @@ async fn run(
     }
     let router = Router::new(state.clone(), router_options, in_flight.clone(), access_log);
     let mut app = pingora_proxy::http_proxy(&conf, router);
-    let mut options = HttpServerOptions::default();
-    options.h2c = true;
-    app.server_options = Some(options);
+    app.server_options = Some(client_options(&settings, true));
+    let file_limit = crate::connections::file_limit();
+    let max_connections = settings.max_connections_or(file_limit.unwrap_or(1024));
+    tracing::info!(
+        max_connections,
+        per_client = settings.max_connections_per_client,
+        file_limit,
+        "client connection caps"
+    );
+    let limits = Arc::new(Limits::new(
+        max_connections,
+        settings.max_connections_per_client,
+        Some(state.metrics().downstream_connections_refused.clone()),
+    ));
     let mut proxy = pingora_core::services::listening::Service::new(
         "sluice-http".to_string(),
         CountConnections {
             inner: Arc::new(app),
             open: state.metrics().downstream_connections.clone(),
+            limits: limits.clone(),
+            drain: settings.drain,
         },
     );
+    proxy.set_connection_gate(Arc::new(Gate(limits)) as Arc<dyn ConnectionGate>);
+    proxy.set_handshake_timeout(settings.client_header_timeout);
     for a in &addrs.http {
-        proxy.add_tcp(&a.to_string());
+        // No read buffer in front of plain sockets: Pingora's default keeps 64 KiB per
+        // connection, idle or not, while the HTTP/1.1 parser reads into its own buffer anyway.
+        // TLS listeners keep it (OpenSSL reads records through it).
+        let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+        proxy.add_listener(ListenerConfig::tcp(a.to_string()).l4_buffer(buffers));
     }
     for a in &addrs.https {
         match crate::tls::listener::settings(state.clone()) {
@@ -349,10 +437,17 @@ async fn run(
         }
     }
 
-    let mut admin = pingora_core::services::listening::Service::new(
-        "sluice-admin".to_string(),
-        pingora_core::apps::http_app::HttpServer::new_app(Admin::new(state.clone())),
-    );
+    let mut admin_app =
+        pingora_core::apps::http_app::HttpServer::new_app(Admin::new(state.clone()));
+    admin_app.server_options = Some(client_options(&settings, false));
+    let mut admin =
+        pingora_core::services::listening::Service::new("sluice-admin".to_string(), admin_app);
+    admin.set_connection_gate(Arc::new(Gate(Arc::new(Limits::new(
+        ADMIN_MAX_CONNECTIONS,
+        None,
+        None,
+    )))) as Arc<dyn ConnectionGate>);
+    admin.set_handshake_timeout(settings.client_header_timeout);
     admin.add_tcp(&addrs.admin.to_string());
 
     let source_task = {
@@ -391,11 +486,15 @@ async fn run(
     // Listeners stop accepting; keepalive connections waiting for a request close; connections
     // with a request in flight close after its response.
     let _ = shutdown_tx.send(true);
+    // The proxy service ends after its drain window (see `CountConnections::cleanup`).
     let _ = proxy_task.await;
     let _ = admin_task.await;
-    let drained = tokio::time::timeout(grace, in_flight.wait_idle())
-        .await
-        .is_ok();
+    let drained = tokio::time::timeout(
+        grace.saturating_sub(started.elapsed()),
+        in_flight.wait_idle(),
+    )
+    .await
+    .is_ok();
     source_task.abort();
     health_task.abort();
     let _ = health_task.await;

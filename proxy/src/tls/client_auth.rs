@@ -3,9 +3,9 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | `X-Client-Cert` | the client certificate as URL-encoded PEM; in `passthrough`, the whole chain the client sent |
+//! | `X-Client-Cert` | the client certificate as URL-encoded PEM; in `passthrough`, the whole chain the client sent; not sent for a certificate that failed verification |
 //! | `X-Client-Cert-Verified` | `SUCCESS`, `NONE` (no certificate) or `FAILED:<reason>`; not sent in `passthrough`, where nothing is verified |
-//! | `X-Client-Cert-Subject` | the certificate's subject, RFC 4514 style (`CN=client,O=Example`) |
+//! | `X-Client-Cert-Subject` | the certificate's subject, RFC 4514 style (`CN=client,O=Example`); not sent for a certificate that failed verification |
 //!
 //! The values are computed once per connection, when the handshake completes. The router removes
 //! these headers from every request before adding its own, so a client can never set them.
@@ -68,8 +68,21 @@ impl ConnTls {
             };
         };
         let leaf = ssl.peer_certificate();
+        let verdict = (auth.mode != ClientAuthMode::Passthrough).then(|| match (&leaf, resumed) {
+            (None, _) => "NONE".to_string(),
+            (Some(_), true) => match resumed_verdict {
+                Some(Ok(())) => "SUCCESS".to_string(),
+                Some(Err(reason)) => format!("FAILED:{reason}"),
+                None => "FAILED:not verified".to_string(),
+            },
+            (Some(_), false) => verdict(ssl.verify_result(), auth.ca.is_some()),
+        });
+        // A certificate that failed verification says nothing true about the client: its
+        // subject and PEM are not forwarded (`optional` lets such a client through), only the
+        // verdict. `passthrough` verifies nothing and forwards what was sent, as documented.
+        let trusted = verdict.as_deref().is_none_or(|v| v == "SUCCESS");
         let mut headers = Vec::new();
-        if let Some(leaf) = &leaf {
+        if let (Some(leaf), true) = (&leaf, trusted) {
             let mut pem = leaf.to_pem().unwrap_or_default();
             if auth.mode == ClientAuthMode::Passthrough {
                 // A server's peer chain lists what follows the client's own certificate.
@@ -80,16 +93,7 @@ impl ConnTls {
             headers.push((&CLIENT_CERT_HEADER, url_encode(&pem)));
             headers.push((&CLIENT_CERT_SUBJECT_HEADER, subject(leaf.subject_name())));
         }
-        if auth.mode != ClientAuthMode::Passthrough {
-            let verdict = match (&leaf, resumed) {
-                (None, _) => "NONE".to_string(),
-                (Some(_), true) => match resumed_verdict {
-                    Some(Ok(())) => "SUCCESS".to_string(),
-                    Some(Err(reason)) => format!("FAILED:{reason}"),
-                    None => "FAILED:not verified".to_string(),
-                },
-                (Some(_), false) => verdict(ssl.verify_result(), auth.ca.is_some()),
-            };
+        if let Some(verdict) = verdict {
             if verdict == "SUCCESS" && !resumed {
                 if let (Some(ca), Some(chain)) = (&auth.ca, ssl.peer_cert_chain()) {
                     ca.learn(chain);

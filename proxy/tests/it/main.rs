@@ -7,6 +7,7 @@ mod support;
 
 mod balancing;
 mod binary;
+mod connections;
 mod failures;
 mod fake_apiserver_selftest;
 mod headers;
@@ -17,6 +18,7 @@ mod kube_resilience;
 mod live;
 mod observe;
 mod protocols;
+mod requests;
 mod resilience;
 mod routing;
 mod tenancy;

@@ -140,22 +140,38 @@ async fn every_request_gets_one_parseable_access_log_line() {
 }
 
 #[tokio::test]
-async fn a_client_request_id_is_passed_upstream_unchanged() {
+async fn a_request_id_is_kept_only_from_trusted_proxies() {
     let a = Backend::start("a").await;
     let manifests = [
         service_with("default", "svc-a", &[a.addr]),
         ingress("default", "one", None, &[("/", "Prefix", "svc-a")]),
     ]
     .concat();
-    let s = Sluice::start(&manifests).await;
-    let mut req = request("x", "/");
-    req.headers_mut()
-        .insert("x-request-id", "trace-42".parse().unwrap());
-    let r = H1::connect(s.addr).await.send(req).await.unwrap();
+    let with_id = || {
+        let mut req = request("x", "/");
+        req.headers_mut()
+            .insert("x-request-id", "trace-42".parse().unwrap());
+        req
+    };
+    // Loopback is a trusted proxy here: its id is passed upstream unchanged.
+    let trusting = test_settings("").replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.0/8\"]\n",
+    );
+    let s = Sluice::start_with(&manifests, &trusting).await;
+    let r = H1::connect(s.addr).await.send(with_id()).await.unwrap();
     assert_eq!(r.upstream_header("x-request-id"), vec!["trace-42"]);
     let other = s.get("x", "/").await.upstream_header("x-request-id");
     assert_eq!(other.len(), 1);
     assert_ne!(other[0], "trace-42");
+    // By default no peer is trusted: a client cannot choose the id logs correlate by.
+    // (Trusting every peer again, as before `server.trusted_proxies`, makes this fail.)
+    let s = Sluice::start(&manifests).await;
+    let r = H1::connect(s.addr).await.send(with_id()).await.unwrap();
+    let id = r.upstream_header("x-request-id");
+    assert_eq!(id.len(), 1);
+    assert_ne!(id[0], "trace-42");
+    assert_eq!(id[0].len(), 32);
 }
 
 #[tokio::test]

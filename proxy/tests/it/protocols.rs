@@ -977,3 +977,59 @@ async fn a_websocket_silent_for_longer_than_the_read_timeout_is_closed() {
         "closed after {waited:?}"
     );
 }
+
+/// The body limit is for request bodies: a gRPC stream (no default limit) and the bytes after a
+/// WebSocket's 101 carry far more than `server.max_request_body_bytes`, while a gRPC route whose
+/// Ingress sets `sluice.dev/proxy-body-size` is cut once its stream grows over it (the response
+/// had started, so the stream is reset). Counting upgraded bytes, or giving GRPC routes the
+/// default limit, makes the first two fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_websockets_are_not_held_to_the_default_body_limit() {
+    let grpc = ProtoBackend::start(Speaks::H2c).await;
+    let (ws, _task) = websocket_backend().await;
+    let manifests = [
+        service_with("default", "grpc", &[grpc.addr]),
+        routed("free", "grpc.test", "grpc", "GRPC", &[]),
+        routed(
+            "capped",
+            "capped.test",
+            "grpc",
+            "GRPC",
+            &[("sluice.dev/proxy-body-size", "1k")],
+        ),
+        service_with_app_protocol("ws", "kubernetes.io/ws", ws),
+        routed("ws", "ws.test", "ws", "", &[]),
+    ]
+    .concat();
+    let settings =
+        test_settings("").replace("[server]\n", "[server]\nmax_request_body_bytes = 1024\n");
+    let s = Sluice::start_with(&manifests, &settings).await;
+    let big = "m".repeat(600);
+
+    let mut client = h2_client(s.addr, None).await;
+    let mut call = Call::start(&mut client, "http", "grpc.test", "Bidi").await;
+    for _ in 0..4 {
+        call.send(&big).await;
+        assert_eq!(call.next().await.unwrap(), Some(format!("echo:{big}")));
+    }
+    call.close();
+    assert_eq!(call.next().await.unwrap(), None);
+    assert_eq!(call.status().as_deref(), Some("0"));
+
+    let mut stream = websocket(s.addr, "ws.test").await;
+    for _ in 0..4 {
+        stream.write_all(big.as_bytes()).await.unwrap();
+        assert_eq!(read_n(&mut stream, big.len()).await, big);
+    }
+
+    let mut call = Call::start(&mut client, "http", "capped.test", "Bidi").await;
+    call.send(&big).await;
+    assert_eq!(call.next().await.unwrap(), Some(format!("echo:{big}")));
+    call.send(&big).await;
+    let end = call.next().await;
+    assert!(
+        end.is_err(),
+        "the stream over 1 KiB was not cut: {end:?}, trailers {:?}",
+        call.trailers
+    );
+}

@@ -76,7 +76,7 @@ use pingora_core::protocols::{Digest, UniqueID};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RuntimeOpts, ShutdownWatch};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_error::{Error, ErrorSource, ErrorType::*, OrErr, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, ErrorType::*, OrErr, Result};
 
 const TASK_BUFFER_SIZE: usize = 4;
 
@@ -347,13 +347,19 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
+                let status = match e.etype {
+                    InvalidHTTPHeader => Some(400),
+                    // a head over the configured size limit
+                    ErrorType::CustomCode(_, 431) => Some(431),
+                    _ => None,
+                };
+                if let Some(status) = status {
                     debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
                     downstream_session
-                        .respond_error(400)
+                        .respond_error(status)
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");

@@ -21,8 +21,9 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use log::{debug, error};
 use std::any::Any;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
@@ -89,6 +90,87 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// How long an HTTP/1.x connection may wait for its next request's first byte.
+    ///
+    /// Default: `None`: 60 seconds for the first request, and no bound after an HTTP/1.1
+    /// request that asks for keepalive (which they do by default).
+    pub keepalive_timeout: Option<Duration>,
+
+    /// Total time allowed for a request head, not per read: from the start of a new
+    /// connection (covering the plain-text HTTP/2 preface check and the HTTP/2 handshake),
+    /// and on a reused HTTP/1.x connection from the first byte of the next request.
+    ///
+    /// Default: `None`, no total bound (each read is still bounded by the keepalive timeout).
+    pub request_header_timeout: Option<Duration>,
+
+    /// Largest HTTP/1.x request head accepted; a larger one is refused (431 from the proxy)
+    /// before more than twice this much is buffered.
+    ///
+    /// Default: `None`, which keeps the built-in 1 MiB bound (refused as a bad request).
+    pub max_request_header_bytes: Option<usize>,
+
+    /// Wait for the first byte of the next request on a kept-alive HTTP/1.x connection before
+    /// starting its session (bounded by the keepalive timeout), so an idle connection holds
+    /// its socket but no request state. Only for streams that support peeking (plain TCP);
+    /// once the server is shutting down, the session waits as before.
+    ///
+    /// Default: `false`.
+    pub idle_wait_outside_session: bool,
+}
+
+impl HttpServerOptions {
+    /// Apply the per-request head limits to a new HTTP/1.x session.
+    fn apply_head_limits(&self, session: &mut ServerSession, deadline: Option<Instant>) {
+        if let ServerSession::H1(s) = session {
+            s.set_request_header_timeout(self.request_header_timeout);
+            s.set_request_header_deadline(deadline);
+            s.set_max_request_header_size(self.max_request_header_bytes);
+            s.set_idle_timeout(self.keepalive_timeout);
+        }
+    }
+}
+
+/// Wait until the next request's first byte arrives on `stream` (it stays unread), for at
+/// most `keepalive_secs` (`Some(0)`: no bound); false when the connection closed or the wait
+/// timed out. A shutdown ends the wait with true: the session then handles the shutdown.
+async fn wait_for_next_request(
+    stream: &mut Stream,
+    keepalive_secs: Option<u64>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let mut shutdown = shutdown.clone();
+    let mut byte = [0u8; 1];
+    let limit = match keepalive_secs {
+        Some(0) | None => None,
+        Some(s) => Some(Instant::now() + Duration::from_secs(s)),
+    };
+    tokio::select! {
+        peeked = before(limit, stream.try_peek(&mut byte)) => match peeked {
+            // unsupported: the session waits itself
+            Some(Ok(false)) => true,
+            Some(Ok(true)) => true,
+            Some(Err(e)) => {
+                debug!("keepalive connection closed while idle: {e}");
+                false
+            }
+            None => {
+                debug!("keepalive timeout reached while idle");
+                false
+            }
+        },
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// Run `fut` until `deadline`; `None` when it passed first.
+async fn before<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(d) => pingora_timeout::timeout(d.saturating_duration_since(Instant::now()), fut)
+            .await
+            .ok(),
+        None => Some(fut.await),
+    }
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -272,6 +354,10 @@ where
             .server_options()
             .as_ref()
             .map_or(false, |o| o.force_custom);
+        let head_deadline = self
+            .server_options()
+            .and_then(|o| o.request_header_timeout)
+            .map(|t| Instant::now() + t);
 
         // h2c is for cleartext connections; on TLS, ALPN handles protocol negotiation.
         // Otherwise, h2c stays true on TLS streams, forcing HTTP/1.1 clients into HTTP/2
@@ -281,9 +367,11 @@ where
         // try to read h2 preface
         else if h2c && !custom {
             let mut buf = [0u8; H2_PREFACE.len()];
-            let peeked = stream
-                .try_peek(&mut buf)
-                .await
+            let Some(peeked) = before(head_deadline, stream.try_peek(&mut buf)).await else {
+                debug!("request header deadline reached while peeking h2c preface");
+                return None;
+            };
+            let peeked = peeked
                 .map_err(|e| {
                     // this error is normal when h1 reuse and close the connection
                     debug!("Read error while peeking h2c preface {e}");
@@ -307,12 +395,16 @@ where
             });
 
             let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
+            let h2_conn = match before(head_deadline, server::handshake(stream, h2_options)).await {
+                None => {
+                    debug!("request header deadline reached during the H2 handshake");
+                    return None;
+                }
+                Some(Err(e)) => {
                     error!("H2 handshake error {e}");
                     return None;
                 }
-                Ok(c) => c,
+                Some(Ok(c)) => c,
             };
 
             // The accept-loop body — including the graceful-shutdown state
@@ -350,18 +442,39 @@ where
                 session.set_keepalive(None);
             } else {
                 // default 60s
-                session.set_keepalive(Some(60));
+                let keepalive = self
+                    .server_options()
+                    .and_then(|o| o.keepalive_timeout)
+                    .map_or(60, |t| t.as_secs().max(1));
+                session.set_keepalive(Some(keepalive));
             }
             session.set_keepalive_reuses_remaining(
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
             );
+            if let Some(o) = self.server_options() {
+                o.apply_head_limits(&mut session, head_deadline);
+            }
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            let idle_wait = self
+                .server_options()
+                .is_some_and(|o| o.idle_wait_outside_session);
+            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+                if idle_wait && !*shutdown.borrow() {
+                    let keepalive = persistent_settings
+                        .as_ref()
+                        .and_then(|p| p.keepalive_timeout);
+                    if !wait_for_next_request(&mut stream, keepalive, shutdown).await {
+                        return None;
+                    }
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
+                }
+                if let Some(o) = self.server_options() {
+                    o.apply_head_limits(&mut session, None);
                 }
 
                 result = self.process_new_http(session, shutdown).await;

@@ -40,6 +40,17 @@ use std::fs::Permissions;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Admission of accepted connections, for limits on how many are open at once.
+///
+/// Unlike a `ConnectionFilter`, which only sees a connection arrive, a gate also learns when
+/// it closes: the permit it returns is held for the connection's whole life (TLS handshake
+/// included) and dropped when the connection closes.
+pub trait ConnectionGate: Send + Sync {
+    /// Called for each accepted connection before any handshake or read. `None` closes the
+    /// connection at once.
+    fn admit(&self, peer: Option<&std::net::SocketAddr>) -> Option<Box<dyn Send + Sync>>;
+}
+
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
 
@@ -53,7 +64,12 @@ pub struct Service<A> {
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
+    gate: Option<Arc<dyn ConnectionGate>>,
+    handshake_timeout: Duration,
 }
+
+/// The TLS handshake timeout unless [`Service::set_handshake_timeout`] says otherwise.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl<A> Service<A> {
     /// Create a new [`Service`] with the given application (see [`crate::apps`]).
@@ -66,6 +82,8 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            gate: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
@@ -80,6 +98,8 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            gate: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
@@ -88,6 +108,17 @@ impl<A> Service<A> {
     /// Returning [`None`] from the override uses the global runtime options.
     pub fn set_runtime_opts_override(&mut self, override_fn: RuntimeOptsOverride) {
         self.runtime_opts_override = Some(override_fn);
+    }
+
+    /// Admit every accepted connection through `gate` (see [`ConnectionGate`]).
+    pub fn set_connection_gate(&mut self, gate: Arc<dyn ConnectionGate>) {
+        self.gate = Some(gate);
+    }
+
+    /// Bound the handshake (TLS, and any pre-TLS callback) of each accepted connection
+    /// (default 60 seconds).
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
     }
 
     /// Set a custom connection filter for this service.
@@ -203,6 +234,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        gate: Option<Arc<dyn ConnectionGate>>,
+        handshake_timeout: Duration,
     ) {
         // the accept loop, until the system is shutting down
         loop {
@@ -227,11 +260,23 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
             };
             match new_io {
                 Ok(io) => {
+                    let permit = match &gate {
+                        Some(gate) => {
+                            let peer = io.peer_addr();
+                            match gate.admit(peer.as_ref().and_then(|a| a.as_inet())) {
+                                Some(permit) => Some(permit),
+                                // dropping `io` closes the connection
+                                None => continue,
+                            }
+                        }
+                        None => None,
+                    };
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
+                        let _permit = permit;
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        match timeout(handshake_timeout, io.handshake()).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
@@ -306,8 +351,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let my_app_logic = app_logic.clone();
                 let endpoint = endpoint.clone();
 
+                let gate = self.gate.clone();
+                let handshake_timeout = self.handshake_timeout;
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, gate, handshake_timeout)
+                        .await;
                 });
 
                 handlers.push(jh);

@@ -29,7 +29,7 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
@@ -158,7 +158,22 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Total time allowed for a request head, from its first byte (or from
+    /// [`Self::set_request_header_deadline`] for the first request of a connection).
+    request_header_timeout: Option<Duration>,
+    /// When the head of the next request must be complete; taken by [`Self::read_request`].
+    request_header_deadline: Option<Instant>,
+    /// Largest request head accepted; `None`: [`MAX_HEADER_SIZE`] with the historical error.
+    max_request_header_size: Option<usize>,
+    /// The server's keepalive timeout; when set, a request asking for keepalive gets this one
+    /// rather than an infinite (or client-chosen) one.
+    idle_timeout: Option<Duration>,
 }
+
+/// The error of a request head larger than [`HttpSession::set_max_request_header_size`]; the
+/// proxy answers it with 431.
+pub const REQUEST_HEADER_TOO_LARGE: pingora_error::ErrorType =
+    pingora_error::ErrorType::CustomCode("RequestHeaderTooLarge", 431);
 
 impl HttpSession {
     /// Create a new http server session from an established (TCP or TLS) [`Stream`].
@@ -206,38 +221,92 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            request_header_timeout: None,
+            request_header_deadline: None,
+            max_request_header_size: None,
+            idle_timeout: None,
         }
+    }
+
+    /// Bound the wait for the next request on a kept-alive connection by `timeout`, whatever
+    /// the request's `Connection` or `Keep-Alive` headers say (they decide whether the
+    /// connection is kept, not for how long). `None` keeps the default: an HTTP/1.1 request
+    /// without those headers keeps the connection with no idle bound.
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle_timeout = timeout;
+    }
+
+    fn keep_alive_for(&mut self, client_secs: Option<u64>) {
+        match self.idle_timeout {
+            Some(d) => self.keepalive_timeout = KeepaliveStatus::Timeout(d),
+            None => self.set_keepalive(Some(client_secs.unwrap_or(0))),
+        }
+    }
+
+    /// Bound the total time a request head may take to arrive, whatever the pace of its
+    /// reads (per-read timeouts let a client that sends a byte now and then hold the
+    /// connection and its buffer forever). The clock starts at the head's first byte; the wait
+    /// for that byte stays governed by the keepalive timeout.
+    pub fn set_request_header_timeout(&mut self, timeout: Option<Duration>) {
+        self.request_header_timeout = timeout;
+    }
+
+    /// An absolute deadline for the next request head, which also covers the wait for its
+    /// first byte (used for the first request of a connection, whose clock started at accept).
+    pub fn set_request_header_deadline(&mut self, deadline: Option<Instant>) {
+        self.request_header_deadline = deadline;
+    }
+
+    /// Refuse a request head larger than `size` bytes with [`REQUEST_HEADER_TOO_LARGE`] before
+    /// buffering more of it. `None` keeps the built-in 1 MiB bound.
+    pub fn set_max_request_header_size(&mut self, size: Option<usize>) {
+        self.max_request_header_size = size;
     }
 
     async fn read_request_buf(
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
+        deadline: Option<Instant>,
     ) -> Result<Option<usize>> {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
-            match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match timeout(left, read_event).await {
                     Ok(res) => res,
-                    Err(e) => {
-                        debug!("keepalive timeout {d:?} reached, {e}");
+                    Err(_) if already_read == 0 => {
+                        debug!("request header deadline reached before any byte");
                         return Ok(None);
                     }
-                },
-                KeepaliveStatus::Infinite => {
-                    // FIXME: this should only apply to reads between requests
-                    read_event.await
+                    Err(_) => {
+                        return Error::e_explain(ReadTimedout, "request header deadline reached");
+                    }
                 }
-                KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+            } else {
+                match self.keepalive_timeout {
+                    KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
-                            debug!("read timeout {t:?} reached, {e}");
-                            return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            debug!("keepalive timeout {d:?} reached, {e}");
+                            return Ok(None);
                         }
                     },
-                    None => read_event.await,
-                },
+                    KeepaliveStatus::Infinite => {
+                        // FIXME: this should only apply to reads between requests
+                        read_event.await
+                    }
+                    KeepaliveStatus::Off => match self.read_timeout {
+                        Some(t) => match timeout(t, read_event).await {
+                            Ok(res) => res,
+                            Err(e) => {
+                                debug!("read timeout {t:?} reached, {e}");
+                                return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            }
+                        },
+                        None => read_event.await,
+                    },
+                }
             }
         };
 
@@ -304,7 +373,21 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        let mut deadline = self.request_header_deadline.take();
+        if already_read != 0 && deadline.is_none() {
+            deadline = self.request_header_timeout.map(|t| Instant::now() + t);
+        }
         loop {
+            if let Some(max) = self.max_request_header_size {
+                if already_read > max {
+                    return Error::e_explain(
+                        REQUEST_HEADER_TOO_LARGE,
+                        format!("Request header larger than {max}"),
+                    );
+                }
+                // Checked before every read, so the buffer (which at most doubles per read)
+                // never grows past twice the limit.
+            }
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
@@ -323,8 +406,14 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self
+                .read_request_buf(&mut buf, already_read, deadline)
+                .await?
+            {
                 already_read += n;
+                if deadline.is_none() {
+                    deadline = self.request_header_timeout.map(|t| Instant::now() + t);
+                }
             } else {
                 return Ok(None);
             }
@@ -800,15 +889,13 @@ impl HttpSession {
             if keepalive {
                 let (timeout, _max_use) = self.get_keepalive_values();
                 // TODO: respect max_use
-                match timeout {
-                    Some(d) => self.set_keepalive(Some(d)),
-                    None => self.set_keepalive(Some(0)), // infinite
-                }
+                // without a server idle timeout: the client's, else infinite
+                self.keep_alive_for(timeout);
             } else {
                 self.set_keepalive(None);
             }
         } else if self.req_header().version == Version::HTTP_11 {
-            self.set_keepalive(Some(0)); // on by default for http 1.1
+            self.keep_alive_for(None); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
         }
