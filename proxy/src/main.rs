@@ -11,10 +11,19 @@ use sluice_config::Settings;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `sluice --version`: the crate version and the source revision it was built from, a git
+/// commit with `-dirty` when built from a modified tree, or `unknown` (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("SLUICE_REVISION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
-    version,
+    version = VERSION,
     about = "A Kubernetes Ingress controller on Pingora"
 )]
 struct Cli {

@@ -53,6 +53,50 @@ fn check_accepts_the_shipped_config() {
 }
 
 #[test]
+fn version_names_the_crate_version_and_the_git_revision_it_was_built_from() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("sluice {} (revision ", env!("CARGO_PKG_VERSION"));
+    let revision = stdout
+        .trim_end()
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `{prefix}REV)`: {stdout:?}"));
+    // A revision passed in through $SLUICE_REVISION is printed as given. Built from a git
+    // checkout (the usual case for the tests), it is HEAD's, with `-dirty` when tracked files
+    // differed from it; without git it says `unknown`.
+    if let Ok(given) = std::env::var("SLUICE_REVISION") {
+        assert_eq!(revision, given.trim(), "{stdout}");
+        return;
+    }
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) => {
+            let commit = revision.strip_suffix("-dirty").unwrap_or(revision);
+            assert_eq!(commit, head, "{stdout}");
+            let tree_dirty = !git(&["status", "--porcelain", "--untracked-files=no"])
+                .unwrap()
+                .is_empty();
+            // Only a tree that was clean when built and is dirty now (an edit since) may
+            // disagree; never a dirty build of a clean tree.
+            if revision.ends_with("-dirty") {
+                assert!(tree_dirty, "built dirty from a clean tree: {stdout}");
+            }
+        }
+        None => assert_eq!(revision, "unknown", "{stdout}"),
+    }
+}
+
+#[test]
 fn check_names_the_file_line_and_key_of_an_unknown_setting() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
