@@ -117,6 +117,14 @@ pub struct HttpServerOptions {
     ///
     /// Default: `false`.
     pub idle_wait_outside_session: bool,
+
+    /// Maximum number of requests (streams) one HTTP/2 connection handles, the HTTP/2
+    /// counterpart of [`keepalive_request_limit`](Self::keepalive_request_limit): after that
+    /// many, the connection gets a graceful GOAWAY; streams in flight finish and the client
+    /// opens a new connection for further requests.
+    ///
+    /// Default: `None`, no limit.
+    pub h2_request_limit: Option<u32>,
 }
 
 impl HttpServerOptions {
@@ -413,11 +421,13 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
+            let h2_request_limit = self.server_options().and_then(|o| o.h2_request_limit);
             server::accept_downstream_sessions(
                 h2_conn,
                 digest,
                 shutdown.clone(),
                 h2_idle_timeout,
+                h2_request_limit,
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();
