@@ -52,7 +52,8 @@ pub const DEFAULT_CLIENT_SEND_TIMEOUT_SECS: u64 = 60;
 /// How long, in seconds, an idle client connection (HTTP/1.1 between requests, HTTP/2 with no
 /// stream open) is kept.
 pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 75;
-/// Requests, in requests, served on one HTTP/1.1 client connection before it is closed.
+/// Requests, in requests, served on one client connection: HTTP/1.1 closes it after the last,
+/// HTTP/2 sends a graceful GOAWAY after that many streams.
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
 /// Open client connections per process, in connections; 0 derives the cap from the file limit
 /// (see [`Settings::max_connections_or`]).
@@ -271,6 +272,8 @@ pub struct Settings {
     pub client_header_timeout: Duration,
     pub client_send_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// Requests per client connection: HTTP/1.1 marks the last `Connection: close`, HTTP/2
+    /// sends a graceful GOAWAY after that many streams.
     pub keepalive_requests: u32,
     /// `None`: derived from the file limit ([`Settings::max_connections_or`]).
     pub max_connections: Option<usize>,

@@ -29,11 +29,12 @@
 //!    request's first byte, HTTP/2 with no stream open; then closed without a GOAWAY, as
 //!    Pingora drops an idle HTTP/2 connection), then `server.client_header_timeout_secs` for
 //!    that head; an HTTP/1.1 connection serves `server.keepalive_requests` requests, the last
-//!    with `Connection: close`. An idle plain HTTP/1.1 connection waits for its next request
+//!    with `Connection: close`; an HTTP/2 connection gets a graceful GOAWAY once that many
+//!    streams were opened on it (they all finish; the client opens a new connection). An idle plain HTTP/1.1 connection waits for its next request
 //!    before any request state is allocated for it (about 11 KiB per idle connection in all,
 //!    benches/README.md).
 //!
-//! Steps 1 to 3 and the idle wait of step 5 need what Pingora 0.9 lacks; it comes from the patch
+//! Steps 1 to 3, the idle wait and the HTTP/2 request limit of step 5 need what Pingora 0.9 lacks; it comes from the patch
 //! series in `vendor/`.
 //!
 //! # Drain
@@ -343,6 +344,8 @@ fn client_options(settings: &Settings, h2c: bool) -> HttpServerOptions {
     options.h2c = h2c;
     // Pingora counts reuses: a connection with n reuses left serves n + 1 requests.
     options.keepalive_request_limit = Some(settings.keepalive_requests.saturating_sub(1));
+    // HTTP/2 counts streams: the one that reaches the limit is served, then a graceful GOAWAY.
+    options.h2_request_limit = Some(settings.keepalive_requests);
     options.keepalive_timeout = Some(settings.keepalive_timeout);
     options.h2_idle_timeout = Some(settings.keepalive_timeout);
     options.request_header_timeout = Some(settings.client_header_timeout);

@@ -1,12 +1,14 @@
 //! Client connections as an attacker or a careless client meets them: silent and slow-head
 //! connections closed at their deadline, idle keepalive connections closed after the keepalive
 //! timeout, the connection caps holding while `/healthz` answers, an oversized head refused
-//! before it is buffered, a client that stops reading dropped after the send timeout, and
-//! requests on open keepalive connections served through the drain after shutdown.
+//! before it is buffered, a client that stops reading dropped after the send timeout, an HTTP/2
+//! connection ended with a graceful GOAWAY after its last allowed request, and requests on open
+//! keepalive connections served through the drain after shutdown.
 //!
 //! Deadlines here are 1 s, so each close is awaited with a bound of a few seconds; the lower
 //! bounds check that the close comes from the deadline, not from something earlier.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -240,6 +242,192 @@ async fn a_connection_is_closed_after_its_last_allowed_request() {
     }
     let closed = closed_within(&mut conn, Duration::from_secs(2)).await;
     assert!(closed.is_some(), "still open after the third request");
+}
+
+/// A plain-text HTTP/2 client speaking frames directly, so the GOAWAY frames the server sends
+/// are seen as they are on the wire (an HTTP/2 library hides them).
+struct H2Frames {
+    stream: TcpStream,
+    /// The last stream id of each GOAWAY received, in order.
+    goaways: Vec<u32>,
+    /// Per stream: the first byte of its response header block (0x88 is `:status: 200`), and
+    /// whether the response has ended.
+    responses: BTreeMap<u32, (u8, bool)>,
+    /// Streams the server reset.
+    resets: Vec<u32>,
+    closed: bool,
+}
+
+const FRAME_DATA: u8 = 0;
+const FRAME_HEADERS: u8 = 1;
+const FRAME_RST_STREAM: u8 = 3;
+const FRAME_SETTINGS: u8 = 4;
+const FRAME_PING: u8 = 6;
+const FRAME_GOAWAY: u8 = 7;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_ACK: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
+const FLAG_PRIORITY: u8 = 0x20;
+/// HPACK's static-table `:status: 200`.
+const STATUS_200: u8 = 0x88;
+
+impl H2Frames {
+    /// Connects with prior knowledge: the preface and an empty SETTINGS frame.
+    async fn connect(addr: SocketAddr) -> H2Frames {
+        let mut h2 = H2Frames {
+            stream: connect(addr).await,
+            goaways: Vec::new(),
+            responses: BTreeMap::new(),
+            resets: Vec::new(),
+            closed: false,
+        };
+        h2.stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        h2.send(FRAME_SETTINGS, 0, 0, &[]).await;
+        h2
+    }
+
+    async fn send(&mut self, kind: u8, flags: u8, stream_id: u32, payload: &[u8]) {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut frame = vec![len[1], len[2], len[3], kind, flags];
+        frame.extend_from_slice(&stream_id.to_be_bytes());
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// Sends `GET http://app.test/` on `stream_id`, without a body.
+    async fn get(&mut self, stream_id: u32) {
+        // :method GET, :scheme http, :path / (static table), :authority as a literal.
+        let mut block = vec![0x82, 0x86, 0x84, 0x01, 8];
+        block.extend_from_slice(b"app.test");
+        self.send(
+            FRAME_HEADERS,
+            FLAG_END_STREAM | FLAG_END_HEADERS,
+            stream_id,
+            &block,
+        )
+        .await;
+    }
+
+    /// Reads one frame and records it, answering SETTINGS and PING (a graceful GOAWAY waits
+    /// for the PING's answer); false once the connection is closed.
+    async fn read_frame(&mut self, deadline: Instant) -> bool {
+        let mut head = [0u8; 9];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.stream.read_exact(&mut head)).await {
+            Err(_) => panic!("no frame before the deadline; so far {:?}", self.goaways),
+            Ok(Err(_)) => {
+                self.closed = true;
+                return false;
+            }
+            Ok(Ok(_)) => {}
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream_id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        let read = tokio::time::timeout(STEP, self.stream.read_exact(&mut payload)).await;
+        assert!(matches!(read, Ok(Ok(_))), "a frame's payload was cut short");
+        match kind {
+            FRAME_SETTINGS if flags & FLAG_ACK == 0 => {
+                self.send(FRAME_SETTINGS, FLAG_ACK, 0, &[]).await
+            }
+            FRAME_PING if flags & FLAG_ACK == 0 => {
+                self.send(FRAME_PING, FLAG_ACK, 0, &payload).await
+            }
+            FRAME_GOAWAY => self.goaways.push(
+                u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff,
+            ),
+            FRAME_RST_STREAM => self.resets.push(stream_id),
+            FRAME_HEADERS => {
+                let mut at = 0;
+                if flags & FLAG_PADDED != 0 {
+                    at += 1;
+                }
+                if flags & FLAG_PRIORITY != 0 {
+                    at += 5;
+                }
+                let entry = self
+                    .responses
+                    .entry(stream_id)
+                    .or_insert((payload[at], false));
+                entry.1 |= flags & FLAG_END_STREAM != 0;
+            }
+            FRAME_DATA if flags & FLAG_END_STREAM != 0 => {
+                if let Some(entry) = self.responses.get_mut(&stream_id) {
+                    entry.1 = true;
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Reads frames until the responses on `stream_ids` have ended.
+    async fn responses_to(&mut self, stream_ids: &[u32]) {
+        let deadline = Instant::now() + STEP;
+        while !stream_ids
+            .iter()
+            .all(|id| self.responses.get(id).is_some_and(|r| r.1))
+        {
+            assert!(
+                self.read_frame(deadline).await,
+                "closed before the responses to {stream_ids:?}: {:?}",
+                self.responses
+            );
+        }
+        for id in stream_ids {
+            assert_eq!(
+                self.responses[id].0, STATUS_200,
+                "stream {id} not answered 200"
+            );
+        }
+    }
+
+    /// Reads frames until the server closes the connection.
+    async fn until_closed(&mut self) {
+        let deadline = Instant::now() + STEP;
+        while self.read_frame(deadline).await {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_gets_a_graceful_goaway_after_its_last_allowed_request() {
+    let (backend, sluice) = start(&settings("keepalive_requests = 3")).await;
+    let mut h2 = H2Frames::connect(sluice.addr).await;
+    h2.get(1).await;
+    h2.responses_to(&[1]).await;
+    h2.get(3).await;
+    h2.responses_to(&[3]).await;
+    assert!(
+        h2.goaways.is_empty(),
+        "GOAWAY before the limit: {:?}",
+        h2.goaways
+    );
+
+    // The third request reaches the limit; the fourth is sent before the GOAWAY can have
+    // arrived, so it is in flight and is served too.
+    h2.get(5).await;
+    h2.get(7).await;
+    h2.responses_to(&[5, 7]).await;
+    h2.until_closed().await;
+    assert_eq!(
+        h2.goaways,
+        [0x7fff_ffff, 7],
+        "a graceful GOAWAY (last stream id MAX, then the last one served)"
+    );
+    assert!(h2.resets.is_empty(), "streams reset: {:?}", h2.resets);
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+    // The client's next request goes on a fresh connection, which is served.
+    let mut fresh = H2Frames::connect(sluice.addr).await;
+    fresh.get(1).await;
+    fresh.responses_to(&[1]).await;
+    assert!(fresh.goaways.is_empty() && !fresh.closed);
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

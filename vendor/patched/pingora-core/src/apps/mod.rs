@@ -117,6 +117,14 @@ pub struct HttpServerOptions {
     ///
     /// Default: `false`.
     pub idle_wait_outside_session: bool,
+
+    /// Maximum number of requests (streams) one HTTP/2 connection handles, the HTTP/2
+    /// counterpart of [`keepalive_request_limit`](Self::keepalive_request_limit): after that
+    /// many, the connection gets a graceful GOAWAY; streams in flight finish and the client
+    /// opens a new connection for further requests.
+    ///
+    /// Default: `None`, no limit.
+    pub h2_request_limit: Option<u32>,
 }
 
 impl HttpServerOptions {
@@ -339,6 +347,69 @@ pub trait HttpServerApp {
     }
 }
 
+/// An HTTP/2 connection's handshake and accept loop. Kept out of [`ServerApp::process_new`]'s
+/// future and boxed at its call: an async fn's future is as large as its largest state, and
+/// this one (the HTTP/2 connection and its accept loop) would otherwise make the future of
+/// every HTTP/1.x connection, idle keepalive ones included, as large.
+async fn process_h2<T>(
+    app: &Arc<T>,
+    stream: Stream,
+    shutdown: &ShutdownWatch,
+    head_deadline: Option<Instant>,
+) where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    // create a shared connection digest
+    let digest = Arc::new(Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        // TODO: log h2 handshake time
+        timing_digest: stream.get_timing_digest(),
+        proxy_digest: stream.get_proxy_digest(),
+        socket_digest: stream.get_socket_digest(),
+    });
+
+    let h2_options = app.h2_options();
+    let h2_conn = match before(head_deadline, server::handshake(stream, h2_options)).await {
+        None => {
+            debug!("request header deadline reached during the H2 handshake");
+            return;
+        }
+        Some(Err(e)) => {
+            error!("H2 handshake error {e}");
+            return;
+        }
+        Some(Ok(c)) => c,
+    };
+
+    // The accept-loop body — including the graceful-shutdown state
+    // machine — lives in `server::accept_downstream_sessions` so that
+    // the same code path is exercised by tests in `protocols::http::v2`.
+    let app = app.clone();
+    let shutdown_for_session = shutdown.clone();
+    let h2_idle_timeout = app.server_options().and_then(|o| o.h2_idle_timeout);
+    let h2_request_limit = app.server_options().and_then(|o| o.h2_request_limit);
+    server::accept_downstream_sessions(
+        h2_conn,
+        digest,
+        shutdown.clone(),
+        h2_idle_timeout,
+        h2_request_limit,
+        |h2_stream, guard| {
+            let app = app.clone();
+            let shutdown = shutdown_for_session.clone();
+            pingora_runtime::current_handle().spawn(async move {
+                // hold `guard` for the session's lifetime so the accept
+                // loop's idle timeout sees this connection as busy.
+                let _guard = guard;
+                // Note, `PersistentSettings` not currently relevant for h2
+                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                    .await;
+            });
+        },
+    )
+    .await;
+}
+
 #[async_trait]
 impl<T> ServerApp for T
 where
@@ -385,78 +456,38 @@ where
             }
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
-
-            let h2_options = self.h2_options();
-            let h2_conn = match before(head_deadline, server::handshake(stream, h2_options)).await {
-                None => {
-                    debug!("request header deadline reached during the H2 handshake");
-                    return None;
-                }
-                Some(Err(e)) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Some(Ok(c)) => c,
-            };
-
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
-            .await;
+            // Boxed: see `process_h2`.
+            Box::pin(process_h2(self, stream, shutdown, head_deadline)).await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                let keepalive = self
-                    .server_options()
-                    .and_then(|o| o.keepalive_timeout)
-                    .map_or(60, |t| t.as_secs().max(1));
-                session.set_keepalive(Some(keepalive));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-            if let Some(o) = self.server_options() {
-                o.apply_head_limits(&mut session, head_deadline);
-            }
-
-            let mut result = self.process_new_http(session, shutdown).await;
+            // The session is built in a block ending before the await: a borrowed local
+            // stays in the future across later awaits of its scope, and an idle keepalive
+            // connection's future would keep room for a whole session.
+            let first = {
+                let mut session = ServerSession::new_http1(stream);
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    let keepalive = self
+                        .server_options()
+                        .and_then(|o| o.keepalive_timeout)
+                        .map_or(60, |t| t.as_secs().max(1));
+                    session.set_keepalive(Some(keepalive));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+                if let Some(o) = self.server_options() {
+                    o.apply_head_limits(&mut session, head_deadline);
+                }
+                self.process_new_http(session, shutdown)
+            };
+            let mut result = first.await;
             let idle_wait = self
                 .server_options()
                 .is_some_and(|o| o.idle_wait_outside_session);
@@ -469,15 +500,17 @@ where
                         return None;
                     }
                 }
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-                if let Some(o) = self.server_options() {
-                    o.apply_head_limits(&mut session, None);
-                }
-
-                result = self.process_new_http(session, shutdown).await;
+                let next = {
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    if let Some(o) = self.server_options() {
+                        o.apply_head_limits(&mut session, None);
+                    }
+                    self.process_new_http(session, shutdown)
+                };
+                result = next.await;
             }
         }
         None

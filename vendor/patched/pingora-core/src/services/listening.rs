@@ -273,10 +273,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     };
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
-                    current_handle().spawn(async move {
+                    let peer_addr = io.peer_addr();
+                    // Boxed, so the task keeps a pointer, not the handshake's state (and
+                    // `io`), while the connection lives on after it.
+                    let handshake = Box::pin(timeout(handshake_timeout, io.handshake()));
+                    let task = async move {
                         let _permit = permit;
-                        let peer_addr = io.peer_addr();
-                        match timeout(handshake_timeout, io.handshake()).await {
+                        match handshake.await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
@@ -294,7 +297,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 error!("Downstream handshake timeout");
                             }
                         }
-                    });
+                    };
+                    current_handle().spawn(task);
                 }
                 Err(e) => {
                     error!("Accept() failed {e}");

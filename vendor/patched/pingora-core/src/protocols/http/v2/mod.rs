@@ -356,6 +356,7 @@ mod test {
             digest,
             shutdown_rx,
             None,
+            None,
             |mut session, _guard| {
                 session_handles.push(tokio::spawn(async move {
                     let req = session.req_header();
@@ -456,6 +457,7 @@ mod test {
             digest,
             shutdown_rx,
             None,
+            None,
             |mut session, _guard| {
                 session_handles.push(tokio::spawn(async move {
                     let resp = Box::new(ResponseHeader::build(200, None).unwrap());
@@ -521,6 +523,7 @@ mod test {
                 digest,
                 shutdown_rx,
                 None,
+                None,
                 |_session, _guard| {
                     panic!("did not expect any sessions on an idle connection");
                 },
@@ -567,6 +570,7 @@ mod test {
                 digest,
                 shutdown_rx,
                 Some(Duration::from_millis(100)),
+                None,
                 |_session, _guard| panic!("did not expect any sessions on an idle connection"),
             ),
         )
@@ -619,6 +623,7 @@ mod test {
             digest,
             shutdown_rx,
             Some(idle_timeout),
+            None,
             move |session, guard| {
                 let sent = guard_tx
                     .take()
@@ -744,6 +749,7 @@ mod test {
                 connection,
                 digest,
                 shutdown_rx,
+                None,
                 None,
                 |mut session, _guard| {
                     session_handles.push(tokio::spawn(async move {

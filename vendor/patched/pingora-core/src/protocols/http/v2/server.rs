@@ -119,6 +119,11 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 ///      - the codec is driven to completion so the final GOAWAY can be
 ///        flushed and the connection closed cleanly.
 ///
+/// With a `request_limit`, the same graceful shutdown of this connection starts once that
+/// many streams have been dispatched: streams in flight, and those the client opened before
+/// it saw the GOAWAY, still finish, and the client opens a new connection for further
+/// requests.
+///
 /// `on_session` is invoked once per accepted stream, together with a
 /// [`StreamGuard`]. Typical callers spawn a task to process the session so the
 /// accept loop is not blocked, and move the guard into that task so its lifetime
@@ -135,11 +140,13 @@ pub(crate) async fn accept_downstream_sessions<F>(
     digest: Arc<Digest>,
     mut shutdown: ShutdownWatch,
     idle_timeout: Option<Duration>,
+    request_limit: Option<u32>,
     mut on_session: F,
 ) where
     F: FnMut(HttpSession, StreamGuard),
 {
     let mut shutdown_initiated = false;
+    let mut requests_left = request_limit;
     // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
     let mut malformed_streams = 0usize;
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
@@ -193,6 +200,16 @@ pub(crate) async fn accept_downstream_sessions<F>(
             Ok(Some(H2Accept::Rejected)) => continue,
             Ok(Some(H2Accept::Session(session))) => {
                 on_session(session, active.start_session());
+                if let Some(left) = requests_left.as_mut() {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        // Idempotent: the first GOAWAY (last stream id MAX) goes out once; the
+                        // codec follows with the real last stream id after a ping round trip
+                        // and closes the connection when its streams are done. The loop keeps
+                        // accepting (and the idle timeout keeps applying) until then.
+                        conn.graceful_shutdown();
+                    }
+                }
             }
         }
     }
