@@ -30,9 +30,9 @@
 //!    Pingora drops an idle HTTP/2 connection), then `server.client_header_timeout_secs` for
 //!    that head; an HTTP/1.1 connection serves `server.keepalive_requests` requests, the last
 //!    with `Connection: close`; an HTTP/2 connection gets a graceful GOAWAY once that many
-//!    streams were opened on it (they all finish; the client opens a new connection). An idle plain HTTP/1.1 connection waits for its next request
-//!    before any request state is allocated for it (about 11 KiB per idle connection in all,
-//!    benches/README.md).
+//!    streams were opened on it (they all finish; the client opens a new connection). An idle
+//!    plain HTTP/1.1 connection waits for its next request before any request state is
+//!    allocated for it (about 4 KiB per idle connection in all, benches/README.md).
 //!
 //! Steps 1 to 3, the idle wait and the HTTP/2 request limit of step 5 need what Pingora 0.9 lacks; it comes from the patch
 //! series in `vendor/`.
