@@ -458,7 +458,7 @@ impl Builder<'_> {
                     continue;
                 }
                 let target = self.resolve(ingress, &p.backend, &at);
-                let added = self.snapshot.routes.host_mut(host_key.clone()).insert(
+                let added = self.snapshot.routes.host_mut(host_key).insert(
                     path,
                     kind,
                     RouteEntry {

@@ -21,6 +21,7 @@ pub mod annotations;
 pub mod build;
 pub mod cidr;
 pub mod health;
+pub mod hostmap;
 pub mod model;
 pub mod ownership;
 pub mod path;

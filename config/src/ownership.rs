@@ -75,7 +75,7 @@ impl HostOwners {
                 Err(message) => {
                     return Err(HostOwnerError::Pattern {
                         pattern: pattern.to_string(),
-                        message,
+                        message: message.to_string(),
                     })
                 }
             };

@@ -26,12 +26,17 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(crate) use crate::hostmap::is_dns_label;
+use crate::hostmap::HostMap;
+pub use crate::hostmap::{normalize_host, parse_rule_host, HostKey};
 
 /// Index of a backend target in [`crate::build::Snapshot::targets`].
 pub type TargetId = usize;
 
 /// What a matched rule leads to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RouteEntry {
     /// The backend that serves the request.
     pub target: TargetId,
@@ -39,16 +44,28 @@ pub struct RouteEntry {
     pub ingress: usize,
 }
 
-/// The paths of one host entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostRoutes {
-    exact: HashMap<Box<str>, RouteEntry>,
+/// The paths of one host entry, each leading to an `R`: a [`RouteEntry`] in the snapshot, the
+/// proxy's resolved route once published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoutes<R = RouteEntry> {
+    exact: HashMap<Box<str>, R>,
     /// Normalised prefixes (no trailing slash, never `/`).
-    prefix: HashMap<Box<str>, RouteEntry>,
+    prefix: HashMap<Box<str>, R>,
     /// The `/` prefix rule, which matches every path.
-    root: Option<RouteEntry>,
+    root: Option<R>,
     /// Length of the longest key in `prefix`: longer request prefixes are not looked up.
     max_prefix_len: usize,
+}
+
+impl<R> Default for HostRoutes<R> {
+    fn default() -> Self {
+        HostRoutes {
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+            root: None,
+            max_prefix_len: 0,
+        }
+    }
 }
 
 /// The kind of path rule, with `ImplementationSpecific` already folded into `Prefix`.
@@ -69,10 +86,10 @@ pub fn normalize_prefix(path: &str) -> &str {
     }
 }
 
-impl HostRoutes {
+impl<R> HostRoutes<R> {
     /// Adds a rule unless the same (path, kind) is present; returns whether it was added.
     /// Callers add rules oldest Ingress first, so the oldest keeps a contested rule.
-    pub fn insert(&mut self, path: &str, kind: MatchKind, entry: RouteEntry) -> bool {
+    pub fn insert(&mut self, path: &str, kind: MatchKind, entry: R) -> bool {
         use std::collections::hash_map::Entry;
         let slot = match kind {
             MatchKind::Exact => self.exact.entry(path.into()),
@@ -99,7 +116,7 @@ impl HostRoutes {
     }
 
     /// The rule that serves `path` (no query string), per the precedence in the module docs.
-    pub fn find(&self, path: &str) -> Option<&RouteEntry> {
+    pub fn find(&self, path: &str) -> Option<&R> {
         // An Exact match covers the whole path, so it is at least as long as any Prefix match and
         // wins ties: it can be checked first.
         if let Some(e) = self.exact.get(path) {
@@ -127,59 +144,93 @@ impl HostRoutes {
         self.exact.is_empty() && self.prefix.is_empty() && self.root.is_none()
     }
 
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.prefix.len() + usize::from(self.root.is_some())
+    }
+
+    /// The entry of exactly this rule (a Prefix path as [`normalize_prefix`] leaves it).
+    pub fn get(&self, path: &str, kind: MatchKind) -> Option<&R> {
+        match kind {
+            MatchKind::Exact => self.exact.get(path),
+            MatchKind::Prefix if path == "/" => self.root.as_ref(),
+            MatchKind::Prefix => self.prefix.get(path),
+        }
+    }
+
     /// Every rule of this host as (path, kind, entry), sorted, for reports and tests.
-    pub fn rules(&self) -> Vec<(String, MatchKind, RouteEntry)> {
+    pub fn rules(&self) -> Vec<(String, MatchKind, R)>
+    where
+        R: Clone,
+    {
         let mut out: Vec<_> = self
-            .exact
             .iter()
-            .map(|(p, e)| (p.to_string(), MatchKind::Exact, *e))
-            .chain(
-                self.prefix
-                    .iter()
-                    .map(|(p, e)| (p.to_string(), MatchKind::Prefix, *e)),
-            )
-            .chain(
-                self.root
-                    .iter()
-                    .map(|e| ("/".to_string(), MatchKind::Prefix, *e)),
-            )
+            .map(|(p, k, e)| (p.to_string(), k, e.clone()))
             .collect();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out
     }
+
+    /// Every rule of this host as (path, kind, entry), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, MatchKind, &R)> {
+        self.exact
+            .iter()
+            .map(|(p, e)| (&**p, MatchKind::Exact, e))
+            .chain(
+                self.prefix
+                    .iter()
+                    .map(|(p, e)| (&**p, MatchKind::Prefix, e)),
+            )
+            .chain(self.root.iter().map(|e| ("/", MatchKind::Prefix, e)))
+    }
+
+    /// The same rules with each entry mapped.
+    pub fn map<U>(&self, mut f: impl FnMut(&R) -> U) -> HostRoutes<U> {
+        HostRoutes {
+            exact: self.exact.iter().map(|(p, e)| (p.clone(), f(e))).collect(),
+            prefix: self.prefix.iter().map(|(p, e)| (p.clone(), f(e))).collect(),
+            root: self.root.as_ref().map(f),
+            max_prefix_len: self.max_prefix_len,
+        }
+    }
 }
 
 /// Where each host's rules are kept.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouteTable {
-    hosts: HashMap<Box<str>, HostRoutes>,
-    /// Keyed by the wildcard's suffix: `*.example.com` is stored under `example.com`.
-    wildcards: HashMap<Box<str>, HostRoutes>,
-    any_host: HostRoutes,
-    default_backend: Option<RouteEntry>,
-}
-
-/// A host as written in a rule, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKey<'a> {
-    Exact(&'a str),
-    /// The suffix after `*.`.
-    Wildcard(&'a str),
-    Any,
+pub struct RouteTable<R = RouteEntry> {
+    /// One shared entry per host: a table that changes some hosts can share the others with
+    /// the one before it.
+    hosts: HostMap<Arc<HostRoutes<R>>>,
+    default_backend: Option<R>,
 }
 
-impl RouteTable {
-    /// The path rules of a host key, created when absent.
-    pub fn host_mut(&mut self, key: HostKey<'_>) -> &mut HostRoutes {
-        match key {
-            HostKey::Exact(h) => self.hosts.entry(h.into()).or_default(),
-            HostKey::Wildcard(s) => self.wildcards.entry(s.into()).or_default(),
-            HostKey::Any => &mut self.any_host,
+impl<R> Default for RouteTable<R> {
+    fn default() -> Self {
+        RouteTable {
+            hosts: HostMap::default(),
+            default_backend: None,
+        }
+    }
+}
+
+impl<R: Clone> RouteTable<R> {
+    /// The path rules of a host key, created when absent (copied first if shared).
+    pub fn host_mut(&mut self, key: HostKey<'_>) -> &mut HostRoutes<R> {
+        Arc::make_mut(self.hosts.entry(&key))
+    }
+}
+
+impl<R> RouteTable<R> {
+    /// A table with these hosts and default backend.
+    pub fn from_parts(hosts: HostMap<Arc<HostRoutes<R>>>, default_backend: Option<R>) -> Self {
+        RouteTable {
+            hosts,
+            default_backend,
         }
     }
 
     /// Sets the default backend unless one is set; returns whether it was set.
-    pub fn set_default_backend(&mut self, entry: RouteEntry) -> bool {
+    pub fn set_default_backend(&mut self, entry: R) -> bool {
         if self.default_backend.is_some() {
             return false;
         }
@@ -187,75 +238,49 @@ impl RouteTable {
         true
     }
 
-    pub fn default_backend(&self) -> Option<&RouteEntry> {
+    pub fn default_backend(&self) -> Option<&R> {
         self.default_backend.as_ref()
     }
 
-    /// The host entry that a request's host selects (see the module docs).
-    pub fn host_routes(&self, host: &str) -> Option<&HostRoutes> {
-        let host = normalize_host(host);
-        let host: &str = &host;
-        if let Some(h) = self.hosts.get(host) {
-            return Some(h);
-        }
-        if let Some((label, suffix)) = host.split_once('.') {
-            if !label.is_empty() && !suffix.is_empty() {
-                if let Some(h) = self.wildcards.get(suffix) {
-                    return Some(h);
-                }
-            }
-        }
-        (!self.any_host.is_empty()).then_some(&self.any_host)
+    /// The host entry that a request's host selects (see the module docs); the host is
+    /// normalized first ([`normalize_host`]).
+    pub fn host_routes(&self, host: &str) -> Option<&HostRoutes<R>> {
+        self.hosts.get(&normalize_host(host)).map(|h| &**h)
     }
 
     /// The route for a request's host header value and match path (no query string; the
     /// normalized path without parameters, [`crate::path::match_path`]).
-    pub fn find(&self, host: &str, path: &str) -> Option<&RouteEntry> {
-        self.host_routes(host)
+    pub fn find(&self, host: &str, path: &str) -> Option<&R> {
+        self.find_normalized(&normalize_host(host), path)
+    }
+
+    /// [`RouteTable::find`] for a host already normalized, as [`parse_request_host`] returns
+    /// it once per request.
+    pub fn find_normalized(&self, host: &str, path: &str) -> Option<&R> {
+        self.hosts
+            .get(host)
             .and_then(|h| h.find(path))
             .or(self.default_backend.as_ref())
     }
 
-    /// Every host entry as (written host, routes), sorted by host, for reports and tests.
-    pub fn hosts(&self) -> Vec<(String, &HostRoutes)> {
-        let mut out: Vec<(String, &HostRoutes)> = self
-            .hosts
-            .iter()
-            .map(|(h, r)| (h.to_string(), r))
-            .chain(self.wildcards.iter().map(|(s, r)| (format!("*.{s}"), r)))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        if !self.any_host.is_empty() {
-            out.push(("*".to_string(), &self.any_host));
-        }
-        out
+    /// Every host entry as (written host, routes), sorted by host, the rules without a host
+    /// last as `*`, for reports and tests.
+    pub fn hosts(&self) -> Vec<(String, &HostRoutes<R>)> {
+        self.hosts
+            .sorted()
+            .into_iter()
+            .map(|(h, r)| (h, &**r))
+            .collect()
     }
 
     /// Number of distinct host entries (exact and wildcard).
     pub fn host_count(&self) -> usize {
-        self.hosts.len() + self.wildcards.len()
+        self.hosts.named_len()
     }
-}
 
-/// Removes a port and a trailing dot from a host header value and lowercases it, borrowing when
-/// nothing changes (the common case allocates nothing).
-pub fn normalize_host(raw: &str) -> Cow<'_, str> {
-    let mut host = raw.trim();
-    if let Some(rest) = host.strip_prefix('[') {
-        // IPv6 literal: `[::1]:8080` -> `[::1]`
-        if let Some(end) = rest.find(']') {
-            host = &host[..end + 2];
-        }
-    } else if let Some((h, port)) = host.rsplit_once(':') {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            host = h;
-        }
-    }
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
+    /// The shared host entries.
+    pub fn host_map(&self) -> &HostMap<Arc<HostRoutes<R>>> {
+        &self.hosts
     }
 }
 
@@ -330,38 +355,6 @@ fn parse_ip6_host(raw: &str) -> Result<Cow<'_, str>, InvalidHost> {
         return Err(InvalidHost);
     }
     Ok(normalize_host(raw))
-}
-
-/// One label of a lowercase DNS name (RFC 1123): 1 to 63 lowercase letters, digits and
-/// hyphens, neither first nor last a hyphen.
-pub(crate) fn is_dns_label(l: &str) -> bool {
-    !l.is_empty()
-        && l.len() <= 63
-        && l.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !l.starts_with('-')
-        && !l.ends_with('-')
-}
-
-/// Classifies a rule's host, or says why it is not a valid host.
-pub fn parse_rule_host(host: Option<&str>) -> Result<HostKey<'_>, String> {
-    let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
-        return Ok(HostKey::Any);
-    };
-    let (wild, name) = match host.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, host),
-    };
-    if name.len() > 253 || !name.split('.').all(is_dns_label) {
-        return Err(format!(
-            "host `{host}` is not a lowercase DNS name (a wildcard is allowed only as the whole first label, `*.example.com`)"
-        ));
-    }
-    if wild {
-        Ok(HostKey::Wildcard(name))
-    } else {
-        Ok(HostKey::Exact(name))
-    }
 }
 
 #[cfg(test)]
@@ -530,7 +523,7 @@ mod tests {
 
     #[test]
     fn without_rules_or_default_there_is_no_route() {
-        assert_eq!(RouteTable::default().find("a", "/"), None);
+        assert_eq!(RouteTable::<RouteEntry>::default().find("a", "/"), None);
     }
 
     #[test]
@@ -587,24 +580,5 @@ mod tests {
             parse_request_host("app.test:80"),
             Ok(Cow::Borrowed("app.test"))
         ));
-    }
-
-    #[test]
-    fn rule_hosts_are_validated() {
-        assert_eq!(parse_rule_host(None), Ok(HostKey::Any));
-        assert_eq!(parse_rule_host(Some("")), Ok(HostKey::Any));
-        assert_eq!(
-            parse_rule_host(Some("a.example.com")),
-            Ok(HostKey::Exact("a.example.com"))
-        );
-        assert_eq!(
-            parse_rule_host(Some("*.example.com")),
-            Ok(HostKey::Wildcard("example.com"))
-        );
-        for bad in [
-            "*", "*.", "a.*.com", "Foo.com", "a_b.com", "-a.com", "a..com", "*foo.com",
-        ] {
-            assert!(parse_rule_host(Some(bad)).is_err(), "{bad}");
-        }
     }
 }

@@ -50,9 +50,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::build::{SkipReason, Skipped};
+use crate::hostmap::{normalize_host, parse_rule_host, HostKey, HostMap};
 use crate::model::{IngressInput, ObjectRef, SecretInput, TLS_SECRET_TYPE};
 use crate::ownership::{host_text, Ownership};
-use crate::routes::{normalize_host, parse_rule_host, HostKey};
 
 /// `"false"` turns the plain-HTTP to https redirect off for the Ingress's routes.
 pub const SSL_REDIRECT_ANNOTATION: &str = "sluice.dev/ssl-redirect";
@@ -148,43 +148,31 @@ pub enum SecretPurpose {
 /// The TLS policy of a snapshot: names with TLS and how each is served.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TlsPolicy {
-    exact: HashMap<Box<str>, HostTls>,
-    /// Keyed by the suffix after `*.`.
-    wildcards: HashMap<Box<str>, HostTls>,
+    /// Named entries only: a rule without a host has no name to serve TLS for.
+    names: HostMap<HostTls>,
     /// Every use of every Secret, sorted.
     pub uses: Vec<SecretUse>,
 }
 
 impl TlsPolicy {
     /// The entry covering a server name or a request's host (port, case and a trailing dot
-    /// ignored): the exact name, else a wildcard one label up.
+    /// ignored): the exact name, else a wildcard one label up ([`HostMap::get_named`]).
     pub fn find(&self, name: &str) -> Option<&HostTls> {
-        let name = normalize_host(name);
-        let name: &str = &name;
-        if let Some(h) = self.exact.get(name) {
-            return Some(h);
-        }
-        let (label, suffix) = name.split_once('.')?;
-        if label.is_empty() || suffix.is_empty() {
-            return None;
-        }
-        self.wildcards.get(suffix)
+        self.find_normalized(&normalize_host(name))
+    }
+
+    /// [`TlsPolicy::find`] for a name already normalized.
+    pub fn find_normalized(&self, name: &str) -> Option<&HostTls> {
+        self.names.get_named(name)
     }
 
     /// Every entry as (name as written, facts), sorted by name.
     pub fn hosts(&self) -> Vec<(String, &HostTls)> {
-        let mut out: Vec<(String, &HostTls)> = self
-            .exact
-            .iter()
-            .map(|(h, t)| (h.to_string(), t))
-            .chain(self.wildcards.iter().map(|(s, t)| (format!("*.{s}"), t)))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        self.names.sorted()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcards.is_empty()
+        self.names.is_empty()
     }
 
     /// Every Secret some name reads, with its purpose.
@@ -197,9 +185,8 @@ impl TlsPolicy {
 
     fn entry(&mut self, key: &HostKey<'_>) -> Option<&mut HostTls> {
         match key {
-            HostKey::Exact(h) => Some(self.exact.entry((*h).into()).or_default()),
-            HostKey::Wildcard(s) => Some(self.wildcards.entry((*s).into()).or_default()),
             HostKey::Any => None,
+            named => Some(self.names.entry(named)),
         }
     }
 }

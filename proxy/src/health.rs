@@ -85,11 +85,7 @@ impl Checker {
         while self.tasks.try_join_next().is_some() {}
         let live = state.live_full();
         let mut wanted = HashSet::new();
-        let mut seen = HashSet::new();
-        for pool in live.pools.iter().flatten() {
-            if !seen.insert(pool.key().clone()) {
-                continue;
-            }
+        for pool in live.pools.values() {
             let Some(check) = pool.health_check() else {
                 continue;
             };
@@ -128,7 +124,7 @@ impl Checker {
             }
             keep
         });
-        self.probers.retain(|key, _| seen.contains(key));
+        self.probers.retain(|key, _| live.pools.contains_key(key));
     }
 
     /// The prober of a pool for `check`, made once per check.

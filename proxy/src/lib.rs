@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod objects;
 pub mod pool;
 pub mod request;
+pub mod route;
 pub mod router;
 pub mod server;
 pub mod state;

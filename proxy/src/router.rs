@@ -72,7 +72,6 @@ use crate::state::State;
 use crate::text::{push_hex, push_ip};
 use crate::tls::client_auth::CLIENT_CERT_HEADERS;
 use crate::tls::ConnTls;
-use sluice_config::routes::normalize_host;
 use sluice_config::tls::ClientAuthMode;
 
 /// Per-request settings of the router, taken from [`Settings`].
@@ -663,16 +662,15 @@ pub fn set_protocol(o: &mut PeerOptions, protocol: BackendProtocol, upgrade: boo
     }
 }
 
-/// The SNI sent to a TLS endpoint: the request's host, port removed and lowercased, so that an
+/// The SNI sent to a TLS endpoint: the request's host (normalized: no port, lowercase), so that an
 /// endpoint serving several names picks the right certificate (as nginx with
 /// `proxy_ssl_server_name on` and `proxy_ssl_name $host`). Empty, so no SNI, for an IP
 /// literal, which RFC 6066 keeps out of SNI, or a request without a host.
 fn upstream_sni(host: &str) -> String {
-    let host = normalize_host(host);
     if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
         return String::new();
     }
-    host.into_owned()
+    host.to_string()
 }
 
 /// What [`Router::decide`] found for a request.
@@ -700,7 +698,7 @@ impl Router {
         let tls = conn_tls(session);
         let live = self.state.live();
         let host = ctx.host.as_str();
-        let host_tls = live.snapshot.tls.find(host);
+        let host_tls = live.tls_policy.find_normalized(host);
         let host_mode = host_tls.map(|h| h.client_auth.mode).unwrap_or_default();
         let mut redirect = false;
         match tls {
@@ -708,7 +706,7 @@ impl Router {
                 let sni_mode = conn.map(|c| c.mode).unwrap_or_default();
                 if host_mode.asks_for_certificate() || sni_mode.asks_for_certificate() {
                     let sni = conn.and_then(|c| c.sni.as_deref());
-                    if sni != Some(&*normalize_host(host)) {
+                    if sni != Some(host) {
                         return Decision::Respond(421);
                     }
                 }
@@ -722,25 +720,18 @@ impl Router {
             None => {}
         }
         let path = ctx.path.as_deref().unwrap_or(req.uri.path());
-        let Some(entry) = live.snapshot.routes.find(host, &match_path(path)) else {
+        let Some(route) = live.routes.find_normalized(host, &match_path(path)) else {
             return Decision::Respond(404);
         };
         if tls.is_none() && host_tls.is_some() && self.options.ssl_redirect {
-            redirect |= live
-                .snapshot
-                .ingresses
-                .get(entry.ingress)
-                .is_none_or(|i| i.ssl_redirect);
+            redirect |= route.ssl_redirect;
         }
         if redirect {
-            let host = normalize_host(host);
-            return Decision::Redirect(https_location(&host, self.options.redirect_port, req));
+            return Decision::Redirect(https_location(host, self.options.redirect_port, req));
         }
-        ctx.route = live
-            .route_metrics
-            .get(&(entry.ingress, entry.target))
-            .cloned();
-        if let Some(policy) = live.snapshot.policy(entry) {
+        ctx.route = Some(route.metrics.clone());
+        {
+            let policy = &route.policy;
             ctx.timeouts = policy.timeouts;
             ctx.protocol = policy.protocol.unwrap_or_default();
             ctx.forward_raw_path = policy.forward_raw_path;
@@ -770,8 +761,8 @@ impl Router {
                 ctx.affinity = Some((a.clone(), token));
             }
         }
-        match live.pools.get(entry.target) {
-            Some(Some(pool)) if !pool.is_empty() => Decision::Proxy(pool.clone()),
+        match &route.pool {
+            Some(pool) if !pool.is_empty() => Decision::Proxy(pool.clone()),
             _ => Decision::Respond(503),
         }
     }

@@ -12,27 +12,35 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use sluice_config::annotations::UpstreamPolicy;
 use sluice_config::health::{HealthCheck, HealthCheckOverrides};
 use sluice_config::model::{Inputs, ObjectRef};
+use sluice_config::routes::HostRoutes;
+use sluice_config::tls::TlsPolicy;
 use sluice_config::{
-    build_with, BuildDefaults, ClassPolicy, Ejection, PoolKey, Skipped, Snapshot, Target,
+    build_with, BuildDefaults, ClassPolicy, Ejection, PoolKey, RouteEntry, RouteTable, Skipped,
+    Snapshot, Target,
 };
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::objects::Objects;
 use crate::pool::Pool;
+use crate::route::Route;
 use crate::tls::{SecretMaterial, TlsStore, TlsStoreBuilder};
 
 /// One published version of everything the request path needs.
 pub struct Live {
-    pub snapshot: Snapshot,
+    /// Where each host and path leads: the resolved routes.
+    pub routes: RouteTable<Arc<Route>>,
+    /// Names with TLS and their client authentication, as the snapshot decided them.
+    pub tls_policy: TlsPolicy,
     /// The certificates and client-auth settings handshakes read, built from the same inputs as
-    /// `snapshot`.
+    /// `tls_policy`.
     pub tls: Arc<TlsStore>,
-    /// The pool of each target, indexed like `snapshot.targets`; `None` for unresolved targets.
-    pub pools: Vec<Option<Arc<Pool>>>,
-    /// The metrics of each route, by (`RouteEntry::ingress`, `RouteEntry::target`).
-    pub route_metrics: HashMap<(usize, usize), Arc<RouteMetrics>>,
+    /// Every pool a route uses, once each.
+    pub pools: Arc<HashMap<PoolKey, Arc<Pool>>>,
+    /// Everything the snapshot did not serve as written, sorted.
+    pub skipped: Arc<[Skipped]>,
 }
 
 /// Shared between the sync path (writer) and every request (readers).
@@ -74,6 +82,28 @@ struct Writer {
     /// The metrics of every route now served, by (namespace, Ingress, Service): kept across
     /// publishes, retired when their route goes.
     route_metrics: HashMap<[String; 3], Arc<RouteMetrics>>,
+    /// The routes now served, by what they are made of: a route that a publish resolves again
+    /// unchanged is the same `Arc`.
+    routes: HashMap<RouteIdentity, Arc<Route>>,
+}
+
+/// What makes a resolved route: its Ingress, where it leads, and how.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RouteIdentity {
+    ingress: ObjectRef,
+    target: Target,
+    policy: UpstreamPolicy,
+    ssl_redirect: bool,
+}
+
+impl RouteIdentity {
+    /// The Service of the route's pool, empty when it has none.
+    fn pool_service(&self) -> &str {
+        match &self.target {
+            Target::Pool(k) => &k.service,
+            Target::Unresolved { .. } => "",
+        }
+    }
 }
 
 impl State {
@@ -86,10 +116,11 @@ impl State {
         tls: TlsStoreBuilder,
     ) -> State {
         let live = Live {
-            snapshot: Snapshot::default(),
+            routes: RouteTable::default(),
+            tls_policy: TlsPolicy::default(),
             tls: Arc::new(tls.initial()),
-            pools: Vec::new(),
-            route_metrics: HashMap::new(),
+            pools: Arc::default(),
+            skipped: Arc::new([]),
         };
         State {
             live: ArcSwap::from_pointee(live),
@@ -103,6 +134,7 @@ impl State {
                 served: BTreeSet::new(),
                 tls,
                 route_metrics: HashMap::new(),
+                routes: HashMap::new(),
             }),
             ready: AtomicBool::new(false),
             health_defaults: HealthCheck::default(),
@@ -151,11 +183,8 @@ impl State {
     /// publishes); called before metrics are rendered.
     pub fn refresh_pool_gauges(&self) {
         let live = self.live.load();
-        let mut seen = std::collections::HashSet::new();
-        for pool in live.pools.iter().flatten() {
-            if seen.insert(pool.key()) {
-                set_pool_gauges(&self.metrics, pool);
-            }
+        for pool in live.pools.values() {
+            set_pool_gauges(&self.metrics, pool);
         }
     }
 
@@ -233,16 +262,15 @@ impl State {
         for pool in writer.pools.values() {
             set_pool_gauges(metrics, pool);
         }
-        let pools = snapshot
-            .targets
-            .iter()
-            .map(|t| match t {
-                Target::Pool(key) => writer.pools.get(key).cloned(),
-                Target::Unresolved { .. } => None,
-            })
-            .collect();
-
         let route_metrics = route_metrics(&snapshot, &self.metrics, &mut writer.route_metrics);
+        let previous = self.live.load_full();
+        let routes = resolve_routes(
+            &snapshot,
+            &route_metrics,
+            &self.metrics,
+            &mut writer,
+            &previous.routes,
+        );
         self.metrics.rules_skipped.reset();
         for s in &snapshot.skipped {
             self.metrics
@@ -272,11 +300,13 @@ impl State {
             skipped = snapshot.skipped.len(),
             "routes updated"
         );
+        let pools = Arc::new(writer.pools.clone());
         self.live.store(Arc::new(Live {
-            snapshot,
+            routes,
+            tls_policy: snapshot.tls,
             tls: Arc::new(tls.store),
             pools,
-            route_metrics,
+            skipped: snapshot.skipped.into(),
         }));
         self.ready.store(true, Ordering::Release);
         self.published.notify_one();
@@ -375,4 +405,89 @@ fn route_metrics(
     }
     *kept = now;
     out
+}
+
+/// The snapshot's route table with every entry resolved to its [`Route`]. A route resolved
+/// unchanged since the last publish is the same `Arc` (`writer.routes` ends holding exactly this
+/// publish's routes), and a host whose routes are all unchanged shares its entry with
+/// `previous`, so two coexisting live states hold one copy of what did not change.
+fn resolve_routes(
+    snapshot: &Snapshot,
+    metrics: &HashMap<(usize, usize), Arc<RouteMetrics>>,
+    registry: &Arc<Metrics>,
+    writer: &mut Writer,
+    previous: &RouteTable<Arc<Route>>,
+) -> RouteTable<Arc<Route>> {
+    let mut by_entry: HashMap<RouteEntry, Arc<Route>> = HashMap::new();
+    let mut now: HashMap<RouteIdentity, Arc<Route>> = HashMap::new();
+    let mut resolve = |e: &RouteEntry| -> Arc<Route> {
+        if let Some(r) = by_entry.get(e) {
+            return r.clone();
+        }
+        let ingress = snapshot.ingresses.get(e.ingress);
+        let identity = RouteIdentity {
+            ingress: ingress
+                .map(|i| i.object.clone())
+                .unwrap_or_else(|| ObjectRef::new("", "")),
+            target: snapshot
+                .targets
+                .get(e.target)
+                .cloned()
+                .unwrap_or(Target::Unresolved {
+                    reason: String::new(),
+                }),
+            policy: snapshot.policy(e).cloned().unwrap_or_default(),
+            ssl_redirect: ingress.is_none_or(|i| i.ssl_redirect),
+        };
+        let pool = match &identity.target {
+            Target::Pool(key) => writer.pools.get(key).cloned(),
+            Target::Unresolved { .. } => None,
+        };
+        let route_metrics = metrics.get(&(e.ingress, e.target)).cloned();
+        let fresh = |metrics: Arc<RouteMetrics>| Route {
+            ingress: identity.ingress.clone(),
+            pool: pool.clone(),
+            policy: identity.policy.clone(),
+            ssl_redirect: identity.ssl_redirect,
+            metrics,
+            filters: Box::new([]),
+        };
+        // Every entry has its metrics (`route_metrics` walks the same table); a new handle
+        // would only be a fallback.
+        let route_metrics = route_metrics.unwrap_or_else(|| {
+            let service = identity.pool_service();
+            Arc::new(registry.route(&identity.ingress.namespace, &identity.ingress.name, service))
+        });
+        let candidate = fresh(route_metrics);
+        let route = match writer.routes.get(&identity) {
+            Some(old) if old.same_as(&candidate) => old.clone(),
+            _ => Arc::new(candidate),
+        };
+        now.insert(identity, route.clone());
+        by_entry.insert(*e, route.clone());
+        route
+    };
+    let hosts = snapshot.routes.host_map().map(|key, host| {
+        let old = previous.host_map().get_key(&key);
+        if let Some(old) = old.filter(|old| same_host(host, old, &mut resolve)) {
+            return old.clone();
+        }
+        Arc::new(host.map(&mut resolve))
+    });
+    let default_backend = snapshot.routes.default_backend().map(&mut resolve);
+    writer.routes = now;
+    RouteTable::from_parts(hosts, default_backend)
+}
+
+/// Whether `old` has exactly the rules of `host`, each leading to the route it resolves to.
+fn same_host(
+    host: &HostRoutes,
+    old: &HostRoutes<Arc<Route>>,
+    resolve: &mut impl FnMut(&RouteEntry) -> Arc<Route>,
+) -> bool {
+    host.len() == old.len()
+        && host.iter().all(|(path, kind, e)| {
+            old.get(path, kind)
+                .is_some_and(|r| Arc::ptr_eq(r, &resolve(e)))
+        })
 }

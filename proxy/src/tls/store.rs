@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sluice_config::build::{SkipReason, Skipped};
+use sluice_config::hostmap::{normalize_host, HostKey, HostMap};
 use sluice_config::model::ObjectRef;
-use sluice_config::routes::normalize_host;
 use sluice_config::tls::{choose, covers, ClientAuthMode, SecretPurpose, TlsPolicy};
 
 use super::certs::{CertError, ClientCa, ServingCert};
@@ -54,8 +54,7 @@ impl HostEntry {
 /// The immutable store handshakes read.
 #[derive(Debug)]
 pub struct TlsStore {
-    exact: HashMap<Box<str>, Arc<HostEntry>>,
-    wildcards: HashMap<Box<str>, Arc<HostEntry>>,
+    names: HostMap<Arc<HostEntry>>,
     default: Arc<HostEntry>,
 }
 
@@ -63,8 +62,7 @@ impl TlsStore {
     /// A store that serves `default` for every name.
     pub fn only_default(default: Vec<Arc<ServingCert>>) -> TlsStore {
         TlsStore {
-            exact: HashMap::new(),
-            wildcards: HashMap::new(),
+            names: HostMap::default(),
             default: Arc::new(HostEntry {
                 name: "default".to_string(),
                 certs: default,
@@ -76,16 +74,7 @@ impl TlsStore {
     /// The entry for a server name: exact, else a wildcard one label up; `None` for no SNI or a
     /// name no Ingress lists.
     pub fn find(&self, server_name: Option<&str>) -> Option<&Arc<HostEntry>> {
-        let name = normalize_host(server_name?);
-        let name: &str = &name;
-        if let Some(e) = self.exact.get(name) {
-            return Some(e);
-        }
-        let (label, suffix) = name.split_once('.')?;
-        if label.is_empty() {
-            return None;
-        }
-        self.wildcards.get(suffix)
+        self.names.get_named(&normalize_host(server_name?))
     }
 
     pub fn default_entry(&self) -> &Arc<HostEntry> {
@@ -208,8 +197,7 @@ impl TlsStoreBuilder {
         // Secrets whose certificate does not cover some of the names listing them: its names,
         // and those names.
         let mut uncovered: BTreeMap<ObjectRef, (Vec<String>, BTreeSet<String>)> = BTreeMap::new();
-        let mut exact = HashMap::new();
-        let mut wildcards = HashMap::new();
+        let mut names = HostMap::default();
         for (name, host) in policy.hosts() {
             let mut certs = Vec::new();
             for key in &host.secrets {
@@ -258,10 +246,11 @@ impl TlsStoreBuilder {
                 certs,
                 client_auth,
             });
-            match name.strip_prefix("*.") {
-                Some(suffix) => wildcards.insert(suffix.into(), entry),
-                None => exact.insert(name.into_boxed_str(), entry),
+            let key = match name.strip_prefix("*.") {
+                Some(suffix) => HostKey::Wildcard(suffix),
+                None => HostKey::Exact(&name),
             };
+            names.insert(&key, entry);
         }
 
         let default = self.default_certs(material);
@@ -318,8 +307,7 @@ impl TlsStoreBuilder {
         }
         Built {
             store: TlsStore {
-                exact,
-                wildcards,
+                names,
                 default: Arc::new(HostEntry {
                     name: "default".to_string(),
                     certs: default,

@@ -62,15 +62,16 @@ async fn round_robin_spreads_requests_evenly_over_four_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_request_steers_away_from_a_slow_endpoint() {
     let (backends, s) = start_four(&[("sluice.dev/load-balance", "least-request")]).await;
-    backends[0].set_delay(Duration::from_millis(400));
+    backends[0].set_delay(Duration::from_millis(800));
     load(&s, 4, 120).await;
     let slow = backends[0]
         .arrivals
         .load(std::sync::atomic::Ordering::SeqCst);
     // Round robin would send it 30 (a quarter); the slow endpoint keeps a request in flight for
     // longer, so the power of two choices prefers the others. (Switching the annotation to
-    // round-robin makes this fail.)
-    assert!(slow <= 15, "the slow endpoint got {slow} of 120");
+    // round-robin makes this fail.) The margin allows for a loaded machine, where the fast
+    // endpoints' requests are in flight for longer too and more picks are ties.
+    assert!(slow <= 20, "the slow endpoint got {slow} of 120");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -449,7 +449,7 @@ async fn an_endpoint_that_leaves_the_pool_is_no_longer_probed() {
     eventually(STEP, "b to leave the pool", || async move {
         let state = s.running.as_ref().unwrap().state.clone();
         let live = state.live_full();
-        let pool = live.pools.iter().flatten().next()?;
+        let pool = live.pools.values().next()?;
         (pool.endpoints() == vec![a.addr]).then_some(())
     })
     .await;
@@ -488,7 +488,7 @@ async fn a_bad_health_check_annotation_is_reported_and_the_default_used() {
     );
     // The check runs with the default threshold (3) in place of the bad value.
     let live = s.running.as_ref().unwrap().state.live_full();
-    let check = live.pools.iter().flatten().next().unwrap().health_check();
+    let check = live.pools.values().next().unwrap().health_check();
     assert_eq!(check.map(|c| c.unhealthy_threshold), Some(3));
     b.set_health(500);
     wait_until_out_of_rotation(s, b, 10).await;

@@ -708,9 +708,8 @@ impl Sluice {
             .expect("sluice is running")
             .state
             .live()
-            .snapshot
             .skipped
-            .clone()
+            .to_vec()
     }
 
     /// Replaces a manifest file atomically (write then rename), as a ConfigMap update does.
