@@ -204,67 +204,27 @@ pub fn render(snapshot: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::{build, ClassPolicy};
+    use crate::build::build;
+    use crate::fixtures::{backend, class_policy, ingress, path, secret, service, slice};
     use crate::model::*;
 
     #[test]
     fn the_report_lists_routes_defaults_and_skips_per_ingress() {
-        let svc = ServiceInput {
-            namespace: "web".into(),
-            name: "app".into(),
-            type_: "ClusterIP".into(),
-            ports: vec![ServicePortInput {
-                name: "http".into(),
-                port: 80,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let slice = EndpointSliceInput {
-            namespace: "web".into(),
-            name: "app-1".into(),
-            service: "app".into(),
-            address_type: "IPv4".into(),
-            ports: vec![SlicePortInput {
-                name: "http".into(),
-                port: Some(8080),
-            }],
-            endpoints: vec![EndpointInput {
-                addresses: vec!["10.0.0.1".into()],
-                ..Default::default()
-            }],
-        };
-        let backend = |name: &str| BackendInput::Service {
-            name: name.into(),
-            port: PortRef::Number(80),
-        };
-        let ingress = IngressInput {
-            namespace: "web".into(),
-            name: "site".into(),
-            class_name: Some("sluice".into()),
-            default_backend: Some(backend("app")),
-            rules: vec![RuleInput {
-                host: Some("*.site.test".into()),
-                paths: vec![
-                    PathInput {
-                        path: Some("/".into()),
-                        path_type: Some("Prefix".into()),
-                        backend: backend("app"),
-                    },
-                    PathInput {
-                        path: Some("/gone".into()),
-                        path_type: Some("Exact".into()),
-                        backend: backend("missing"),
-                    },
-                    PathInput {
-                        path: Some("relative".into()),
-                        path_type: Some("Prefix".into()),
-                        backend: backend("app"),
-                    },
-                ],
-            }],
-            ..Default::default()
-        };
+        let svc = service("web", "app").port("http", 80).build();
+        let slice = slice("web", "app")
+            .name("app-1")
+            .port("http", 8080)
+            .endpoint("10.0.0.1", None)
+            .build();
+        let ingress = ingress("web", "site")
+            .default_backend(backend("app", 80))
+            .host("*.site.test")
+            .paths([
+                path("/", "Prefix", backend("app", 80)),
+                path("/gone", "Exact", backend("missing", 80)),
+                path("relative", "Prefix", backend("app", 80)),
+            ])
+            .build();
         let snapshot = build(
             &Inputs {
                 ingresses: vec![ingress],
@@ -272,11 +232,7 @@ mod tests {
                 slices: vec![slice],
                 ..Default::default()
             },
-            &ClassPolicy {
-                controller: "sluice.dev/ingress-controller".into(),
-                class_name: "sluice".into(),
-                serve_classless: false,
-            },
+            &class_policy(),
         );
         let text = render(&snapshot);
         let expected = "\
@@ -292,42 +248,21 @@ Ingress web/site
 
     #[test]
     fn the_report_shows_which_secret_serves_which_names_and_client_auth() {
-        let ingress = IngressInput {
-            namespace: "web".into(),
-            name: "tls".into(),
-            class_name: Some("sluice".into()),
-            annotations: [
-                ("sluice.dev/client-auth".to_string(), "verify".to_string()),
-                ("sluice.dev/client-ca-secret".to_string(), "ca".to_string()),
-            ]
-            .into_iter()
-            .collect(),
-            tls: vec![TlsInput {
-                hosts: vec!["a.test".into(), "*.b.test".into()],
-                secret_name: Some("site".into()),
-            }],
-            ..Default::default()
-        };
-        let secret = |name: &str, keys: &[&str]| SecretInput {
-            namespace: "web".into(),
-            name: name.into(),
-            type_: "kubernetes.io/tls".into(),
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-        };
+        let ingress = ingress("web", "tls")
+            .annotation("sluice.dev/client-auth", "verify")
+            .annotation("sluice.dev/client-ca-secret", "ca")
+            .tls(&["a.test", "*.b.test"], Some("site"))
+            .build();
         let snapshot = build(
             &Inputs {
                 ingresses: vec![ingress],
                 secrets: vec![
-                    secret("site", &["tls.crt", "tls.key"]),
-                    secret("ca", &["ca.crt"]),
+                    secret("web", "site", &["tls.crt", "tls.key"]),
+                    secret("web", "ca", &["ca.crt"]),
                 ],
                 ..Default::default()
             },
-            &ClassPolicy {
-                controller: "sluice.dev/ingress-controller".into(),
-                class_name: "sluice".into(),
-                serve_classless: false,
-            },
+            &class_policy(),
         );
         let expected = "\
 Ingress web/tls

@@ -406,45 +406,26 @@ mod tests {
 
     // Snapshot building with instance targets.
 
-    use crate::build::{build_with, BuildDefaults, ClassPolicy, PoolKey, SkipReason, Target};
+    use crate::build::{build_with, BuildDefaults, PoolKey, SkipReason, Target};
+    use crate::fixtures::{self, backend, class_policy};
     use crate::model::*;
-
-    fn class_policy() -> ClassPolicy {
-        ClassPolicy {
-            controller: "sluice.dev/ingress-controller".into(),
-            class_name: "sluice".into(),
-            serve_classless: false,
-        }
-    }
 
     /// Service `web/app` (NodePort: port 80, nodePort 30080) and `web/internal` (ClusterIP:
     /// port 80), one pod 10.1.0.1:8080 each, and four Nodes.
     fn cluster() -> Inputs {
-        let service = |name: &str, type_: &str, node_port: Option<i32>| ServiceInput {
-            namespace: "web".into(),
-            name: name.into(),
-            type_: type_.into(),
-            ports: vec![ServicePortInput {
-                name: "http".into(),
-                port: 80,
-                node_port,
-                ..Default::default()
-            }],
-            ..Default::default()
+        let service = |name: &str, type_: &str, node_port: Option<i32>| {
+            fixtures::service("web", name)
+                .type_(type_)
+                .port("http", 80)
+                .node_port(node_port)
+                .build()
         };
-        let slice = |service: &str| EndpointSliceInput {
-            namespace: "web".into(),
-            name: format!("{service}-1"),
-            service: service.into(),
-            address_type: "IPv4".into(),
-            ports: vec![SlicePortInput {
-                name: "http".into(),
-                port: Some(8080),
-            }],
-            endpoints: vec![EndpointInput {
-                addresses: vec!["10.1.0.1".into()],
-                ..Default::default()
-            }],
+        let slice = |service: &str| {
+            fixtures::slice("web", service)
+                .name(&format!("{service}-1"))
+                .port("http", 8080)
+                .endpoint("10.1.0.1", None)
+                .build()
         };
         Inputs {
             services: vec![
@@ -464,24 +445,11 @@ mod tests {
 
     /// An Ingress `name` whose one rule sends `/{name}` to `service` port 80.
     fn ingress(name: &str, service: &str, pairs: &[(&str, &str)]) -> IngressInput {
-        IngressInput {
-            namespace: "web".into(),
-            name: name.into(),
-            class_name: Some("sluice".into()),
-            annotations: annotations(pairs),
-            rules: vec![RuleInput {
-                host: None,
-                paths: vec![PathInput {
-                    path: Some(format!("/{name}")),
-                    path_type: Some("Prefix".into()),
-                    backend: BackendInput::Service {
-                        name: service.into(),
-                        port: PortRef::Number(80),
-                    },
-                }],
-            }],
-            ..Default::default()
-        }
+        fixtures::ingress("web", name)
+            .annotations(pairs)
+            .rule(None)
+            .path(&format!("/{name}"), "Prefix", backend(service, 80))
+            .build()
     }
 
     fn target_of<'a>(snap: &'a crate::Snapshot, path: &str) -> &'a Target {
