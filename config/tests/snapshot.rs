@@ -244,16 +244,13 @@ fn bad_rules_are_skipped_with_reasons_and_others_still_serve() {
 
 #[test]
 fn an_invalid_host_skips_only_its_rule() {
-    let mut ing = ingress(
-        "one",
-        Some(1),
-        Some("Bad_Host"),
-        vec![path("/", "Prefix", backend("a", 80))],
-    );
-    ing.rules.push(RuleInput {
-        host: Some("ok.test".into()),
-        paths: vec![path("/", "Prefix", backend("b", 80))],
-    });
+    let ing = fixtures::ingress("default", "one")
+        .created(1)
+        .host("Bad_Host")
+        .path("/", "Prefix", backend("a", 80))
+        .host("ok.test")
+        .path("/", "Prefix", backend("b", 80))
+        .build();
     let inputs = Inputs {
         ingresses: vec![ing],
         services: base_services(),
