@@ -112,8 +112,9 @@ async fn under_ingress_churn_events_are_paced_coalesced_and_shed_oldest_first() 
 }
 
 /// A change made while the API server is away is served within a few seconds of its return,
-/// however long it was away: the watchers' backoff is capped at 3 s. (kube-rs's default
-/// backoff, which grows to 30 s, makes this wait up to ~13 s after a 10 s outage.)
+/// however long it was away: the watchers' backoff is capped at 3 s. The outage lasts until the
+/// watcher has been refused five times after the change, its backoff at the cap by then.
+/// (kube-rs's default backoff, which grows to 30 s, would be waiting up to ~25 s by then.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_during_an_api_server_outage_is_served_within_seconds_of_its_return() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
