@@ -7,6 +7,7 @@
 //!   targets, ready endpoints, and every rule skipped with its reason.
 //! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
 //! - [`targets`]: `ip` or `instance` targets: a Service's pods, or its NodePort on Nodes.
+//! - `fixtures` (tests only, and the `fixtures` feature): builders of model inputs.
 //! - [`cidr`]: address ranges (`server.trusted_proxies`).
 //! - [`health`]: per-Service active health checks (annotations and their settings defaults).
 //! - [`ownership`]: which namespace owns a host (its TLS policy, and with `deny` its routes).
@@ -20,6 +21,8 @@
 pub mod annotations;
 pub mod build;
 pub mod cidr;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod health;
 pub mod hostmap;
 pub mod model;

@@ -256,25 +256,16 @@ impl Ownership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{RuleInput, TlsInput};
+    use crate::fixtures;
 
+    /// An Ingress with one path-less rule per host in `rules` and one `spec.tls` entry listing
+    /// `tls`.
     fn ingress(ns: &str, name: &str, rules: &[&str], tls: &[&str]) -> IngressInput {
-        IngressInput {
-            namespace: ns.into(),
-            name: name.into(),
-            rules: rules
-                .iter()
-                .map(|h| RuleInput {
-                    host: Some(h.to_string()),
-                    paths: vec![],
-                })
-                .collect(),
-            tls: vec![TlsInput {
-                hosts: tls.iter().map(|h| h.to_string()).collect(),
-                secret_name: None,
-            }],
-            ..Default::default()
-        }
+        rules
+            .iter()
+            .fold(fixtures::ingress(ns, name).class(None), |b, h| b.host(h))
+            .tls(tls, None)
+            .build()
     }
 
     #[test]

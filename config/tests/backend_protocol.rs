@@ -2,19 +2,10 @@
 //! Service port's `appProtocol`, else HTTP/1.1.
 
 #![allow(clippy::unwrap_used)]
-use std::collections::BTreeMap;
-
 use sluice_config::annotations::{BackendProtocol, BACKEND_PROTOCOL};
-use sluice_config::build::{build, ClassPolicy, SkipReason};
+use sluice_config::build::{build, SkipReason};
+use sluice_config::fixtures::{backend, class_policy, ingress, named_backend, service};
 use sluice_config::model::*;
-
-fn class() -> ClassPolicy {
-    ClassPolicy {
-        controller: "sluice.dev/ingress-controller".into(),
-        class_name: "sluice".into(),
-        serve_classless: false,
-    }
-}
 
 /// One Ingress (optionally annotated) with a rule and a default backend, both to a Service
 /// port (optionally with an appProtocol). Returns the protocol of the rule and of the default
@@ -27,47 +18,26 @@ fn resolve(
     Option<BackendProtocol>,
     Vec<SkipReason>,
 ) {
-    let backend = BackendInput::Service {
-        name: "app".into(),
-        port: PortRef::Name("web".into()),
+    let backend = named_backend("app", "web");
+    let ingress = ingress("ns", "ing")
+        .default_backend(backend.clone())
+        .host("a.test")
+        .path("/api", "Prefix", backend);
+    let ingress = match annotation {
+        Some(v) => ingress.annotation(BACKEND_PROTOCOL, v),
+        None => ingress,
     };
-    let ingress = IngressInput {
-        namespace: "ns".into(),
-        name: "ing".into(),
-        class_name: Some("sluice".into()),
-        annotations: annotation
-            .map(|v| BTreeMap::from([(BACKEND_PROTOCOL.to_string(), v.to_string())]))
-            .unwrap_or_default(),
-        default_backend: Some(backend.clone()),
-        rules: vec![RuleInput {
-            host: Some("a.test".into()),
-            paths: vec![PathInput {
-                path: Some("/api".into()),
-                path_type: Some("Prefix".into()),
-                backend,
-            }],
-        }],
-        ..Default::default()
-    };
-    let service = ServiceInput {
-        namespace: "ns".into(),
-        name: "app".into(),
-        type_: "ClusterIP".into(),
-        ports: vec![ServicePortInput {
-            name: "web".into(),
-            port: 8443,
-            app_protocol: app_protocol.map(str::to_string),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let service = service("ns", "app")
+        .port("web", 8443)
+        .app_protocol(app_protocol)
+        .build();
     let snap = build(
         &Inputs {
-            ingresses: vec![ingress],
+            ingresses: vec![ingress.build()],
             services: vec![service],
             ..Default::default()
         },
-        &class(),
+        &class_policy(),
     );
     let rule = snap.routes.find("a.test", "/api").unwrap();
     let default = snap.routes.find("other.test", "/").unwrap();
@@ -120,40 +90,20 @@ fn the_annotation_beats_app_protocol_which_beats_plain_http() {
 
 #[test]
 fn two_ingresses_of_different_protocols_share_one_pool_with_two_targets() {
-    let make = |name: &str, host: &str, protocol: &str| IngressInput {
-        namespace: "ns".into(),
-        name: name.into(),
-        class_name: Some("sluice".into()),
-        annotations: BTreeMap::from([(BACKEND_PROTOCOL.to_string(), protocol.to_string())]),
-        rules: vec![RuleInput {
-            host: Some(host.into()),
-            paths: vec![PathInput {
-                path: Some("/".into()),
-                path_type: Some("Prefix".into()),
-                backend: BackendInput::Service {
-                    name: "app".into(),
-                    port: PortRef::Number(80),
-                },
-            }],
-        }],
-        ..Default::default()
+    let make = |name: &str, host: &str, protocol: &str| {
+        ingress("ns", name)
+            .annotation(BACKEND_PROTOCOL, protocol)
+            .host(host)
+            .path("/", "Prefix", backend("app", 80))
+            .build()
     };
     let snap = build(
         &Inputs {
             ingresses: vec![make("h2", "a.test", "H2C"), make("h1", "b.test", "HTTP")],
-            services: vec![ServiceInput {
-                namespace: "ns".into(),
-                name: "app".into(),
-                type_: "ClusterIP".into(),
-                ports: vec![ServicePortInput {
-                    port: 80,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+            services: vec![service("ns", "app").port("", 80).build()],
             ..Default::default()
         },
-        &class(),
+        &class_policy(),
     );
     let a = snap.routes.find("a.test", "/").unwrap();
     let b = snap.routes.find("b.test", "/").unwrap();

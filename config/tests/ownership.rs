@@ -1,20 +1,11 @@
 //! Host ownership between namespaces, through the whole snapshot build: only the owning
 //! namespace sets a host's TLS and client authentication, and with `deny` only it routes there.
 
-use std::collections::BTreeMap;
-
-use sluice_config::build::{build_with, BuildDefaults, ClassPolicy, SkipReason, Target};
+use sluice_config::build::{build_with, BuildDefaults, SkipReason, Target};
+use sluice_config::fixtures::{self, backend, class_policy, secret};
 use sluice_config::model::*;
 use sluice_config::ownership::{CrossNamespacePaths, HostOwners};
 use sluice_config::tls::ClientAuthMode;
-
-fn policy() -> ClassPolicy {
-    ClassPolicy {
-        controller: "sluice.dev/ingress-controller".into(),
-        class_name: "sluice".into(),
-        serve_classless: false,
-    }
-}
 
 /// An Ingress with a `/` rule per host to Service `app`, one `spec.tls` entry and annotations.
 fn ingress(
@@ -25,38 +16,16 @@ fn ingress(
     tls: (&[&str], Option<&str>),
     annotations: &[(&str, &str)],
 ) -> IngressInput {
-    IngressInput {
-        namespace: ns.into(),
-        name: name.into(),
-        created: Some(created),
-        class_name: Some("sluice".into()),
-        annotations: annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-        rules: rules
-            .iter()
-            .map(|(host, path)| RuleInput {
-                host: Some(host.to_string()),
-                paths: vec![PathInput {
-                    path: Some(path.to_string()),
-                    path_type: Some("Prefix".into()),
-                    backend: BackendInput::Service {
-                        name: "app".into(),
-                        port: PortRef::Number(80),
-                    },
-                }],
-            })
-            .collect(),
-        tls: if tls.0.is_empty() && tls.1.is_none() {
-            vec![]
-        } else {
-            vec![TlsInput {
-                hosts: tls.0.iter().map(|h| h.to_string()).collect(),
-                secret_name: tls.1.map(str::to_string),
-            }]
-        },
-        ..Default::default()
+    let b = rules.iter().fold(
+        fixtures::ingress(ns, name)
+            .created(created)
+            .annotations(annotations),
+        |b, (host, path)| b.host(host).path(path, "Prefix", backend("app", 80)),
+    );
+    if tls.0.is_empty() && tls.1.is_none() {
+        b.build()
+    } else {
+        b.tls(tls.0, tls.1).build()
     }
 }
 
@@ -64,27 +33,12 @@ fn inputs(ingresses: Vec<IngressInput>) -> Inputs {
     let mut services = Vec::new();
     let mut secrets = Vec::new();
     for ns in ["default", "tenant-b", "evil"] {
-        services.push(ServiceInput {
-            namespace: ns.into(),
-            name: "app".into(),
-            type_: "ClusterIP".into(),
-            ports: vec![ServicePortInput {
-                name: "http".into(),
-                port: 80,
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
+        services.push(fixtures::service(ns, "app").port("http", 80).build());
         for (name, keys) in [
             ("site-tls", &["tls.crt", "tls.key"][..]),
             ("ca", &["ca.crt"]),
         ] {
-            secrets.push(SecretInput {
-                namespace: ns.into(),
-                name: name.into(),
-                type_: TLS_SECRET_TYPE.into(),
-                keys: keys.iter().map(|k| k.to_string()).collect(),
-            });
+            secrets.push(secret(ns, name, keys));
         }
     }
     Inputs {
@@ -151,7 +105,7 @@ fn a_foreign_namespace_cannot_set_the_tls_policy_of_a_host_it_does_not_own() {
         let who = foreign.object_ref();
         let snap = build_with(
             &inputs(vec![owner.clone(), foreign]),
-            &policy(),
+            &class_policy(),
             &BuildDefaults::default(),
         );
         let host = snap.tls.find("mtls.test").expect("mtls.test has TLS");
@@ -262,7 +216,7 @@ fn host_owners_decide_ownership_before_first_come_and_deny_keeps_other_namespace
         };
         let snap = build_with(
             &inputs(vec![squatter.clone(), owner.clone()]),
-            &policy(),
+            &class_policy(),
             &defaults,
         );
         let host = snap.tls.find("app.test").expect("app.test has TLS");

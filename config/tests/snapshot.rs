@@ -5,31 +5,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use sluice_config::build::{build, is_served, ClassPolicy, SkipReason, Target};
+use sluice_config::fixtures::{self, backend, class_policy, path};
 use sluice_config::model::*;
 
-fn policy() -> ClassPolicy {
-    ClassPolicy {
-        controller: "sluice.dev/ingress-controller".into(),
-        class_name: "sluice".into(),
-        serve_classless: false,
-    }
-}
-
 fn svc(ns: &str, name: &str, ports: &[(&str, i32)]) -> ServiceInput {
-    ServiceInput {
-        namespace: ns.into(),
-        name: name.into(),
-        type_: "ClusterIP".into(),
-        ports: ports
-            .iter()
-            .map(|(n, p)| ServicePortInput {
-                name: n.to_string(),
-                port: *p,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
+    ports
+        .iter()
+        .fold(fixtures::service(ns, name), |b, (n, p)| b.port(n, *p))
+        .build()
 }
 
 fn slice(
@@ -38,42 +21,12 @@ fn slice(
     ports: &[(&str, i32)],
     eps: &[(&str, Option<bool>)],
 ) -> EndpointSliceInput {
-    EndpointSliceInput {
-        namespace: ns.into(),
-        name: format!("{service}-abc"),
-        service: service.into(),
-        address_type: "IPv4".into(),
-        ports: ports
-            .iter()
-            .map(|(n, p)| SlicePortInput {
-                name: n.to_string(),
-                port: Some(*p),
-            })
-            .collect(),
-        endpoints: eps
-            .iter()
-            .map(|(a, ready)| EndpointInput {
-                addresses: vec![a.to_string()],
-                ready: *ready,
-                ..Default::default()
-            })
-            .collect(),
-    }
-}
-
-fn backend(name: &str, port: i32) -> BackendInput {
-    BackendInput::Service {
-        name: name.into(),
-        port: PortRef::Number(port),
-    }
-}
-
-fn path(p: &str, t: &str, b: BackendInput) -> PathInput {
-    PathInput {
-        path: Some(p.into()),
-        path_type: Some(t.into()),
-        backend: b,
-    }
+    let b = ports
+        .iter()
+        .fold(fixtures::slice(ns, service), |b, (n, p)| b.port(n, *p));
+    eps.iter()
+        .fold(b, |b, (a, ready)| b.endpoint(a, *ready))
+        .build()
 }
 
 fn ingress(
@@ -82,22 +35,17 @@ fn ingress(
     host: Option<&str>,
     paths: Vec<PathInput>,
 ) -> IngressInput {
-    IngressInput {
-        namespace: "default".into(),
-        name: name.into(),
-        created,
-        class_name: Some("sluice".into()),
-        rules: vec![RuleInput {
-            host: host.map(str::to_string),
-            paths,
-        }],
-        ..Default::default()
-    }
+    let b = fixtures::ingress("default", name);
+    let b = match created {
+        Some(t) => b.created(t),
+        None => b,
+    };
+    b.rule(host).paths(paths).build()
 }
 
 /// The pool a request for (host, path) resolves to, as `service:port`, or `unresolved`.
 fn route(inputs: &Inputs, host: &str, p: &str) -> Option<String> {
-    let snap = build(inputs, &policy());
+    let snap = build(inputs, &class_policy());
     let entry = snap.routes.find(host, p)?;
     Some(match snap.target(entry)? {
         Target::Pool(k) => format!("{}:{}", k.service, k.port),
@@ -161,7 +109,7 @@ fn an_identical_rule_goes_to_the_oldest_ingress_whatever_the_input_order() {
             ..Default::default()
         };
         assert_eq!(route(&inputs, "x.test", "/").as_deref(), Some("a:80"));
-        let snap = build(&inputs, &policy());
+        let snap = build(&inputs, &class_policy());
         assert_eq!(snap.skipped.len(), 1);
         assert_eq!(snap.skipped[0].ingress.name, "young");
         assert_eq!(snap.skipped[0].reason, SkipReason::ConflictingRule);
@@ -223,7 +171,7 @@ fn exact_and_prefix_of_the_same_path_are_different_rules() {
     };
     assert_eq!(route(&inputs, "h", "/p").as_deref(), Some("b:80"));
     assert_eq!(route(&inputs, "h", "/p/q").as_deref(), Some("a:80"));
-    assert!(build(&inputs, &policy()).skipped.is_empty());
+    assert!(build(&inputs, &class_policy()).skipped.is_empty());
 }
 
 #[test]
@@ -265,7 +213,7 @@ fn bad_rules_are_skipped_with_reasons_and_others_still_serve() {
         services: base_services(),
         ..Default::default()
     };
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     let reasons: Vec<_> = snap.skipped.iter().map(|s| s.reason.clone()).collect();
     assert_eq!(
         reasons,
@@ -296,22 +244,19 @@ fn bad_rules_are_skipped_with_reasons_and_others_still_serve() {
 
 #[test]
 fn an_invalid_host_skips_only_its_rule() {
-    let mut ing = ingress(
-        "one",
-        Some(1),
-        Some("Bad_Host"),
-        vec![path("/", "Prefix", backend("a", 80))],
-    );
-    ing.rules.push(RuleInput {
-        host: Some("ok.test".into()),
-        paths: vec![path("/", "Prefix", backend("b", 80))],
-    });
+    let ing = fixtures::ingress("default", "one")
+        .created(1)
+        .host("Bad_Host")
+        .path("/", "Prefix", backend("a", 80))
+        .host("ok.test")
+        .path("/", "Prefix", backend("b", 80))
+        .build();
     let inputs = Inputs {
         ingresses: vec![ing],
         services: base_services(),
         ..Default::default()
     };
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     assert_eq!(snap.skipped.len(), 1);
     assert_eq!(snap.skipped[0].reason, SkipReason::InvalidHost);
     assert_eq!(route(&inputs, "ok.test", "/").as_deref(), Some("b:80"));
@@ -335,7 +280,7 @@ fn the_default_backend_of_the_oldest_ingress_catches_unmatched_requests() {
     };
     assert_eq!(route(&inputs, "x.test", "/other").as_deref(), Some("b:80"));
     assert_eq!(route(&inputs, "nowhere.test", "/").as_deref(), Some("b:80"));
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     assert_eq!(snap.skipped[0].ingress.name, "two");
 }
 
@@ -368,7 +313,7 @@ fn a_named_service_port_resolves_to_its_number_and_slice_port() {
         )],
         ..Default::default()
     };
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     let (key, eps) = snap.endpoints.iter().next().unwrap();
     assert_eq!(key.port, 80);
     // Ready and condition-less endpoints are used, on the slice port named like the Service port.
@@ -399,7 +344,7 @@ fn endpoints_merge_across_slices_of_one_service_and_ignore_other_services() {
         ],
         ..Default::default()
     };
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     assert_eq!(snap.endpoints.len(), 1);
     let eps: Vec<String> = snap
         .endpoints
@@ -426,7 +371,7 @@ fn a_backend_in_another_namespace_is_not_found() {
         services: base_services(),
         ..Default::default()
     };
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     assert_eq!(snap.skipped[0].reason, SkipReason::MissingService);
 }
 
@@ -446,27 +391,33 @@ fn class_selection_follows_ingress_classes_and_the_legacy_annotation() {
         is_default: true,
         ..ours.clone()
     };
-    let ing = |class: Option<&str>, legacy: Option<&str>| IngressInput {
-        class_name: class.map(str::to_string),
-        annotations: legacy
-            .map(|v| BTreeMap::from([("kubernetes.io/ingress.class".to_string(), v.to_string())]))
-            .unwrap_or_default(),
-        ..Default::default()
+    let ing = |class: Option<&str>, legacy: Option<&str>| {
+        let b = fixtures::ingress("", "").class(class);
+        match legacy {
+            Some(v) => b.annotation("kubernetes.io/ingress.class", v),
+            None => b,
+        }
+        .build()
     };
     let classless_policy = ClassPolicy {
         serve_classless: true,
-        ..policy()
+        ..class_policy()
     };
     let cases: Vec<(IngressInput, Vec<IngressClassInput>, ClassPolicy, bool)> = vec![
-        (ing(Some("edge"), None), vec![ours.clone()], policy(), true),
+        (
+            ing(Some("edge"), None),
+            vec![ours.clone()],
+            class_policy(),
+            true,
+        ),
         (
             ing(Some("nginx"), None),
             vec![ours.clone(), theirs.clone()],
-            policy(),
+            class_policy(),
             false,
         ),
         // Our class name with no IngressClass object (a folder of manifests) is served...
-        (ing(Some("sluice"), None), vec![], policy(), true),
+        (ing(Some("sluice"), None), vec![], class_policy(), true),
         // ...but not when an IngressClass of that name belongs to someone else.
         (
             ing(Some("sluice"), None),
@@ -475,19 +426,24 @@ fn class_selection_follows_ingress_classes_and_the_legacy_annotation() {
                 controller: "other".into(),
                 is_default: false,
             }],
-            policy(),
+            class_policy(),
             false,
         ),
-        (ing(Some("unknown"), None), vec![], policy(), false),
+        (ing(Some("unknown"), None), vec![], class_policy(), false),
         (
             ing(None, None),
             vec![ours.clone(), theirs.clone()],
-            policy(),
+            class_policy(),
             false,
         ),
-        (ing(None, None), vec![our_default.clone()], policy(), true),
+        (
+            ing(None, None),
+            vec![our_default.clone()],
+            class_policy(),
+            true,
+        ),
         (ing(None, None), vec![], classless_policy.clone(), true),
-        (ing(None, Some("sluice")), vec![], policy(), true),
+        (ing(None, Some("sluice")), vec![], class_policy(), true),
         (
             ing(None, Some("nginx")),
             vec![our_default.clone()],
@@ -497,7 +453,7 @@ fn class_selection_follows_ingress_classes_and_the_legacy_annotation() {
         (
             ing(Some("edge"), Some("nginx")),
             vec![ours.clone()],
-            policy(),
+            class_policy(),
             false,
         ),
     ];
@@ -532,7 +488,7 @@ fn ingresses_of_other_classes_make_no_routes() {
         ..Default::default()
     };
     assert_eq!(route(&inputs, "x.test", "/").as_deref(), Some("a:80"));
-    assert!(build(&inputs, &policy()).skipped.is_empty());
+    assert!(build(&inputs, &class_policy()).skipped.is_empty());
 }
 
 #[test]
@@ -557,7 +513,10 @@ fn building_twice_gives_equal_snapshots() {
     };
     let mut reversed = inputs.clone();
     reversed.ingresses.reverse();
-    assert_eq!(build(&inputs, &policy()), build(&reversed, &policy()));
+    assert_eq!(
+        build(&inputs, &class_policy()),
+        build(&reversed, &class_policy())
+    );
 }
 
 #[test]
@@ -584,7 +543,7 @@ fn timeout_annotations_give_each_ingress_its_own_target_over_one_pool() {
         services: base_services(),
         ..Default::default()
     };
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     let short = snap.routes.find("x.test", "/short").unwrap();
     let long = snap.routes.find("x.test", "/long").unwrap();
     assert_ne!(short.target, long.target);
@@ -631,7 +590,7 @@ fn a_terminating_endpoint_gets_no_new_requests_even_while_it_serves() {
         slices: vec![s],
         ..Default::default()
     };
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     let eps: Vec<String> = snap
         .endpoints
         .values()
@@ -680,7 +639,7 @@ fn health_check_annotations_of_a_service_reach_its_pools_and_bad_ones_are_report
         services: vec![checked, svc("default", "b", &[("http", 80)])],
         ..Default::default()
     };
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     let keys: Vec<String> = snap.health_checks.keys().map(|k| k.to_string()).collect();
     assert_eq!(
         keys,
@@ -742,7 +701,7 @@ fn rule_paths_are_normalized_and_a_changed_one_is_reported() {
     );
     assert_eq!(route(&inputs, "x.test", "/admin").as_deref(), Some("b:80"));
     assert_eq!(route(&inputs, "x.test", "/etc"), None);
-    let snap = build(&inputs, &policy());
+    let snap = build(&inputs, &class_policy());
     let reasons: Vec<(&SkipReason, &str)> = snap
         .skipped
         .iter()

@@ -606,7 +606,9 @@ async fn leases_are_created_and_replaced_with_conflict_checks() {
         .map(|w| (w.method.clone(), w.code))
         .collect();
     let want = [("POST", 201), ("POST", 409), ("PUT", 200), ("PUT", 409)];
-    assert_eq!(methods, want.map(|(m, c)| (m.to_string(), c)));
+    assert_eq!(methods, want.map(|(m, c)| (m.to_string(), c))); // Only the create and the first replace succeeded, and they were Lease writes.
+    assert_eq!(api.write_count("leases"), 2);
+    assert_eq!(api.write_count("ingresses"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The Kubernetes source, end to end: the real kube-rs client inside sluice talks to the
 //! in-repo fake API server over plain HTTP on loopback.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -51,6 +51,53 @@ pub(crate) async fn start_kube(api: &FakeApiServer, identity: &str, ready: bool)
     Sluice::start_in(dir, &text, ready).await
 }
 
+/// Every kind sluice watches, as `sluice_watch_restarts_total` labels them, and the resource
+/// each is listed as.
+pub(crate) const KINDS: [(&str, &str); 6] = [
+    ("Ingress", "ingresses"),
+    ("IngressClass", "ingressclasses"),
+    ("Service", "services"),
+    ("EndpointSlice", "endpointslices"),
+    ("Secret", "secrets"),
+    ("Node", "nodes"),
+];
+
+/// Failed attempts of sluice's `kind` watcher so far (`sluice_watch_restarts_total`): each is
+/// one refused or broken attempt to reach the API server, retried after backoff.
+pub(crate) fn watch_restarts(s: &Sluice, kind: &str) -> u64 {
+    s.running.as_ref().map_or(0, |r| {
+        r.state
+            .metrics()
+            .watch_restarts
+            .with_label_values(&[kind])
+            .get()
+    })
+}
+
+/// Waits until sluice's `kind` watcher has failed `n` times in all (see [`watch_restarts`]).
+pub(crate) async fn wait_for_watch_restarts(s: &Sluice, kind: &str, n: u64, limit: Duration) {
+    eventually(limit, &format!("{n} failed {kind} watch attempts"), || {
+        let done = watch_restarts(s, kind) >= n;
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+/// Waits until the leader has renewed its Lease `n` times more (each renewal is a successful
+/// Lease write the fake API server counts): a quiet period measured in the leader's own
+/// progress, one renew period (1 s in these tests) per renewal, not in wall-clock time.
+pub(crate) async fn wait_for_lease_renewals(api: &FakeApiServer, n: usize) {
+    let since = api.write_count("leases");
+    let renewed = api
+        .wait_until(STEP, |a| a.write_count("leases") >= since + n)
+        .await;
+    assert!(
+        renewed,
+        "the leader renewed its Lease {} times, not {n}",
+        api.write_count("leases") - since
+    );
+}
+
 /// An API server with a class, and one Ingress `web` on host `web.test` to Service `web`
 /// whose endpoints are `backends`.
 pub(crate) async fn cluster(backends: &[&Backend]) -> FakeApiServer {
@@ -92,14 +139,18 @@ async fn readiness_waits_for_a_complete_list_of_every_kind() {
     let api = cluster(&[&a]).await;
     api.set_available(false);
     let s = start_kube(&api, "one", false).await;
-    // Bounded observation while the API server is away: never ready, nothing routed.
-    let until = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < until {
-        assert_eq!(get(s.admin, "admin", "/readyz").await.status, 503);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Observed while the API server is away, until every watcher has been refused twice (its
+    // first attempt and a retry after backoff): never ready.
+    let (admin, s_ref) = (s.admin, &s);
+    eventually(STEP, "every watcher to be refused twice", || async move {
+        assert_eq!(get(admin, "admin", "/readyz").await.status, 503);
+        KINDS
+            .iter()
+            .all(|(kind, _)| watch_restarts(s_ref, kind) >= 2)
+            .then_some(())
+    })
+    .await;
     api.set_available(true);
-    let admin = s.admin;
     eventually(STEP, "readiness", || async move {
         (get(admin, "admin", "/readyz").await.status == 200).then_some(())
     })
@@ -113,14 +164,19 @@ async fn the_last_good_snapshot_serves_through_an_outage_and_changes_made_meanwh
     let api = cluster(&[&a]).await;
     let s = start_kube(&api, "one", true).await;
     let lists_before = api.list_count("ingresses");
+    let failed = watch_restarts(&s, "EndpointSlice");
 
     api.set_available(false);
     for _ in 0..20 {
         assert_eq!(s.get("web.test", "/").await.backend(), "a");
     }
-    // Changes while sluice cannot see them.
+    // The watcher meets the outage (its first refused attempt) before the change is made, so
+    // the change cannot slip out through a stream that is still closing.
+    wait_for_watch_restarts(&s, "EndpointSlice", failed + 1, STEP).await;
+    // Changes while sluice cannot see them: an outage of a while (two more refused attempts,
+    // either of which would have brought the change), not a sync.
     api.apply(slice_obj("default", "web", "web-1", &[&b]));
-    tokio::time::sleep(Duration::from_millis(1500)).await; // an outage of a while, not a sync
+    wait_for_watch_restarts(&s, "EndpointSlice", failed + 3, STEP).await;
     assert_eq!(s.get("web.test", "/").await.backend(), "a");
     // Backoff keeps reconnection attempts few.
     assert!(api.list_count("ingresses") <= lists_before + 1);
@@ -217,8 +273,8 @@ async fn one_of_two_instances_writes_status_once_and_the_other_takes_over_when_i
         async move { (got == want).then_some(()) }
     })
     .await;
-    // A few renew periods pass: nobody writes the same value again.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A few renew periods pass (three Lease renewals): nobody writes the same value again.
+    wait_for_lease_renewals(&api, 3).await;
     let writes = status_writes(&api);
     assert_eq!(writes.len(), 1, "{writes:?}");
     let holder = api
@@ -355,7 +411,8 @@ async fn skipped_rules_raise_one_warning_event_and_a_relist_raises_none() {
         async move { done.then_some(events.len()) }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A renew period passes with the leader's tasks running (two Lease renewals).
+    wait_for_lease_renewals(&api, 2).await;
     assert_eq!(
         api.writes()
             .iter()
@@ -365,16 +422,21 @@ async fn skipped_rules_raise_one_warning_event_and_a_relist_raises_none() {
         "events kept coming before the relist"
     );
 
-    // A relist of everything: nothing new to say.
+    // A relist of everything: nothing new to say, once every kind has been listed again and a
+    // renew period has passed (two Lease renewals).
+    let lists: Vec<usize> = KINDS.iter().map(|(_, p)| api.list_count(p)).collect();
     api.compact();
     api.drop_watches();
-    let lists = api.list_count("ingresses");
-    eventually(STEP, "a relist", || {
-        let n = api_ref.list_count("ingresses");
-        async move { (n > lists).then_some(()) }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let relisted = api
+        .wait_until(STEP, |a| {
+            KINDS
+                .iter()
+                .zip(&lists)
+                .all(|((_, plural), n)| a.list_count(plural) > *n)
+        })
+        .await;
+    assert!(relisted, "not every kind was listed again");
+    wait_for_lease_renewals(&api, 2).await;
     let after = api
         .writes()
         .iter()

@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::kube::{class, cluster, events_for, ingress_obj, service_obj, slice_obj, start_kube};
+use crate::kube::{
+    class, cluster, events_for, ingress_obj, service_obj, slice_obj, start_kube,
+    wait_for_watch_restarts, watch_restarts,
+};
 use crate::support::fake_apiserver::FakeApiServer;
 use crate::support::*;
 
@@ -96,22 +99,22 @@ async fn under_ingress_churn_events_are_paced_coalesced_and_shed_oldest_first() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(dropped >= 20.0, "{written} written, {dropped} dropped");
-    // flip waited behind them; once its turn has passed (a short bounded quiet period), it has
-    // at most its Normal Event, never the Warning about the Service it no longer lacks.
-    let quiet = Instant::now() + Duration::from_millis(1500);
-    while Instant::now() < quiet {
-        assert!(
-            !events_for(&api, "flip").iter().any(|(t, _)| t == "Warning"),
-            "{:?}",
-            events_for(&api, "flip")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // flip waited behind them; when its turn comes it gets its Normal Event (served), never the
+    // Warning about the Service it no longer lacks (checked until then and once after).
+    eventually(STEP, "flip's turn", || {
+        let events = events_for(api_ref, "flip");
+        assert!(!events.iter().any(|(t, _)| t == "Warning"), "{events:?}");
+        async move { events.iter().any(|(t, _)| t == "Normal").then_some(()) }
+    })
+    .await;
+    let events = events_for(&api, "flip");
+    assert!(!events.iter().any(|(t, _)| t == "Warning"), "{events:?}");
 }
 
 /// A change made while the API server is away is served within a few seconds of its return,
-/// however long it was away: the watchers' backoff is capped at 3 s. (kube-rs's default
-/// backoff, which grows to 30 s, makes this wait up to ~13 s after a 10 s outage.)
+/// however long it was away: the watchers' backoff is capped at 3 s. The outage lasts until the
+/// watcher has been refused five times after the change, its backoff at the cap by then.
+/// (kube-rs's default backoff, which grows to 30 s, would be waiting up to ~25 s by then.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_during_an_api_server_outage_is_served_within_seconds_of_its_return() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -126,31 +129,31 @@ async fn a_change_made_during_an_api_server_outage_is_served_within_seconds_of_i
     // The server counts a watch closed when it ends the stream; the connection task may still
     // flush a last event. The watcher's first refused retry proves it has seen the stream end
     // and now meets the outage, so nothing applied from here on can reach it.
-    let restarts = || {
-        s.running.as_ref().map_or(0, |r| {
-            r.state
-                .metrics()
-                .watch_restarts
-                .with_label_values(&["EndpointSlice"])
-                .get()
-        })
-    };
-    let before = restarts();
-    let deadline = Instant::now() + STEP;
-    while restarts() == before {
-        assert!(
-            Instant::now() < deadline,
-            "the watcher never met the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let outage = Instant::now() + Duration::from_secs(10);
+    let met = watch_restarts(&s, "EndpointSlice") + 1;
+    wait_for_watch_restarts(&s, "EndpointSlice", met, STEP).await;
     api.apply(slice_obj("default", "web", "web-1", &[&b]));
-    // The last good snapshot serves throughout (observed at a bounded pace).
-    while Instant::now() < outage {
-        assert_eq!(s.get("web.test", "/").await.backend(), "a");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // A long outage: five more refused attempts, by which the backoff has grown to its cap
+    // (waits of up to 0.8, 1.6, 3, 3 and 3 s; kube-rs's default would reach 25 s). The last
+    // good snapshot serves throughout, checked at every failed attempt.
+    let s_ref = &s;
+    let mut seen = met;
+    eventually(
+        Duration::from_secs(20),
+        "five more refused attempts",
+        || {
+            let failed = watch_restarts(s_ref, "EndpointSlice");
+            let check = failed > seen;
+            seen = failed;
+            async move {
+                if check {
+                    assert_eq!(s_ref.get("web.test", "/").await.backend(), "a");
+                }
+                (failed >= met + 5).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(s.get("web.test", "/").await.backend(), "a");
     api.set_available(true);
     let back = Instant::now();
     s.wait_for_backend("web.test", "/", "b").await;

@@ -7,7 +7,7 @@
 //! ([`FakeApiServer::apply`], [`FakeApiServer::delete`], [`FakeApiServer::compact`],
 //! [`FakeApiServer::drop_watches`], [`FakeApiServer::set_available`]) and assert on what
 //! clients did ([`FakeApiServer::list_count`], [`FakeApiServer::watch_count`],
-//! [`FakeApiServer::open_watches`], [`FakeApiServer::writes`]). Waiting is done with
+//! [`FakeApiServer::open_watches`], [`FakeApiServer::write_count`], [`FakeApiServer::writes`]). Waiting is done with
 //! [`FakeApiServer::wait_until`], which wakes on every request and change and gives up at a
 //! deadline; nothing inside sleeps to synchronise, and every watch ends by its timeout.
 //!
@@ -403,6 +403,17 @@ impl FakeApiServer {
             .unwrap_or(0)
     }
 
+    /// How many write requests (POST, PUT, PATCH, DELETE) on the resource `plural` (e.g.
+    /// `"leases"`) succeeded: a count that only grows, unlike the bounded [`FakeApiServer::writes`]
+    /// log. A Lease renewal is one.
+    pub fn write_count(&self, plural: &str) -> usize {
+        lock(&self.inner.stats)
+            .written
+            .get(plural)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The write requests answered so far, oldest first.
     pub fn writes(&self) -> Vec<Write> {
         lock(&self.inner.stats).writes.iter().cloned().collect()
@@ -649,6 +660,8 @@ struct Stats {
     lists: HashMap<String, usize>,
     watches: HashMap<String, usize>,
     open: HashMap<String, usize>,
+    /// Successful writes by resource plural.
+    written: HashMap<String, usize>,
     writes: VecDeque<Write>,
 }
 
@@ -725,12 +738,32 @@ impl Inner {
             code,
         };
         let limit = self.options.write_log_limit.max(1);
+        let plural = resource_plural(&call.path).filter(|_| (200..300).contains(&code));
         self.stats(|s| {
+            if let Some(plural) = plural {
+                *s.written.entry(plural.to_string()).or_default() += 1;
+            }
             s.writes.push_back(write);
             while s.writes.len() > limit {
                 s.writes.pop_front();
             }
         });
+    }
+}
+
+/// The resource plural a request path names (`/api/v1/namespaces/{ns}/{plural}/...`,
+/// `/apis/{group}/{version}/{plural}/...`), if any.
+fn resource_plural(path: &str) -> Option<&str> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segments.first() {
+        Some(&"api") => segments.get(2..)?,
+        Some(&"apis") => segments.get(3..)?,
+        _ => return None,
+    };
+    match rest {
+        ["namespaces", _, plural, ..] => Some(plural),
+        [plural, ..] => Some(plural),
+        [] => None,
     }
 }
 
