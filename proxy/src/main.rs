@@ -54,7 +54,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut settings = match Settings::load(&cli.config) {
+    let mut settings = match sluice::settings::load(&cli.config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: {e}");
