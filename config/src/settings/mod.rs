@@ -10,9 +10,10 @@
 //! path to [`Settings::from_toml`]: this crate does no I/O. The path names the file in errors and
 //! anchors the relative paths inside it.
 //!
-//! - `file` mirrors the file one to one, with a serde enum for every
-//!   value chosen from a list (algorithms, target types, formats, kinds); it is never used outside
-//!   this module, and the rest of sluice reads only the validated [`Settings`].
+//! - `file` mirrors the file one to one, with a serde enum for every value chosen from a list
+//!   (source, algorithm, target type, health-check kind, log and access-log formats,
+//!   cross-namespace paths); it is never used outside this module, and the rest of sluice reads
+//!   only the validated [`Settings`].
 //! - `validate` turns it into [`Settings`]: ranges, consistency between keys, paths.
 //! - [`defaults`]: every value has a default (the `DEFAULT_*` constants, each with its unit),
 //!   so an empty file is a valid configuration.
