@@ -62,32 +62,61 @@ fn key_at(text: &str, offset: usize) -> String {
     }
 }
 
+/// The errors of one file: each names the file and the dotted key.
+#[derive(Clone, Copy)]
+struct At<'a>(&'a Path);
+
+impl At<'_> {
+    fn invalid(self, key: &'static str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.0.to_path_buf(),
+            key,
+            message,
+        }
+    }
+
+    /// A listening address with a port.
+    fn addr(self, key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+        s.parse::<SocketAddr>().map_err(|_| {
+            self.invalid(
+                key,
+                format!("`{s}` is not an address with a port, such as 0.0.0.0:8080"),
+            )
+        })
+    }
+
+    fn positive_ms(self, key: &'static str, ms: u64) -> Result<Duration, ConfigError> {
+        self.positive(key, ms).map(Duration::from_millis)
+    }
+
+    fn positive_secs(self, key: &'static str, secs: u64) -> Result<Duration, ConfigError> {
+        self.positive(key, secs).map(Duration::from_secs)
+    }
+
+    fn positive(self, key: &'static str, n: u64) -> Result<u64, ConfigError> {
+        if n == 0 {
+            Err(self.invalid(key, "must be greater than 0".to_string()))
+        } else {
+            Ok(n)
+        }
+    }
+}
+
 impl HealthCheckFile {
     fn validate(self, path: &Path) -> Result<HealthCheck, ConfigError> {
         use crate::health::{parse_path, parse_threshold, SuccessCodes};
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            message,
-        };
-        let positive_ms = |key: &'static str, ms: u64| {
-            if ms == 0 {
-                Err(invalid(key, "must be greater than 0".to_string()))
-            } else {
-                Ok(Duration::from_millis(ms))
-            }
-        };
+        let at = At(path);
         let threshold = |key: &'static str, n: u32| {
-            parse_threshold(&n.to_string()).map_err(|m| invalid(key, format!("`{n}` {m}")))
+            parse_threshold(&n.to_string()).map_err(|m| at.invalid(key, format!("`{n}` {m}")))
         };
         Ok(HealthCheck {
             kind: self.kind,
             path: parse_path(&self.path).map_err(|m| {
-                invalid("upstream.health_check.path", format!("`{}` {m}", self.path))
+                at.invalid("upstream.health_check.path", format!("`{}` {m}", self.path))
             })?,
             port: (self.port != 0).then_some(self.port),
-            interval: positive_ms("upstream.health_check.interval_ms", self.interval_ms)?,
-            timeout: positive_ms("upstream.health_check.timeout_ms", self.timeout_ms)?,
+            interval: at.positive_ms("upstream.health_check.interval_ms", self.interval_ms)?,
+            timeout: at.positive_ms("upstream.health_check.timeout_ms", self.timeout_ms)?,
             healthy_threshold: threshold(
                 "upstream.health_check.healthy_threshold",
                 self.healthy_threshold,
@@ -97,7 +126,7 @@ impl HealthCheckFile {
                 self.unhealthy_threshold,
             )?,
             success_codes: SuccessCodes::parse(&self.success_codes).map_err(|m| {
-                invalid(
+                at.invalid(
                     "upstream.health_check.success_codes",
                     format!("`{}` {m}", self.success_codes),
                 )
@@ -110,14 +139,10 @@ impl Kubernetes {
     /// The namespaces to watch: `namespaces`, or the older `namespace` alone (setting both
     /// is an error); each a namespace name (an RFC 1123 label).
     fn namespaces(&self, path: &Path) -> Result<Vec<String>, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            message,
-        };
+        let at = At(path);
         let mut out: Vec<String> = match non_empty(&self.namespace) {
             Some(_) if !self.namespaces.is_empty() => {
-                return Err(invalid(
+                return Err(at.invalid(
                     "source.kubernetes.namespace",
                     "is the older spelling of namespaces; set only namespaces".into(),
                 ))
@@ -130,7 +155,7 @@ impl Kubernetes {
                 .collect(),
         };
         if let Some(bad) = out.iter().find(|n| !crate::routes::is_dns_label(n)) {
-            return Err(invalid(
+            return Err(at.invalid(
                 "source.kubernetes.namespaces",
                 format!("`{bad}` is not a namespace name (lowercase letters, digits and '-', at most 63)"),
             ));
@@ -156,20 +181,12 @@ fn namespace_name(s: &str) -> Option<(String, String)> {
 }
 
 impl Tls {
-    fn validate(
-        self,
-        path: &Path,
-        addr: &dyn Fn(&'static str, &str) -> Result<SocketAddr, ConfigError>,
-    ) -> Result<TlsSettings, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            message,
-        };
+    fn validate(self, path: &Path) -> Result<TlsSettings, ConfigError> {
+        let at = At(path);
         let https_listen = self
             .https_listen
             .iter()
-            .map(|s| addr("tls.https_listen", s))
+            .map(|s| at.addr("tls.https_listen", s))
             .collect::<Result<Vec<_>, _>>()?;
         let relative = |p: String| {
             let p = PathBuf::from(p);
@@ -186,7 +203,7 @@ impl Tls {
         let secret = non_empty(&self.default_secret);
         let default_certificate = match (files, secret) {
             ((Some(_), _), Some(_)) | ((_, Some(_)), Some(_)) => {
-                return Err(invalid(
+                return Err(at.invalid(
                     "tls.default_secret",
                     "set either default_secret or the default certificate files, not both".into(),
                 ))
@@ -196,13 +213,13 @@ impl Tls {
                 key: relative(key),
             },
             ((Some(_), None), None) => {
-                return Err(invalid(
+                return Err(at.invalid(
                     "tls.default_key_file",
                     "is needed with default_certificate_file".into(),
                 ))
             }
             ((None, Some(_)), None) => {
-                return Err(invalid(
+                return Err(at.invalid(
                     "tls.default_certificate_file",
                     "is needed with default_key_file".into(),
                 ))
@@ -212,10 +229,9 @@ impl Tls {
                     DefaultCertificate::Secret(crate::model::ObjectRef::new(ns, name))
                 }
                 None => {
-                    return Err(invalid(
-                        "tls.default_secret",
-                        format!("`{s}` is not namespace/name"),
-                    ))
+                    return Err(
+                        at.invalid("tls.default_secret", format!("`{s}` is not namespace/name"))
+                    )
                 }
             },
             ((None, None), None) => DefaultCertificate::SelfSigned,
@@ -231,84 +247,49 @@ impl Tls {
 
 impl File {
     pub(super) fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            message,
-        };
-        let addr = |key: &'static str, s: &str| {
-            s.parse::<SocketAddr>().map_err(|_| {
-                invalid(
-                    key,
-                    format!("`{s}` is not an address with a port, such as 0.0.0.0:8080"),
-                )
-            })
-        };
-        let positive_ms = |key: &'static str, ms: u64| {
-            if ms == 0 {
-                Err(invalid(key, "must be greater than 0".to_string()))
-            } else {
-                Ok(Duration::from_millis(ms))
-            }
-        };
+        let at = At(path);
 
         if self.server.http_listen.is_empty() {
-            return Err(invalid(
-                "server.http_listen",
-                "needs at least one address".into(),
-            ));
+            return Err(at.invalid("server.http_listen", "needs at least one address".into()));
         }
         let http_listen = self
             .server
             .http_listen
             .iter()
-            .map(|s| addr("server.http_listen", s))
+            .map(|s| at.addr("server.http_listen", s))
             .collect::<Result<Vec<_>, _>>()?;
-        let admin_listen = addr("server.admin_listen", &self.server.admin_listen)?;
+        let admin_listen = at.addr("server.admin_listen", &self.server.admin_listen)?;
         if self.server.worker_threads > 1024 {
-            return Err(invalid(
-                "server.worker_threads",
-                "must be at most 1024".into(),
-            ));
+            return Err(at.invalid("server.worker_threads", "must be at most 1024".into()));
         }
         if self.server.max_request_header_bytes < 1024 {
-            return Err(invalid(
+            return Err(at.invalid(
                 "server.max_request_header_bytes",
                 "must be at least 1024 bytes".into(),
             ));
         }
-        let positive_secs = |key: &'static str, secs: u64| {
-            if secs == 0 {
-                Err(invalid(key, "must be greater than 0".to_string()))
-            } else {
-                Ok(Duration::from_secs(secs))
-            }
-        };
-        let client_header_timeout = positive_secs(
+        let client_header_timeout = at.positive_secs(
             "server.client_header_timeout_secs",
             self.server.client_header_timeout_secs,
         )?;
-        let client_send_timeout = positive_secs(
+        let client_send_timeout = at.positive_secs(
             "server.client_send_timeout_secs",
             self.server.client_send_timeout_secs,
         )?;
-        let keepalive_timeout = positive_secs(
+        let keepalive_timeout = at.positive_secs(
             "server.keepalive_timeout_secs",
             self.server.keepalive_timeout_secs,
         )?;
         if self.server.keepalive_requests == 0 {
-            return Err(invalid(
-                "server.keepalive_requests",
-                "must be at least 1".into(),
-            ));
+            return Err(at.invalid("server.keepalive_requests", "must be at least 1".into()));
         }
         if self.server.drain_secs > self.server.shutdown_grace_period_secs {
-            return Err(invalid(
+            return Err(at.invalid(
                 "server.drain_secs",
                 "must be at most server.shutdown_grace_period_secs".into(),
             ));
         }
-        let client_body_timeout = positive_secs(
+        let client_body_timeout = at.positive_secs(
             "server.client_body_timeout_secs",
             self.server.client_body_timeout_secs,
         )?;
@@ -318,21 +299,18 @@ impl File {
             .iter()
             .map(|s| s.parse::<Cidr>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("server.trusted_proxies", e.to_string()))?;
+            .map_err(|e| at.invalid("server.trusted_proxies", e.to_string()))?;
         if self.upstream.connect_retries > 16 {
-            return Err(invalid(
-                "upstream.connect_retries",
-                "must be at most 16".into(),
-            ));
+            return Err(at.invalid("upstream.connect_retries", "must be at most 16".into()));
         }
 
         let ejection = Ejection {
             consecutive_failures: self.upstream.eject_consecutive_failures,
-            base: positive_ms("upstream.eject_base_ms", self.upstream.eject_base_ms)?,
-            max: positive_ms("upstream.eject_max_ms", self.upstream.eject_max_ms)?,
+            base: at.positive_ms("upstream.eject_base_ms", self.upstream.eject_base_ms)?,
+            max: at.positive_ms("upstream.eject_max_ms", self.upstream.eject_max_ms)?,
         };
         if ejection.max < ejection.base {
-            return Err(invalid(
+            return Err(at.invalid(
                 "upstream.eject_max_ms",
                 "must be at least upstream.eject_base_ms".into(),
             ));
@@ -348,7 +326,7 @@ impl File {
                 };
                 SourceSettings::Files {
                     directory,
-                    poll_interval: positive_ms(
+                    poll_interval: at.positive_ms(
                         "source.files.poll_interval_ms",
                         self.source.files.poll_interval_ms,
                     )?,
@@ -362,16 +340,13 @@ impl File {
         };
 
         if self.log.level.trim().is_empty() {
-            return Err(invalid("log.level", "must not be empty".into()));
+            return Err(at.invalid("log.level", "must not be empty".into()));
         }
         if self.controller.name.trim().is_empty() {
-            return Err(invalid("controller.name", "must not be empty".into()));
+            return Err(at.invalid("controller.name", "must not be empty".into()));
         }
         if self.controller.ingress_class.trim().is_empty() {
-            return Err(invalid(
-                "controller.ingress_class",
-                "must not be empty".into(),
-            ));
+            return Err(at.invalid("controller.ingress_class", "must not be empty".into()));
         }
         let host_owners = HostOwners::new(
             self.controller
@@ -379,26 +354,23 @@ impl File {
                 .iter()
                 .map(|(p, ns)| (p.as_str(), ns.as_str())),
         )
-        .map_err(|e| invalid("controller.host_owners", e.to_string()))?;
+        .map_err(|e| at.invalid("controller.host_owners", e.to_string()))?;
 
         let le = &self.leader_election;
         if le.lease_duration_secs == 0 {
-            return Err(invalid(
+            return Err(at.invalid(
                 "leader_election.lease_duration_secs",
                 "must be greater than 0".into(),
             ));
         }
         if le.renew_period_secs == 0 || le.renew_period_secs >= le.lease_duration_secs {
-            return Err(invalid(
+            return Err(at.invalid(
                 "leader_election.renew_period_secs",
                 "must be greater than 0 and less than lease_duration_secs".into(),
             ));
         }
         if le.lease_name.trim().is_empty() {
-            return Err(invalid(
-                "leader_election.lease_name",
-                "must not be empty".into(),
-            ));
+            return Err(at.invalid("leader_election.lease_name", "must not be empty".into()));
         }
         let leader_election = LeaderElection {
             enabled: le.enabled,
@@ -413,7 +385,7 @@ impl File {
             Some(s) => match namespace_name(&s) {
                 Some(pair) => Some(pair),
                 None => {
-                    return Err(invalid(
+                    return Err(at.invalid(
                         "status.publish_service",
                         format!("`{s}` is not namespace/name"),
                     ))
@@ -421,19 +393,13 @@ impl File {
             },
         };
         if self.status.addresses.iter().any(|a| a.trim().is_empty()) {
-            return Err(invalid("status.addresses", "an address is empty".into()));
+            return Err(at.invalid("status.addresses", "an address is empty".into()));
         }
         if self.status.events_per_second == 0 {
-            return Err(invalid(
-                "status.events_per_second",
-                "must be at least 1".into(),
-            ));
+            return Err(at.invalid("status.events_per_second", "must be at least 1".into()));
         }
         if self.status.events_max_pending == 0 {
-            return Err(invalid(
-                "status.events_max_pending",
-                "must be at least 1".into(),
-            ));
+            return Err(at.invalid("status.events_max_pending", "must be at least 1".into()));
         }
         let status = StatusSettings {
             addresses: self
@@ -447,7 +413,7 @@ impl File {
             events_max_pending: self.status.events_max_pending,
         };
 
-        let tls = self.tls.validate(path, &addr)?;
+        let tls = self.tls.validate(path)?;
         let health_check = self.upstream.health_check.validate(path)?;
 
         Ok(Settings {
@@ -474,15 +440,14 @@ impl File {
             drain: Duration::from_secs(self.server.drain_secs),
             keepalive_pool_size: self.upstream.keepalive_pool_size,
             keepalive_idle_timeout: Duration::from_secs(self.upstream.keepalive_idle_timeout_secs),
-            connect_timeout: positive_ms(
+            connect_timeout: at.positive_ms(
                 "upstream.connect_timeout_ms",
                 self.upstream.connect_timeout_ms,
             )?,
-            read_timeout: positive_ms("upstream.read_timeout_ms", self.upstream.read_timeout_ms)?,
-            write_timeout: positive_ms(
-                "upstream.write_timeout_ms",
-                self.upstream.write_timeout_ms,
-            )?,
+            read_timeout: at
+                .positive_ms("upstream.read_timeout_ms", self.upstream.read_timeout_ms)?,
+            write_timeout: at
+                .positive_ms("upstream.write_timeout_ms", self.upstream.write_timeout_ms)?,
             connect_retries: self.upstream.connect_retries,
             load_balance: self.upstream.load_balance,
             ejection,
