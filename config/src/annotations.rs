@@ -156,7 +156,7 @@ pub enum HashBy {
 }
 
 /// Parses `$remote_addr`, `$http_<name>` or `$cookie_<name>`.
-pub fn parse_hash_by(text: &str) -> Result<HashBy, String> {
+pub fn parse_hash_by(text: &str) -> Result<HashBy, AnnotationError> {
     let text = text.trim();
     let token = |s: &str| {
         !s.is_empty()
@@ -176,7 +176,56 @@ pub fn parse_hash_by(text: &str) -> Result<HashBy, String> {
             return Ok(HashBy::Cookie(name.to_string()));
         }
     }
-    Err("is not $remote_addr, $http_<header> or $cookie_<name>".to_string())
+    Err(AnnotationError::NotAHashKey)
+}
+
+/// Why an annotation's value is not used. Each message follows the value it is about
+/// (`` `soon` is not a duration ... ``, see [`BadAnnotation`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnotationError {
+    #[error("is not a duration such as 500ms, 5s or 1m")]
+    NotADuration,
+    #[error("is longer than a day")]
+    LongerThanADay,
+    #[error("is zero; a timeout must be positive")]
+    ZeroDuration,
+    #[error("is not a size such as 512k, 8m or 1g")]
+    NotASize,
+    #[error("is not \"true\" or \"false\"")]
+    NotABool,
+    #[error("is not $remote_addr, $http_<header> or $cookie_<name>")]
+    NotAHashKey,
+    #[error("is not round-robin, least-request, ewma or consistent-hash")]
+    NotAnAlgorithm,
+    /// `consistent-hash` without [`HASH_BY`].
+    #[error("needs `{HASH_BY}` to say what to hash")]
+    NeedsHashBy,
+    /// [`HASH_BY`] beside an algorithm that hashes nothing.
+    #[error("is not used: `{LOAD_BALANCE}` is `{balance}`")]
+    HashByUnused { balance: &'static str },
+    #[error("is not `cookie`, the one kind of affinity")]
+    NotCookieAffinity,
+    #[error("is not a cookie name")]
+    NotACookieName,
+    #[error("is not HTTP, HTTPS, H2C, GRPC or GRPCS")]
+    NotAProtocol,
+    #[error("is not `ip` or `instance`")]
+    NotATargetType,
+    /// [`crate::targets::TARGET_NODE_LABELS`] with the `ip` target type.
+    #[error("is not used: the target type is `ip`, not `instance`")]
+    NodeLabelsUnused,
+    #[error(transparent)]
+    NodeLabels(#[from] crate::targets::NodeSelectorError),
+    #[error("is not http, https, tcp or none")]
+    NotACheckKind,
+    #[error("is not an absolute path such as /healthz")]
+    NotAnAbsolutePath,
+    #[error("is not a port number (1 to 65535) or traffic-port")]
+    NotAPort,
+    #[error("is not a whole number from 1 to {}", crate::health::MAX_THRESHOLD)]
+    NotAThreshold,
+    #[error("is not a list of statuses and ranges such as 200,204 or 200-399")]
+    NotSuccessCodes,
 }
 
 /// An annotation whose value is not used, with why.
@@ -184,7 +233,7 @@ pub fn parse_hash_by(text: &str) -> Result<HashBy, String> {
 pub struct BadAnnotation {
     pub key: &'static str,
     pub value: String,
-    pub message: String,
+    pub error: AnnotationError,
 }
 
 impl std::fmt::Display for BadAnnotation {
@@ -192,27 +241,27 @@ impl std::fmt::Display for BadAnnotation {
         write!(
             f,
             "annotation `{}`: `{}` {}; the default is used",
-            self.key, self.value, self.message
+            self.key, self.value, self.error
         )
     }
 }
 
 /// The value of annotation `key` as `parse` reads it; `None` when the annotation is absent, or
-/// when `parse` refuses it, which is then reported in `bad` with `parse`'s message.
+/// when `parse` refuses it, which is then reported in `bad` with `parse`'s error.
 pub fn parse_annotation<T>(
     annotations: &BTreeMap<String, String>,
     bad: &mut Vec<BadAnnotation>,
     key: &'static str,
-    parse: impl FnOnce(&str) -> Result<T, String>,
+    parse: impl FnOnce(&str) -> Result<T, AnnotationError>,
 ) -> Option<T> {
     let value = annotations.get(key)?;
     match parse(value) {
         Ok(v) => Some(v),
-        Err(message) => {
+        Err(error) => {
             bad.push(BadAnnotation {
                 key,
                 value: value.clone(),
-                message,
+                error,
             });
             None
         }
@@ -221,34 +270,32 @@ pub fn parse_annotation<T>(
 
 /// Parses a duration: a whole number and a unit (`ms`, `s`, `m`, `h`), or a bare number of
 /// seconds. Surrounding whitespace is ignored; zero and values over [`MAX_DURATION`] are refused.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, AnnotationError> {
     let text = text.trim();
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| "is not a duration such as 500ms, 5s or 1m".to_string())?;
+    let n: u64 = number.parse().map_err(|_| AnnotationError::NotADuration)?;
     let millis_per_unit = match unit.trim() {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err("is not a duration such as 500ms, 5s or 1m".to_string()),
+        _ => return Err(AnnotationError::NotADuration),
     };
     let d = n
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
         .filter(|d| *d <= MAX_DURATION)
-        .ok_or_else(|| "is longer than a day".to_string())?;
+        .ok_or(AnnotationError::LongerThanADay)?;
     if d.is_zero() {
-        return Err("is zero; a timeout must be positive".to_string());
+        return Err(AnnotationError::ZeroDuration);
     }
     Ok(d)
 }
 
 /// Parses a size as nginx's `client_max_body_size` does: a whole number of bytes with an
 /// optional `k`/`K`, `m`/`M` or `g`/`G` suffix (1024-based). `0` means no limit.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, AnnotationError> {
     let text = text.trim();
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
@@ -257,21 +304,21 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "k" | "K" => 10,
         "m" | "M" => 20,
         "g" | "G" => 30,
-        _ => return Err("is not a size such as 512k, 8m or 1g".to_string()),
+        _ => return Err(AnnotationError::NotASize),
     };
     number
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| "is not a size such as 512k, 8m or 1g".to_string())
+        .ok_or(AnnotationError::NotASize)
 }
 
 /// Parses `"true"` or `"false"`.
-pub fn parse_bool(text: &str) -> Result<bool, String> {
+pub fn parse_bool(text: &str) -> Result<bool, AnnotationError> {
     match text.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err("is not \"true\" or \"false\"".to_string()),
+        _ => Err(AnnotationError::NotABool),
     }
 }
 
@@ -319,7 +366,7 @@ fn affinity(
         bad.push(BadAnnotation {
             key: AFFINITY,
             value: kind.clone(),
-            message: "is not `cookie`, the one kind of affinity".to_string(),
+            error: AnnotationError::NotCookieAffinity,
         });
         return None;
     }
@@ -335,7 +382,7 @@ fn affinity(
             bad.push(BadAnnotation {
                 key: SESSION_COOKIE_NAME,
                 value: n.clone(),
-                message: "is not a cookie name".to_string(),
+                error: AnnotationError::NotACookieName,
             });
             DEFAULT_SESSION_COOKIE_NAME.to_string()
         }
@@ -350,20 +397,20 @@ fn balance(
     annotations: &BTreeMap<String, String>,
     bad: &mut Vec<BadAnnotation>,
 ) -> Option<Balance> {
-    let mut report = |key: &'static str, value: &String, message: String| {
+    let mut report = |key: &'static str, value: &String, error: AnnotationError| {
         bad.push(BadAnnotation {
             key,
             value: value.clone(),
-            message,
+            error,
         })
     };
     let hash_by = annotations.get(HASH_BY);
-    let keyed = |report: &mut dyn FnMut(&'static str, &String, String)| {
+    let keyed = |report: &mut dyn FnMut(&'static str, &String, AnnotationError)| {
         let value = hash_by?;
         match parse_hash_by(value) {
             Ok(h) => Some(Balance::ConsistentHash(h)),
-            Err(message) => {
-                report(HASH_BY, value, message);
+            Err(error) => {
+                report(HASH_BY, value, error);
                 None
             }
         }
@@ -374,27 +421,19 @@ fn balance(
     };
     if name.trim() == "consistent-hash" {
         if hash_by.is_none() {
-            report(
-                LOAD_BALANCE,
-                name,
-                format!("needs `{HASH_BY}` to say what to hash"),
-            );
+            report(LOAD_BALANCE, name, AnnotationError::NeedsHashBy);
         }
         return keyed(&mut report);
     }
     let Some(b) = Balance::keyless(name) else {
-        report(
-            LOAD_BALANCE,
-            name,
-            "is not round-robin, least-request, ewma or consistent-hash".to_string(),
-        );
+        report(LOAD_BALANCE, name, AnnotationError::NotAnAlgorithm);
         return None;
     };
     if let Some(value) = hash_by {
         report(
             HASH_BY,
             value,
-            format!("is not used: `{LOAD_BALANCE}` is `{}`", b.name()),
+            AnnotationError::HashByUnused { balance: b.name() },
         );
     }
     Some(b)
@@ -480,8 +519,7 @@ fn backend_protocol(
     bad: &mut Vec<BadAnnotation>,
 ) -> Option<BackendProtocol> {
     parse_annotation(annotations, bad, BACKEND_PROTOCOL, |v| {
-        BackendProtocol::parse(v)
-            .ok_or_else(|| "is not HTTP, HTTPS, H2C, GRPC or GRPCS".to_string())
+        BackendProtocol::parse(v).ok_or(AnnotationError::NotAProtocol)
     })
 }
 

@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::annotations::{parse_annotation, parse_duration, BadAnnotation};
+use crate::annotations::{parse_annotation, parse_duration, AnnotationError, BadAnnotation};
 
 /// `http`, `https`, `tcp` or `none`: whether and how the Service's endpoints are probed.
 pub const HEALTH_CHECK: &str = "sluice.dev/health-check";
@@ -106,8 +106,8 @@ impl Default for SuccessCodes {
 impl SuccessCodes {
     /// Parses a comma-separated list of codes (`200`) and ranges (`200-299`), each within
     /// 100..=599.
-    pub fn parse(text: &str) -> Result<SuccessCodes, String> {
-        let err = || "is not a list of statuses and ranges such as 200,204 or 200-399".to_string();
+    pub fn parse(text: &str) -> Result<SuccessCodes, AnnotationError> {
+        let err = || AnnotationError::NotSuccessCodes;
         let code = |s: &str| {
             s.trim()
                 .parse::<u16>()
@@ -235,32 +235,32 @@ impl HealthCheckOverrides {
 }
 
 /// Parses an HTTP (or HTTPS) check's path: absolute, visible ASCII only (it goes on the request line).
-pub fn parse_path(text: &str) -> Result<String, String> {
+pub fn parse_path(text: &str) -> Result<String, AnnotationError> {
     let p = text.trim();
     if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(p.to_string())
     } else {
-        Err("is not an absolute path such as /healthz".to_string())
+        Err(AnnotationError::NotAnAbsolutePath)
     }
 }
 
 /// Parses a port number (1 to 65535), or `traffic-port` (`None`).
-pub fn parse_port(text: &str) -> Result<Option<u16>, String> {
+pub fn parse_port(text: &str) -> Result<Option<u16>, AnnotationError> {
     let t = text.trim();
     if t == "traffic-port" {
         return Ok(None);
     }
     match t.parse::<u16>() {
         Ok(p) if p > 0 => Ok(Some(p)),
-        _ => Err("is not a port number (1 to 65535) or traffic-port".to_string()),
+        _ => Err(AnnotationError::NotAPort),
     }
 }
 
 /// Parses a threshold: a whole number from 1 to [`MAX_THRESHOLD`].
-pub fn parse_threshold(text: &str) -> Result<u32, String> {
+pub fn parse_threshold(text: &str) -> Result<u32, AnnotationError> {
     match text.trim().parse::<u32>() {
         Ok(n) if (1..=MAX_THRESHOLD).contains(&n) => Ok(n),
-        _ => Err(format!("is not a whole number from 1 to {MAX_THRESHOLD}")),
+        _ => Err(AnnotationError::NotAThreshold),
     }
 }
 
@@ -272,7 +272,7 @@ pub fn service_health_check(
     let b = &mut bad;
     let o = HealthCheckOverrides {
         kind: parse_annotation(annotations, b, HEALTH_CHECK, |s| {
-            CheckKind::parse(s).ok_or_else(|| "is not http, https, tcp or none".to_string())
+            CheckKind::parse(s).ok_or(AnnotationError::NotACheckKind)
         }),
         path: parse_annotation(annotations, b, HEALTH_CHECK_PATH, parse_path),
         port: parse_annotation(annotations, b, HEALTH_CHECK_PORT, parse_port),

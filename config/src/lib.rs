@@ -1,6 +1,7 @@
 //! The pure model of sluice: what the proxy should do, with no I/O.
 //!
-//! - [`settings`]: the TOML settings file, validated into [`Settings`].
+//! - [`settings`]: the text of the TOML settings file, validated into [`Settings`] (the proxy
+//!   reads the file).
 //! - [`model`]: Ingress-shaped inputs, which both sources (a folder of manifests, the API
 //!   server) produce.
 //! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::annotations::{parse_annotation, BadAnnotation};
+use crate::annotations::{parse_annotation, AnnotationError, BadAnnotation};
 use crate::model::NodeInput;
 
 /// The target type of an Ingress's routes: `ip` or `instance`.
@@ -74,6 +74,25 @@ impl std::fmt::Display for TargetType {
     }
 }
 
+/// Why a `sluice.dev/target-node-labels` value is not a selector; each message follows the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeSelectorError {
+    #[error("names no label; write key=value[,key=value...]")]
+    Empty,
+    #[error("has `{0}`, which is not key=value")]
+    NotKeyValue(String),
+    #[error("has `{0}`, which is not a label key")]
+    Key(String),
+    #[error("has `{0}`, which is not a label value")]
+    Value(String),
+    #[error("asks for label `{key}` to be both `{old}` and `{new}`")]
+    Conflict {
+        key: String,
+        old: String,
+        new: String,
+    },
+}
+
 /// The labels a Node must all carry (equality only), sorted by key. Empty admits every Node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeSelector(BTreeMap<String, String>);
@@ -90,28 +109,30 @@ impl NodeSelector {
 
     /// Parses `key=value[,key=value...]`; keys and values follow Kubernetes label syntax.
     /// Whitespace around items is ignored.
-    pub fn parse(text: &str) -> Result<NodeSelector, String> {
+    pub fn parse(text: &str) -> Result<NodeSelector, NodeSelectorError> {
         let mut labels = BTreeMap::new();
         if text.trim().is_empty() {
-            return Err("names no label; write key=value[,key=value...]".to_string());
+            return Err(NodeSelectorError::Empty);
         }
         for item in text.split(',') {
             let item = item.trim();
             let Some((key, value)) = item.split_once('=') else {
-                return Err(format!("has `{item}`, which is not key=value"));
+                return Err(NodeSelectorError::NotKeyValue(item.to_string()));
             };
             let (key, value) = (key.trim(), value.trim());
             if !is_label_key(key) {
-                return Err(format!("has `{key}`, which is not a label key"));
+                return Err(NodeSelectorError::Key(key.to_string()));
             }
             if !is_label_value(value) {
-                return Err(format!("has `{value}`, which is not a label value"));
+                return Err(NodeSelectorError::Value(value.to_string()));
             }
             if let Some(old) = labels.insert(key.to_string(), value.to_string()) {
                 if old != value {
-                    return Err(format!(
-                        "asks for label `{key}` to be both `{old}` and `{value}`"
-                    ));
+                    return Err(NodeSelectorError::Conflict {
+                        key: key.to_string(),
+                        old,
+                        new: value.to_string(),
+                    });
                 }
             }
         }
@@ -168,7 +189,7 @@ pub fn target_type(
 ) -> (TargetType, Vec<BadAnnotation>) {
     let mut bad = Vec::new();
     let chosen = parse_annotation(annotations, &mut bad, TARGET_TYPE, |v| {
-        TargetType::parse(v).ok_or_else(|| "is not `ip` or `instance`".to_string())
+        TargetType::parse(v).ok_or(AnnotationError::NotATargetType)
     })
     .unwrap_or_else(|| default.clone());
     let Some(value) = annotations.get(TARGET_NODE_LABELS) else {
@@ -179,17 +200,17 @@ pub fn target_type(
             bad.push(BadAnnotation {
                 key: TARGET_NODE_LABELS,
                 value: value.clone(),
-                message: "is not used: the target type is `ip`, not `instance`".to_string(),
+                error: AnnotationError::NodeLabelsUnused,
             });
             TargetType::Ip
         }
         TargetType::Instance(default_selector) => match NodeSelector::parse(value) {
             Ok(sel) => TargetType::Instance(sel),
-            Err(message) => {
+            Err(e) => {
                 bad.push(BadAnnotation {
                     key: TARGET_NODE_LABELS,
                     value: value.clone(),
-                    message,
+                    error: e.into(),
                 });
                 TargetType::Instance(default_selector)
             }

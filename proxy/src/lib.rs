@@ -10,6 +10,7 @@
 //! - [`tls`]: the HTTPS listener, the SNI certificate store, client certificates.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`], [`access_log`]: Prometheus metrics and the per-request log.
+//! - [`settings`]: reading the settings file (validated by `sluice-config`).
 //! - [`server`]: starting, running and draining it all; [`connections`]: caps on open client
 //!   connections.
 //!
@@ -29,6 +30,7 @@ pub mod request;
 pub mod route;
 pub mod router;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod text;
 pub mod tls;

@@ -54,7 +54,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut settings = match Settings::load(&cli.config) {
+    let mut settings = match sluice::settings::load(&cli.config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: {e}");
@@ -120,10 +120,23 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
     }
 }
 
+/// Why `sluice check` refuses the default certificate files; names the setting and the file.
+#[derive(Debug, thiserror::Error)]
+enum DefaultCertificateError {
+    #[error("{setting}: cannot read {path}: {source}", path = .path.display())]
+    Unreadable {
+        setting: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tls.default_certificate_file and tls.default_key_file: {0}")]
+    Unusable(#[source] sluice::tls::certs::CertFileError),
+}
+
 /// Loads the default certificate files as start-up will, so that a file that is missing,
 /// unreadable or not a matching certificate and key fails the check rather than the start.
-/// The error names the setting and the file.
-fn check_default_certificate(settings: &Settings) -> Result<(), String> {
+fn check_default_certificate(settings: &Settings) -> Result<(), DefaultCertificateError> {
     let sluice_config::settings::DefaultCertificate::Files { certificate, key } =
         &settings.tls.default_certificate
     else {
@@ -133,13 +146,17 @@ fn check_default_certificate(settings: &Settings) -> Result<(), String> {
         ("tls.default_certificate_file", certificate),
         ("tls.default_key_file", key),
     ] {
-        if let Err(e) = std::fs::File::open(file) {
-            return Err(format!("{setting}: cannot read {}: {e}", file.display()));
+        if let Err(source) = std::fs::File::open(file) {
+            return Err(DefaultCertificateError::Unreadable {
+                setting,
+                path: file.clone(),
+                source,
+            });
         }
     }
     sluice::tls::certs::ServingCert::from_files(certificate, key)
         .map(|_| ())
-        .map_err(|e| format!("tls.default_certificate_file and tls.default_key_file: {e}"))
+        .map_err(DefaultCertificateError::Unusable)
 }
 
 fn run(settings: Settings) -> ExitCode {

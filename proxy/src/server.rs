@@ -66,10 +66,10 @@ use crate::admin::Admin;
 use crate::connections::{Gate, Limits};
 use crate::files::FilesSource;
 use crate::k8s::{KubeOptions, KubeSource};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsError};
 use crate::router::{InFlight, Router, RouterOptions};
 use crate::state::State;
-use crate::tls::certs::ServingCert;
+use crate::tls::certs::{CertError, CertFileError, ServingCert};
 use crate::tls::TlsStoreBuilder;
 
 /// Why sluice could not start.
@@ -82,11 +82,15 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("cannot set up metrics: {0}")]
-    Metrics(String),
+    Metrics(#[from] MetricsError),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The default certificate files (`tls.default_certificate_file`, `tls.default_key_file`).
     #[error("TLS: {0}")]
-    Tls(String),
+    DefaultCertificate(#[from] CertFileError),
+    /// The certificate generated for names no Secret covers.
+    #[error("TLS: {0}")]
+    GeneratedCertificate(#[from] CertError),
 }
 
 /// A running sluice. Dropping it does not stop it; call [`Running::shutdown`] then
@@ -230,7 +234,7 @@ pub fn start_with(
         .build()
         .map_err(StartError::Runtime)?;
 
-    let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
+    let metrics = Arc::new(Metrics::new()?);
     let state = Arc::new(
         State::new(
             ClassPolicy::from(&settings),
@@ -313,14 +317,10 @@ pub fn start_with(
 /// The certificate store builder: the default certificate from files, else a generated one (said
 /// in the log when HTTPS is on), and the default Secret to prefer when it is usable.
 fn tls_builder(settings: &Settings, https: bool) -> Result<TlsStoreBuilder, StartError> {
-    let generated = || {
-        ServingCert::self_signed()
-            .map(Arc::new)
-            .map_err(|e| StartError::Tls(e.to_string()))
-    };
+    let generated = || -> Result<_, StartError> { Ok(Arc::new(ServingCert::self_signed()?)) };
     Ok(match &settings.tls.default_certificate {
         DefaultCertificate::Files { certificate, key } => {
-            let cert = ServingCert::from_files(certificate, key).map_err(StartError::Tls)?;
+            let cert = ServingCert::from_files(certificate, key)?;
             TlsStoreBuilder::new(Arc::new(cert), None)
         }
         DefaultCertificate::Secret(secret) => {

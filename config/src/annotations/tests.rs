@@ -266,3 +266,45 @@ fn without_annotations_every_default_applies() {
     assert_eq!(policy, UpstreamPolicy::default());
     assert!(bad.is_empty());
 }
+
+#[test]
+fn a_refused_annotation_is_reported_with_its_value_and_the_reason_users_read() {
+    // These lines reach Events and `sluice check` as they are: a reworded reason fails here.
+    for (pairs, error, line) in [
+        (
+            vec![(LOAD_BALANCE, "consistent-hash")],
+            AnnotationError::NeedsHashBy,
+            "annotation `sluice.dev/load-balance`: `consistent-hash` needs \
+             `sluice.dev/hash-by` to say what to hash; the default is used",
+        ),
+        (
+            vec![(LOAD_BALANCE, "ewma"), (HASH_BY, "$remote_addr")],
+            AnnotationError::HashByUnused { balance: "ewma" },
+            "annotation `sluice.dev/hash-by`: `$remote_addr` is not used: \
+             `sluice.dev/load-balance` is `ewma`; the default is used",
+        ),
+        (
+            vec![(AFFINITY, "ip")],
+            AnnotationError::NotCookieAffinity,
+            "annotation `sluice.dev/affinity`: `ip` is not `cookie`, the one kind of \
+             affinity; the default is used",
+        ),
+        (
+            vec![(PROXY_BODY_SIZE, "8mb")],
+            AnnotationError::NotASize,
+            "annotation `sluice.dev/proxy-body-size`: `8mb` is not a size such as 512k, 8m \
+             or 1g; the default is used",
+        ),
+        (
+            vec![(READ_TIMEOUT, "0")],
+            AnnotationError::ZeroDuration,
+            "annotation `sluice.dev/read-timeout`: `0` is zero; a timeout must be positive; \
+             the default is used",
+        ),
+    ] {
+        let (_, bad) = policy_of(&pairs);
+        assert_eq!(bad.len(), 1, "{pairs:?}");
+        assert_eq!(bad[0].error, error, "{pairs:?}");
+        assert_eq!(bad[0].to_string(), line);
+    }
+}

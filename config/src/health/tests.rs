@@ -131,3 +131,48 @@ fn a_bad_value_is_reported_and_only_that_field_keeps_its_default() {
          as 500ms, 5s or 1m; the default is used"
     );
 }
+
+#[test]
+fn a_refused_health_check_annotation_says_what_the_value_should_be() {
+    for (key, value, error, reason) in [
+        (
+            HEALTH_CHECK,
+            "grpc",
+            AnnotationError::NotACheckKind,
+            "is not http, https, tcp or none",
+        ),
+        (
+            HEALTH_CHECK_PATH,
+            "healthz",
+            AnnotationError::NotAnAbsolutePath,
+            "is not an absolute path such as /healthz",
+        ),
+        (
+            HEALTH_CHECK_PORT,
+            "0",
+            AnnotationError::NotAPort,
+            "is not a port number (1 to 65535) or traffic-port",
+        ),
+        (
+            HEALTH_CHECK_HEALTHY_THRESHOLD,
+            "101",
+            AnnotationError::NotAThreshold,
+            "is not a whole number from 1 to 100",
+        ),
+        (
+            HEALTH_CHECK_SUCCESS_CODES,
+            "299-200",
+            AnnotationError::NotSuccessCodes,
+            "is not a list of statuses and ranges such as 200,204 or 200-399",
+        ),
+    ] {
+        let (o, bad) = of(&[(key, value)]);
+        assert!(o.is_empty(), "{key}");
+        assert_eq!(bad.len(), 1, "{key}");
+        assert_eq!(bad[0].error, error, "{key}");
+        assert_eq!(
+            bad[0].to_string(),
+            format!("annotation `{key}`: `{value}` {reason}; the default is used")
+        );
+    }
+}

@@ -387,3 +387,42 @@ fn the_report_shows_an_instance_route_and_its_node_filter_in_brackets() {
         "{text}"
     );
 }
+
+#[test]
+fn a_refused_node_label_filter_names_the_label_at_fault() {
+    for (text, error, reason) in [
+        (
+            " ",
+            NodeSelectorError::Empty,
+            "names no label; write key=value[,key=value...]",
+        ),
+        (
+            "pool=edge,zone",
+            NodeSelectorError::NotKeyValue("zone".into()),
+            "has `zone`, which is not key=value",
+        ),
+        (
+            "po ol=edge",
+            NodeSelectorError::Key("po ol".into()),
+            "has `po ol`, which is not a label key",
+        ),
+        (
+            "pool=-edge",
+            NodeSelectorError::Value("-edge".into()),
+            "has `-edge`, which is not a label value",
+        ),
+        (
+            "pool=edge,pool=core",
+            NodeSelectorError::Conflict {
+                key: "pool".into(),
+                old: "edge".into(),
+                new: "core".into(),
+            },
+            "asks for label `pool` to be both `edge` and `core`",
+        ),
+    ] {
+        let got = NodeSelector::parse(text).unwrap_err();
+        assert_eq!(got, error, "{text:?}");
+        assert_eq!(got.to_string(), reason, "{text:?}");
+    }
+}

@@ -4,6 +4,7 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use openssl::stack::{Stack, StackRef};
@@ -24,6 +25,38 @@ pub enum CertError {
     KeyMismatch,
     #[error("cannot build a certificate: {0}")]
     Build(String),
+}
+
+/// Why the default certificate files cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum CertFileError {
+    #[error("{path}: {source}", path = .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{certificate} and {key}: {error}", certificate = .certificate.display(), key = .key.display())]
+    Material {
+        certificate: PathBuf,
+        key: PathBuf,
+        #[source]
+        error: CertError,
+    },
+}
+
+/// Why a client certificate is not trusted; the text follows `FAILED:` in the verdict header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no client certificate")]
+    NoCertificate,
+    #[error("no trusted CA is configured")]
+    NoTrustedCa,
+    /// OpenSSL's reason, such as `certificate has expired`.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("certificate chain too long")]
+    ChainTooLong,
 }
 
 fn detail(e: openssl::error::ErrorStack) -> String {
@@ -136,15 +169,21 @@ pub fn names(leaf: &X509Ref) -> Vec<String> {
 
 impl ServingCert {
     /// Reads a certificate (and chain) file and its key file.
-    pub fn from_files(
-        certificate: &std::path::Path,
-        key: &std::path::Path,
-    ) -> Result<ServingCert, String> {
-        let read =
-            |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    pub fn from_files(certificate: &Path, key: &Path) -> Result<ServingCert, CertFileError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| CertFileError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
         let (crt, k) = (read(certificate)?, read(key)?);
-        ServingCert::parse(&crt, &k, certificate.display().to_string())
-            .map_err(|e| format!("{} and {}: {e}", certificate.display(), key.display()))
+        ServingCert::parse(&crt, &k, certificate.display().to_string()).map_err(|error| {
+            CertFileError::Material {
+                certificate: certificate.to_path_buf(),
+                key: key.to_path_buf(),
+                error,
+            }
+        })
     }
 
     /// Parses `tls.crt` (the certificate, then any chain) and `tls.key`, and checks that the key
@@ -298,8 +337,8 @@ impl ClientCa {
 
     /// Verifies a client certificate against these CAs, allowing at most `depth` intermediates;
     /// `Err` carries OpenSSL's reason. Used for resumed sessions, where OpenSSL verifies nothing.
-    pub fn verify(&self, leaf: &X509Ref, depth: u32) -> Result<(), String> {
-        let run = || -> Result<Result<(), String>, openssl::error::ErrorStack> {
+    pub fn verify(&self, leaf: &X509Ref, depth: u32) -> Result<(), VerifyError> {
+        let run = || -> Result<Result<(), VerifyError>, openssl::error::ErrorStack> {
             let mut untrusted = Stack::new()?;
             if let Ok(learned) = self.learned.lock() {
                 for c in learned.iter() {
@@ -309,17 +348,19 @@ impl ClientCa {
             let mut ctx = X509StoreContext::new()?;
             ctx.init(&self.store, leaf, &untrusted, |c| {
                 if !c.verify_cert()? {
-                    return Ok(Err(c.error().error_string().to_string()));
+                    return Ok(Err(VerifyError::Rejected(
+                        c.error().error_string().to_string(),
+                    )));
                 }
                 // The chain holds the leaf and the trust anchor around the intermediates.
                 let intermediates = c.chain().map(|ch| ch.len()).unwrap_or(0).saturating_sub(2);
                 if intermediates > depth as usize {
-                    return Ok(Err("certificate chain too long".to_string()));
+                    return Ok(Err(VerifyError::ChainTooLong));
                 }
                 Ok(Ok(()))
             })
         };
-        run().unwrap_or_else(|e| Err(detail(e)))
+        run().unwrap_or_else(|e| Err(VerifyError::Rejected(detail(e))))
     }
 }
 
@@ -365,5 +406,49 @@ mod tests {
             vec!["a.test".to_string(), "*.b.test".to_string()]
         );
         assert!(ClientCa::parse(b"").is_err());
+    }
+
+    #[test]
+    fn default_certificate_files_that_are_missing_or_do_not_match_are_refused_naming_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = pem(&ServingCert::self_signed().unwrap());
+        let (_, other_key) = pem(&ServingCert::self_signed().unwrap());
+        let (crt_path, key_path, other_path) = (
+            dir.path().join("tls.crt"),
+            dir.path().join("tls.key"),
+            dir.path().join("other.key"),
+        );
+        std::fs::write(&crt_path, crt).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        std::fs::write(&other_path, other_key).unwrap();
+        let served = ServingCert::from_files(&crt_path, &key_path).unwrap();
+        assert_eq!(served.source, crt_path.display().to_string());
+
+        let gone = dir.path().join("gone.key");
+        match ServingCert::from_files(&crt_path, &gone) {
+            Err(e @ CertFileError::Read { .. }) => {
+                assert!(
+                    e.to_string().starts_with(&format!("{}: ", gone.display())),
+                    "{e}"
+                )
+            }
+            other => panic!("expected a read error, got {other:?}"),
+        }
+        match ServingCert::from_files(&crt_path, &other_path) {
+            Err(
+                e @ CertFileError::Material {
+                    error: CertError::KeyMismatch,
+                    ..
+                },
+            ) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "{} and {}: tls.key does not match the certificate in tls.crt",
+                    crt_path.display(),
+                    other_path.display()
+                )
+            ),
+            other => panic!("expected a key mismatch, got {other:?}"),
+        }
     }
 }

@@ -16,6 +16,7 @@ use openssl::ssl::{NameType, SslRef};
 use openssl::x509::{X509NameRef, X509Ref, X509VerifyResult};
 use sluice_config::tls::ClientAuthMode;
 
+use super::certs::VerifyError;
 use super::store::HostEntry;
 
 /// The upstream header carrying the client certificate.
@@ -53,7 +54,7 @@ impl ConnTls {
     pub fn from_handshake(
         ssl: &SslRef,
         entry: Option<&HostEntry>,
-        resumed_verdict: Option<Result<(), String>>,
+        resumed_verdict: Option<Result<(), VerifyError>>,
     ) -> ConnTls {
         let sni = ssl
             .servername(NameType::HOST_NAME)
@@ -122,15 +123,15 @@ fn verdict(result: X509VerifyResult, has_ca: bool) -> String {
 }
 
 /// Re-verifies the certificate of a resumed session for `entry`, which asks for verification.
-pub fn verify_resumed(ssl: &SslRef, entry: &HostEntry) -> Result<(), String> {
+pub fn verify_resumed(ssl: &SslRef, entry: &HostEntry) -> Result<(), VerifyError> {
     let Some(auth) = &entry.client_auth else {
         return Ok(());
     };
     let Some(leaf) = ssl.peer_certificate() else {
-        return Err("no client certificate".to_string());
+        return Err(VerifyError::NoCertificate);
     };
     let Some(ca) = &auth.ca else {
-        return Err("no trusted CA is configured".to_string());
+        return Err(VerifyError::NoTrustedCa);
     };
     ca.verify(&leaf, auth.verify_depth)
 }

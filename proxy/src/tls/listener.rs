@@ -65,7 +65,7 @@ struct Handshake {
     store: Arc<TlsStore>,
     entry: Option<Arc<HostEntry>>,
     /// The verdict on a resumed session's certificate.
-    resumed_verdict: Option<Result<(), String>>,
+    resumed_verdict: Option<Result<(), super::certs::VerifyError>>,
     completed: AtomicBool,
     failure: Arc<AtomicU8>,
     metrics: Arc<Metrics>,

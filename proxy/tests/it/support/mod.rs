@@ -673,7 +673,7 @@ impl Sluice {
     pub async fn start_in(dir: tempfile::TempDir, settings_text: &str, ready: bool) -> Sluice {
         let config = dir.path().join("sluice.toml");
         std::fs::write(&config, settings_text).unwrap();
-        let settings = sluice_config::Settings::load(&config).unwrap();
+        let settings = sluice::settings::load(&config).unwrap();
         let access_log = SharedBuf::default();
         let running = sluice::start_with(settings, Box::new(access_log.clone())).unwrap();
         let (addr, admin) = (running.http_addrs[0], running.admin_addr);
