@@ -630,31 +630,39 @@ impl Builder<'_> {
         protocol
     }
 
-    /// The ready endpoint addresses of a pool: for `ip` targets, the EndpointSlice port with the
-    /// same name as the Service port (as kube-proxy maps them), on every ready endpoint address;
-    /// for `instance` targets, the Service port's `nodePort` on every Node the pool admits.
+    /// The ready endpoint addresses of a pool ([`pool_endpoints`]).
     fn endpoints_of(&self, key: &PoolKey) -> Vec<SocketAddr> {
-        let Some(svc) = self
-            .services
-            .get(&(key.namespace.as_str(), key.service.as_str()))
-        else {
-            return Vec::new();
-        };
-        let Some(sp) = svc.ports.iter().find(|p| p.port == key.port) else {
-            return Vec::new();
-        };
-        if let TargetType::Instance(selector) = &key.target_type {
-            return node_port(sp.node_port)
-                .map(|port| crate::targets::node_targets(self.nodes, selector, port))
-                .unwrap_or_default();
-        }
+        let service = (key.namespace.as_str(), key.service.as_str());
         let slices = self
             .slices
-            .get(&(key.namespace.as_str(), key.service.as_str()))
+            .get(&service)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        slice_endpoints(slices, &sp.name)
+        pool_endpoints(key, self.services.get(&service).copied(), slices, self.nodes)
     }
+}
+
+/// The ready endpoint addresses of a pool, from its Service (`None`: it does not exist), the
+/// EndpointSlices of that Service and the cluster's Nodes: for `ip` targets, the EndpointSlice
+/// port with the same name as the Service port (as kube-proxy maps them), on every ready
+/// endpoint address; for `instance` targets, the Service port's `nodePort` on every Node the
+/// pool admits. Sorted. Snapshot building and the proxy's endpoint-only updates both use it,
+/// so an endpoint change applied alone gives the endpoints a full rebuild would.
+pub fn pool_endpoints(
+    key: &PoolKey,
+    service: Option<&ServiceInput>,
+    slices: &[&EndpointSliceInput],
+    nodes: &[NodeInput],
+) -> Vec<SocketAddr> {
+    let Some(sp) = service.and_then(|svc| svc.ports.iter().find(|p| p.port == key.port)) else {
+        return Vec::new();
+    };
+    if let TargetType::Instance(selector) = &key.target_type {
+        return node_port(sp.node_port)
+            .map(|port| crate::targets::node_targets(nodes, selector, port))
+            .unwrap_or_default();
+    }
+    slice_endpoints(slices, &sp.name)
 }
 
 /// A `nodePort` that can be dialled (1..=65535).

@@ -6,10 +6,15 @@
 //! file's size and modification time, and only re-reads what changed. Polling rather than inotify
 //! keeps working when the folder is a mounted ConfigMap, whose updates swap a symlink.
 //!
+//! Objects are translated when their file is read, into the same [`Store`] the Kubernetes
+//! source fills, and only the objects of changed files are written to it; the store then tells
+//! the publisher what changed ([`State::publish_store`]), so an EndpointSlice edited in one file
+//! updates that Service's pools and nothing else.
+//!
 //! A file that cannot be read or parsed is reported (once per change) and its last good objects
 //! keep serving; the other files are unaffected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,8 +23,11 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
-use crate::objects::{parse_document, Object, Objects};
+use crate::k8s::watch::{ingress_entry, secret_entry, service_entry};
+use crate::objects::{class_input, node_input, parse_document, slice_input, Object};
 use crate::state::State;
+use crate::store::{Entry, Kind, Store};
+use sluice_config::model::ObjectRef;
 
 /// What a file looked like when last read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +36,25 @@ struct Stamp {
     modified: Option<SystemTime>,
 }
 
-/// The objects last read from one file.
+/// The objects last read from one file, translated.
 struct FileObjects {
     stamp: Stamp,
     /// The last objects read without error (kept when a later version is malformed).
-    objects: Vec<Object>,
+    entries: Vec<(Kind, ObjectRef, Entry)>,
+}
+
+/// An object's kind in the store and its translation: the same as the watchers make of it.
+fn entry_of(object: Object) -> (Kind, ObjectRef, Entry) {
+    let key = object.key();
+    let (kind, entry) = match object {
+        Object::Ingress(o) => (Kind::Ingress, ingress_entry(&o)),
+        Object::IngressClass(o) => (Kind::IngressClass, Entry::Class(class_input(&o))),
+        Object::Service(o) => (Kind::Service, service_entry(&o)),
+        Object::EndpointSlice(o) => (Kind::EndpointSlice, Entry::Slice(slice_input(&o))),
+        Object::Secret(o) => (Kind::Secret, secret_entry(&o)),
+        Object::Node(o) => (Kind::Node, Entry::Node(node_input(&o))),
+    };
+    (kind, key, entry)
 }
 
 /// Why a manifest file was not (fully) used.
@@ -84,18 +106,22 @@ pub fn parse_manifests(
     Ok((objects, errors))
 }
 
-/// Reads a whole folder once, reporting nothing: for `sluice check` and tests.
-pub fn read_folder(dir: &Path) -> Result<(Objects, Vec<FileError>), FileError> {
+/// Reads a whole folder once into a store, reporting nothing: for `sluice check` and tests.
+pub fn read_folder(dir: &Path) -> Result<(Store, Vec<FileError>), FileError> {
     let mut folder = Folder::default();
-    folder.scan(dir)?;
+    let store = Store::default();
+    let touched = folder.scan(dir)?;
+    folder.sync(&store, &touched);
     let errors = std::mem::take(&mut folder.errors);
-    Ok((folder.objects(), errors))
+    Ok((store, errors))
 }
 
 /// The state of the watched folder between polls.
 #[derive(Default)]
 struct Folder {
     files: BTreeMap<PathBuf, FileObjects>,
+    /// The files that define each object; where several do, the last in path order wins.
+    defined_in: HashMap<(Kind, ObjectRef), BTreeSet<PathBuf>>,
     /// Errors found by the last scan.
     errors: Vec<FileError>,
 }
@@ -108,13 +134,15 @@ fn is_manifest(p: &Path) -> bool {
 }
 
 impl Folder {
-    /// Re-reads changed files. Returns whether the set of objects may have changed.
-    fn scan(&mut self, dir: &Path) -> Result<bool, FileError> {
+    /// Re-reads and re-translates the files that changed (by size and modification time), and
+    /// forgets those that are gone. Returns the objects they defined before or define now:
+    /// empty when nothing changed.
+    fn scan(&mut self, dir: &Path) -> Result<BTreeSet<(Kind, ObjectRef)>, FileError> {
         let read_dir = |source| FileError::Read {
             path: dir.to_path_buf(),
             source,
         };
-        let mut seen = Vec::new();
+        let mut seen = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(read_dir)? {
             let path = entry.map_err(read_dir)?.path();
             // Follows symlinks, so a ConfigMap's `..data` links resolve to their files.
@@ -122,25 +150,29 @@ impl Folder {
                 continue;
             };
             if meta.is_file() && is_manifest(&path) {
-                seen.push((
-                    path,
-                    Stamp {
-                        len: meta.len(),
-                        modified: meta.modified().ok(),
-                    },
-                ));
+                let stamp = Stamp {
+                    len: meta.len(),
+                    modified: meta.modified().ok(),
+                };
+                seen.insert(path, stamp);
             }
         }
-        let mut changed = false;
-        let before = self.files.len();
-        self.files.retain(|p, _| seen.iter().any(|(s, _)| s == p));
-        changed |= self.files.len() != before;
-
+        let mut touched = BTreeSet::new();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !seen.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(old) = self.files.remove(&path) {
+                self.forget(&path, &old, &mut touched);
+            }
+        }
         for (path, stamp) in seen {
             if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
                 continue;
             }
-            changed = true;
             let parsed = std::fs::read_to_string(&path)
                 .map_err(|source| FileError::Read {
                     path: path.clone(),
@@ -148,34 +180,77 @@ impl Folder {
                 })
                 .and_then(|text| parse_manifests(&path, &text));
             let previous = self.files.remove(&path);
-            let objects = match parsed {
-                Ok((objects, errors)) if errors.is_empty() => objects,
-                Ok((objects, errors)) => {
+            let entries = match (parsed, previous) {
+                (Ok((_, errors)), Some(previous)) if !errors.is_empty() => {
+                    // Keep the last good version of the file.
                     self.errors.extend(errors);
-                    // Keep the last good version of the file; on a first read, use what parsed.
-                    match previous {
-                        Some(p) => p.objects,
-                        None => objects,
-                    }
+                    previous.entries
                 }
-                Err(e) => {
+                (Ok((objects, errors)), previous) => {
+                    // On a first read, what parsed is used even if some documents did not.
+                    self.errors.extend(errors);
+                    if let Some(p) = &previous {
+                        self.forget(&path, p, &mut touched);
+                    }
+                    objects.into_iter().map(entry_of).collect()
+                }
+                (Err(e), previous) => {
                     self.errors.push(e);
-                    previous.map(|p| p.objects).unwrap_or_default()
+                    previous.map(|p| p.entries).unwrap_or_default()
                 }
             };
-            self.files.insert(path, FileObjects { stamp, objects });
+            for (kind, key, _) in &entries {
+                let id = (*kind, key.clone());
+                self.defined_in
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(path.clone());
+                touched.insert(id);
+            }
+            self.files.insert(path, FileObjects { stamp, entries });
         }
-        Ok(changed)
+        Ok(touched)
     }
 
-    fn objects(&self) -> Objects {
-        let mut all = Objects::default();
-        for f in self.files.values() {
-            for o in &f.objects {
-                all.insert(o.clone());
+    /// Drops what `file` (read from `path`) defined from the index, noting its objects.
+    fn forget(
+        &mut self,
+        path: &Path,
+        file: &FileObjects,
+        touched: &mut BTreeSet<(Kind, ObjectRef)>,
+    ) {
+        for (kind, key, _) in &file.entries {
+            let id = (*kind, key.clone());
+            if let Some(paths) = self.defined_in.get_mut(&id) {
+                paths.remove(path);
+                if paths.is_empty() {
+                    self.defined_in.remove(&id);
+                }
+            }
+            touched.insert(id);
+        }
+    }
+
+    /// Brings `store` up to date for the objects in `touched`: each gets the translation of the
+    /// last file (in path order) that defines it, or is deleted when none does.
+    fn sync(&self, store: &Store, touched: &BTreeSet<(Kind, ObjectRef)>) {
+        for (kind, key) in touched {
+            let entry = self
+                .defined_in
+                .get(&(*kind, key.clone()))
+                .and_then(|paths| paths.last())
+                .and_then(|path| self.files.get(path))
+                .and_then(|f| {
+                    f.entries
+                        .iter()
+                        .rev()
+                        .find(|(k, r, _)| k == kind && r == key)
+                });
+            match entry {
+                Some((_, _, entry)) => store.apply(*kind, key.clone(), entry.clone()),
+                None => store.delete(*kind, key),
             }
         }
-        all
     }
 }
 
@@ -184,6 +259,7 @@ pub struct FilesSource {
     dir: PathBuf,
     interval: Duration,
     state: Arc<State>,
+    store: Arc<Store>,
 }
 
 impl FilesSource {
@@ -192,6 +268,7 @@ impl FilesSource {
             dir,
             interval,
             state,
+            store: Arc::new(Store::default()),
         }
     }
 }
@@ -206,11 +283,15 @@ impl BackgroundService for FilesSource {
         let mut last_error: Option<String> = None;
         loop {
             let dir = self.dir.clone();
+            let store = self.store.clone();
             let Some(mut f) = folder.take() else { return };
-            // File reads and YAML parsing block: keep them off the request workers.
+            // File reads, YAML parsing and translation block: keep them off the request workers.
             let joined = tokio::task::spawn_blocking(move || {
                 let r = f.scan(&dir);
-                (f, r)
+                if let Ok(touched) = &r {
+                    f.sync(&store, touched);
+                }
+                (f, r.map(|touched| !touched.is_empty()))
             })
             .await;
             let Ok((mut f, result)) = joined else {
@@ -220,24 +301,10 @@ impl BackgroundService for FilesSource {
             for e in f.errors.drain(..) {
                 tracing::error!(error = %e, "manifest ignored; the last good version keeps serving");
             }
-            match result {
+            let publish = match result {
                 Ok(changed) => {
                     last_error = None;
-                    if changed || first {
-                        let objects = f.objects();
-                        self.state.publish(&objects).await;
-                        let gauge = &self.state.metrics().watched_objects;
-                        for (kind, n) in [
-                            ("Ingress", objects.ingresses.len()),
-                            ("IngressClass", objects.classes.len()),
-                            ("Service", objects.services.len()),
-                            ("EndpointSlice", objects.slices.len()),
-                            ("Secret", objects.secrets.len()),
-                            ("Node", objects.nodes.len()),
-                        ] {
-                            gauge.with_label_values(&[kind]).set(n as i64);
-                        }
-                    }
+                    changed || first
                 }
                 Err(e) => {
                     let text = e.to_string();
@@ -245,9 +312,16 @@ impl BackgroundService for FilesSource {
                         tracing::error!(error = %text, "cannot read the manifests folder");
                     }
                     last_error = Some(text);
-                    if first {
-                        self.state.publish(&f.objects()).await;
-                    }
+                    first
+                }
+            };
+            if publish {
+                self.state.publish_store(&self.store).await;
+                let gauge = &self.state.metrics().watched_objects;
+                let counts = self.store.counts();
+                for kind in Kind::ALL {
+                    let n = counts.get(&kind).copied().unwrap_or(0);
+                    gauge.with_label_values(&[kind.as_str()]).set(n as i64);
                 }
             }
             first = false;

@@ -32,6 +32,7 @@ pub mod router;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod store;
 pub mod text;
 pub mod tls;
 

@@ -88,7 +88,7 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
         }
         (None, _) => return ExitCode::SUCCESS,
     };
-    let (objects, errors) = match sluice::files::read_folder(&dir) {
+    let (store, errors) = match sluice::files::read_folder(&dir) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: {e}");
@@ -100,15 +100,13 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
     }
     let policy = sluice_config::ClassPolicy::from(settings);
     let defaults = sluice_config::BuildDefaults::from(settings);
-    let mut snapshot = sluice_config::build_with(&objects.inputs(), &policy, &defaults);
-    // Certificate material is checked as the proxy would: malformed PEM, mismatched keys.
+    let mut snapshot = sluice_config::build_with(&store.inputs(), &policy, &defaults);
+    // Certificate material is checked as the proxy checks it when it publishes.
     match sluice::tls::certs::ServingCert::self_signed() {
         Ok(fallback) => {
             let mut builder =
                 sluice::tls::TlsStoreBuilder::new(std::sync::Arc::new(fallback), None);
-            let built = builder.build(&snapshot.tls, &objects.secret_material());
-            snapshot.skipped.extend(built.skipped);
-            snapshot.skipped.sort();
+            sluice::state::certificates(&mut snapshot, &mut builder, &store.secret_material());
         }
         Err(e) => eprintln!("sluice: cannot check certificates: {e}"),
     }

@@ -1,11 +1,9 @@
 //! The Kubernetes objects a source has seen, and their translation into model inputs.
 //!
-//! Both sources (the folder of manifests and the API server) fill an [`Objects`]; the sync path
-//! turns it into [`Inputs`] with [`Objects::inputs`] and from there into a snapshot. The
+//! Both sources (the folder of manifests and the API server) translate each object once, when
+//! it arrives, into the [`crate::store::Store`] the sync path publishes from. The
 //! translation is pure and keeps only what routing reads.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -13,7 +11,6 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_config::model::*;
 
-use crate::tls::{SecretData, SecretMaterial};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -63,78 +60,6 @@ impl Object {
             m.namespace.clone().unwrap_or_default(),
             m.name.clone().unwrap_or_default(),
         )
-    }
-}
-
-/// Every object by kind, keyed by `namespace/name`.
-#[derive(Debug, Clone, Default)]
-pub struct Objects {
-    pub ingresses: BTreeMap<ObjectRef, Ingress>,
-    pub classes: BTreeMap<ObjectRef, IngressClass>,
-    pub services: BTreeMap<ObjectRef, Service>,
-    pub slices: BTreeMap<ObjectRef, EndpointSlice>,
-    pub secrets: BTreeMap<ObjectRef, Secret>,
-    pub nodes: BTreeMap<ObjectRef, Node>,
-}
-
-impl Objects {
-    /// Adds or replaces an object.
-    pub fn insert(&mut self, object: Object) {
-        let key = object.key();
-        match object {
-            Object::Ingress(o) => {
-                self.ingresses.insert(key, *o);
-            }
-            Object::IngressClass(o) => {
-                self.classes.insert(key, *o);
-            }
-            Object::Service(o) => {
-                self.services.insert(key, *o);
-            }
-            Object::EndpointSlice(o) => {
-                self.slices.insert(key, *o);
-            }
-            Object::Secret(o) => {
-                self.secrets.insert(key, *o);
-            }
-            Object::Node(o) => {
-                self.nodes.insert(key, *o);
-            }
-        }
-    }
-
-    /// Number of objects of every kind together.
-    pub fn len(&self) -> usize {
-        self.ingresses.len()
-            + self.classes.len()
-            + self.services.len()
-            + self.slices.len()
-            + self.secrets.len()
-            + self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The model inputs these objects describe.
-    pub fn inputs(&self) -> Inputs {
-        Inputs {
-            ingresses: self.ingresses.values().map(ingress_input).collect(),
-            classes: self.classes.values().map(class_input).collect(),
-            services: self.services.values().map(service_input).collect(),
-            slices: self.slices.values().map(slice_input).collect(),
-            secrets: self.secrets.values().map(secret_input).collect(),
-            nodes: self.nodes.values().map(node_input).collect(),
-        }
-    }
-
-    /// The TLS material of every Secret.
-    pub fn secret_material(&self) -> SecretMaterial {
-        self.secrets
-            .iter()
-            .map(|(k, s)| (k.clone(), Arc::new(SecretData::from_secret(s))))
-            .collect()
     }
 }
 
@@ -394,6 +319,7 @@ pub fn parse_document(doc: serde_json::Value) -> Result<Option<Object>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::SecretData;
     use serde_json::json;
 
     #[test]

@@ -19,13 +19,13 @@ use sluice_config::routes::HostRoutes;
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
     build_with, BuildDefaults, ClassPolicy, Ejection, PoolKey, RouteEntry, RouteTable, Skipped,
-    Snapshot, Target,
+    Snapshot, Target, TargetType,
 };
 
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::objects::Objects;
 use crate::pool::Pool;
 use crate::route::Route;
+use crate::store::{Changes, Kind, Store};
 use crate::tls::{SecretMaterial, TlsStore, TlsStoreBuilder};
 
 /// One published version of everything the request path needs.
@@ -52,8 +52,9 @@ pub struct State {
     defaults: BuildDefaults,
     /// How the pools eject failing endpoints.
     ejection: Ejection,
-    /// Serialises writers: pools must not be updated by two publishes at once.
-    writer: tokio::sync::Mutex<Writer>,
+    /// Serialises writers: pools must not be updated by two publishes at once. Publishes run on
+    /// a blocking thread, never on the request workers, so this is a plain mutex.
+    writer: std::sync::Mutex<Writer>,
     ready: AtomicBool,
     /// The active health check of Services that set none (`[upstream.health_check]`).
     health_defaults: HealthCheck,
@@ -85,6 +86,8 @@ struct Writer {
     /// The routes now served, by what they are made of: a route that a publish resolves again
     /// unchanged is the same `Arc`.
     routes: HashMap<RouteIdentity, Arc<Route>>,
+    /// The pools of each Service, by (namespace, Service), for endpoint-only updates.
+    pools_by_service: HashMap<(String, String), Vec<Arc<Pool>>>,
 }
 
 /// What makes a resolved route: its Ingress, where it leads, and how.
@@ -128,13 +131,14 @@ impl State {
             policy,
             defaults: BuildDefaults::default(),
             ejection,
-            writer: tokio::sync::Mutex::new(Writer {
+            writer: std::sync::Mutex::new(Writer {
                 pools: HashMap::new(),
                 reported: BTreeSet::new(),
                 served: BTreeSet::new(),
                 tls,
                 route_metrics: HashMap::new(),
                 routes: HashMap::new(),
+                pools_by_service: HashMap::new(),
             }),
             ready: AtomicBool::new(false),
             health_defaults: HealthCheck::default(),
@@ -188,18 +192,38 @@ impl State {
         }
     }
 
-    /// Builds a snapshot from `objects` and makes it live; logs every newly skipped rule once.
-    pub async fn publish(&self, objects: &Objects) -> ApplyReport {
-        self.publish_with(&objects.inputs(), &objects.secret_material())
-            .await
+    /// Publishes what `store` holds, on a blocking thread (never on the request workers). When
+    /// only EndpointSlices or Nodes changed since the last publish, only the affected pools are
+    /// brought up to date and no route is rebuilt: that returns `None`, as nothing a report says
+    /// can have changed. Otherwise a snapshot is built from the whole store and made live.
+    pub async fn publish_store(self: &Arc<Self>, store: &Arc<Store>) -> Option<ApplyReport> {
+        let (state, store) = (self.clone(), store.clone());
+        match tokio::task::spawn_blocking(move || state.publish_store_blocking(&store)).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(error = %e, "the publish task failed; the last snapshot keeps serving");
+                None
+            }
+        }
     }
 
-    /// Builds a snapshot from model inputs and Secret material, and makes it live.
-    pub async fn publish_with(&self, inputs: &Inputs, material: &SecretMaterial) -> ApplyReport {
+    /// [`State::publish_store`] on the calling thread.
+    pub fn publish_store_blocking(&self, store: &Store) -> Option<ApplyReport> {
+        let changes = store.take_changes();
+        if changes.endpoints_only() && self.is_ready() {
+            self.update_endpoints(store, &changes);
+            return None;
+        }
+        Some(self.publish_inputs(&store.inputs(), &store.secret_material()))
+    }
+
+    /// Builds a snapshot from model inputs and Secret material, and makes it live (on the
+    /// calling thread: callers on the runtime use [`State::publish_store`]).
+    pub fn publish_inputs(&self, inputs: &Inputs, material: &SecretMaterial) -> ApplyReport {
         let started = Instant::now();
         let snapshot = build_with(inputs, &self.policy, &self.defaults);
         let built = started.elapsed();
-        let report = self.apply(snapshot, material).await;
+        let report = self.apply(snapshot, material);
         self.metrics
             .snapshot_build
             .observe(started.elapsed().as_secs_f64());
@@ -211,16 +235,69 @@ impl State {
         report
     }
 
+    /// Brings the pools whose endpoints `changes` may have moved up to date from `store`: the
+    /// `ip` pools of the Services whose EndpointSlices changed, and every `instance` pool when
+    /// Nodes changed. Routes, their pools and the live state stay as they are (a pool's
+    /// endpoints change in place), so the cost is that of the pools touched.
+    fn update_endpoints(&self, store: &Store, changes: &Changes) {
+        let started = Instant::now();
+        let writer = self.lock_writer();
+        let nodes = changes.kinds.contains(&Kind::Node);
+        let mut pools: Vec<&Arc<Pool>> = Vec::new();
+        if changes.all_slices || nodes {
+            pools.extend(writer.pools.values().filter(|p| match &p.key().target_type {
+                TargetType::Ip => changes.all_slices,
+                TargetType::Instance(_) => nodes,
+            }));
+        } else {
+            for (namespace, service) in &changes.services {
+                let Some(of_service) = writer
+                    .pools_by_service
+                    .get(&(namespace.clone(), service.clone()))
+                else {
+                    continue;
+                };
+                pools.extend(
+                    of_service
+                        .iter()
+                        .filter(|p| p.key().target_type == TargetType::Ip),
+                );
+            }
+        }
+        let mut changed = 0;
+        for pool in &pools {
+            let key = pool.key();
+            let addrs = store.pool_endpoints(key);
+            if pool.set_endpoints(&addrs) {
+                changed += 1;
+                tracing::info!(pool = %key, target_type = %key.target_type, endpoints = addrs.len(), "pool endpoints changed");
+            }
+            set_pool_gauges(&self.metrics, pool);
+        }
+        if changed > 0 {
+            self.published.notify_one();
+        }
+        self.metrics.last_sync.set(unix_now());
+        tracing::debug!(
+            pools = pools.len(),
+            changed,
+            total_us = started.elapsed().as_micros() as u64,
+            "updated endpoints only"
+        );
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        // A panic mid-publish leaves the writer's maps whole (each update is one insert or
+        // swap); the next publish rebuilds everything from the store anyway.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Makes `snapshot` live: builds its certificate store (parsing only Secrets that changed),
     /// updates the pools whose endpoints changed, creates and drops pools as routes come and go,
     /// then swaps the new state in whole.
-    pub async fn apply(&self, mut snapshot: Snapshot, material: &SecretMaterial) -> ApplyReport {
-        let mut writer = self.writer.lock().await;
-        let tls = writer.tls.build(&snapshot.tls, material);
-        if !tls.skipped.is_empty() {
-            snapshot.skipped.extend(tls.skipped);
-            snapshot.skipped.sort();
-        }
+    pub fn apply(&self, mut snapshot: Snapshot, material: &SecretMaterial) -> ApplyReport {
+        let mut writer = self.lock_writer();
+        let tls = certificates(&mut snapshot, &mut writer.tls, material);
         for (key, addrs) in &snapshot.endpoints {
             let pool = writer
                 .pools
@@ -301,20 +378,24 @@ impl State {
             "routes updated"
         );
         let pools = Arc::new(writer.pools.clone());
+        let mut by_service: HashMap<(String, String), Vec<Arc<Pool>>> = HashMap::new();
+        for (key, pool) in &writer.pools {
+            by_service
+                .entry((key.namespace.clone(), key.service.clone()))
+                .or_default()
+                .push(pool.clone());
+        }
+        writer.pools_by_service = by_service;
         self.live.store(Arc::new(Live {
             routes,
             tls_policy: snapshot.tls,
-            tls: Arc::new(tls.store),
+            tls: Arc::new(tls),
             pools,
             skipped: snapshot.skipped.into(),
         }));
         self.ready.store(true, Ordering::Release);
         self.published.notify_one();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        self.metrics.last_sync.set(now);
+        self.metrics.last_sync.set(unix_now());
         ApplyReport {
             newly_skipped,
             skipped: all_skipped,
@@ -322,6 +403,30 @@ impl State {
             newly_served,
         }
     }
+}
+
+/// Builds the certificate store of `snapshot`'s TLS policy from `material` (parsing only Secrets
+/// that changed since `builder` last built) and adds what it refuses to the snapshot's findings.
+/// Publishing and `sluice check` both use it.
+pub fn certificates(
+    snapshot: &mut Snapshot,
+    builder: &mut TlsStoreBuilder,
+    material: &SecretMaterial,
+) -> TlsStore {
+    let built = builder.build(&snapshot.tls, material);
+    if !built.skipped.is_empty() {
+        snapshot.skipped.extend(built.skipped);
+        snapshot.skipped.sort();
+    }
+    built.store
+}
+
+/// The time now as Unix seconds.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Sets `sluice_pool_endpoints` of one pool: `ready` endpoints in rotation, `ejected` ones out

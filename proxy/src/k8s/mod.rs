@@ -5,11 +5,11 @@
 //!
 //! - one watcher per kind ([`watch`]) feeding the translated-object [`store`] (Secrets: only
 //!   those of type `kubernetes.io/tls`; Nodes, for `instance` targets, cluster-wide);
-//! - the publisher: after every change, once every kind has been listed completely, it builds a
-//!   snapshot from the store through the same path as the files source
-//!   ([`State::publish_with`]). Changes that arrive while a snapshot is being built are folded
-//!   into the next one, so a burst (an endpoint churn of one Service, a relist) costs one build,
-//!   and only pools whose endpoints changed are touched;
+//! - the publisher: after every change, once every kind has been listed completely, it publishes
+//!   the store through the same path as the files source ([`State::publish_store`], on a
+//!   blocking thread): a change to EndpointSlices or Nodes alone updates only the affected pools,
+//!   anything else builds a snapshot. Changes that arrive while a publish runs are folded into
+//!   the next one, so a burst (an endpoint churn of one Service, a relist) costs one publish;
 //! - leader election ([`leader`]) and, for the leader only, Ingress status and Events
 //!   ([`status`]), on their own task so API writes never delay routing updates. That task reads
 //!   only the newest publish report (reports that arrive while it writes are folded into the
@@ -20,7 +20,7 @@
 pub mod events;
 pub mod leader;
 pub mod status;
-pub mod store;
+pub use crate::store;
 pub mod watch;
 
 use std::sync::Arc;
@@ -149,10 +149,7 @@ impl BackgroundService for KubeSource {
         loop {
             let generation = self.store.generation();
             if self.store.all_listed() && published != Some(generation) {
-                let report = self
-                    .state
-                    .publish_with(&self.store.inputs(), &self.store.secret_material())
-                    .await;
+                let report = self.state.publish_store(&self.store).await;
                 published = Some(generation);
                 for (kind, n) in self.store.counts() {
                     metrics
@@ -160,8 +157,11 @@ impl BackgroundService for KubeSource {
                         .with_label_values(&[kind.as_str()])
                         .set(n as i64);
                 }
-                // Newest wins: a report the writer has not read yet is replaced.
-                report_tx.send_replace(Arc::new(report));
+                // Newest wins: a report the writer has not read yet is replaced. An
+                // endpoint-only update changes nothing a report says, and sends none.
+                if let Some(report) = report {
+                    report_tx.send_replace(Arc::new(report));
+                }
             }
             tokio::select! {
                 _ = self.store.changed() => {}

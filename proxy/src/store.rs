@@ -1,20 +1,27 @@
-//! What the watchers have seen, already translated into model inputs.
+//! What a source has seen, already translated into model inputs: the one store both sources
+//! fill (the API server's watchers, and the folder of manifests file by file).
 //!
 //! This plays the role of kube-rs's reflector store, but keeps only what routing and status
 //! need: each object is translated when its event arrives (managedFields, specs of no interest
 //! and the rest of the bulk are never cached). A relist (`Init` .. `InitDone`) is buffered and
 //! swapped in whole at `InitDone`, so objects absent from the relist disappear at once and a
 //! half-finished relist is never published.
+//!
+//! The store also records what changed since the publisher last asked ([`Store::take_changes`]):
+//! a change to EndpointSlices or Nodes alone moves no route, so the publisher only brings the
+//! affected pools up to date ([`crate::state::State::publish_store`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use std::sync::Arc;
 
+use sluice_config::build::pool_endpoints;
 use sluice_config::model::{
     EndpointSliceInput, IngressClassInput, IngressInput, Inputs, NodeInput, ObjectRef, SecretInput,
     ServiceInput,
 };
+use sluice_config::{PoolKey, TargetType};
 use tokio::sync::Notify;
 
 use crate::tls::{SecretData, SecretMaterial};
@@ -97,6 +104,86 @@ struct Inner {
     watchers: BTreeMap<Kind, BTreeSet<Option<String>>>,
     /// Bumped on every change.
     generation: u64,
+    /// What changed since the last [`Store::take_changes`].
+    changes: Changes,
+    /// The EndpointSlices of each Service, by (namespace, Service).
+    slices_by_service: BTreeMap<(String, String), BTreeSet<ObjectRef>>,
+}
+
+/// What changed in a store since the publisher last looked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Every kind with an object added, changed or deleted (or relisted).
+    pub kinds: BTreeSet<Kind>,
+    /// The Services, as (namespace, name), whose EndpointSlices changed.
+    pub services: BTreeSet<(String, String)>,
+    /// EndpointSlices were relisted: any Service's endpoints may have changed.
+    pub all_slices: bool,
+}
+
+impl Changes {
+    /// Only EndpointSlices or Nodes changed: endpoints move, no route does.
+    pub fn endpoints_only(&self) -> bool {
+        !self.kinds.is_empty()
+            && self
+                .kinds
+                .iter()
+                .all(|k| matches!(k, Kind::EndpointSlice | Kind::Node))
+    }
+
+    /// Whether the pools of this Service (`ip` pools) may have new endpoints.
+    pub fn touches_service(&self, namespace: &str, service: &str) -> bool {
+        self.all_slices
+            || self
+                .services
+                .contains(&(namespace.to_string(), service.to_string()))
+    }
+}
+
+/// The Service an EndpointSlice entry belongs to.
+fn slice_service(key: &ObjectRef, entry: &Entry) -> Option<(String, String)> {
+    match entry {
+        Entry::Slice(s) => Some((key.namespace.clone(), s.service.clone())),
+        _ => None,
+    }
+}
+
+impl Inner {
+    /// Records a change of `key` from `old` to `new` (either may be absent).
+    fn record(&mut self, kind: Kind, key: &ObjectRef, old: Option<&Entry>, new: Option<&Entry>) {
+        self.changes.kinds.insert(kind);
+        for (service, add) in [
+            (old.and_then(|e| slice_service(key, e)), false),
+            (new.and_then(|e| slice_service(key, e)), true),
+        ] {
+            let Some(service) = service else { continue };
+            let keys = self.slices_by_service.entry(service.clone()).or_default();
+            if add {
+                keys.insert(key.clone());
+            } else {
+                keys.remove(key);
+            }
+            if keys.is_empty() {
+                self.slices_by_service.remove(&service);
+            }
+            self.changes.services.insert(service);
+        }
+    }
+
+    /// Rebuilds the Service index of EndpointSlices after a relist.
+    fn reindex_slices(&mut self) {
+        self.slices_by_service.clear();
+        if let Some(slices) = self.objects.get(&Kind::EndpointSlice) {
+            for (key, entry) in slices {
+                if let Some(service) = slice_service(key, entry) {
+                    self.slices_by_service
+                        .entry(service)
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+        }
+    }
 }
 
 /// The translated objects of every watched kind, shared by the watchers and the publisher.
@@ -129,7 +216,8 @@ impl Store {
                     return;
                 }
             }
-            objects.insert(key, entry);
+            let old = objects.insert(key.clone(), entry.clone());
+            i.record(kind, &key, old.as_ref(), Some(&entry));
             self.touch(i);
         });
     }
@@ -137,7 +225,8 @@ impl Store {
     /// An object was deleted.
     pub fn delete(&self, kind: Kind, key: &ObjectRef) {
         self.with(|i| {
-            if i.objects.entry(kind).or_default().remove(key).is_some() {
+            if let Some(old) = i.objects.entry(kind).or_default().remove(key) {
+                i.record(kind, key, Some(&old), None);
                 self.touch(i);
             }
         });
@@ -187,6 +276,11 @@ impl Store {
                 }
             }
             i.listed.insert(scope.clone());
+            i.changes.kinds.insert(*kind);
+            if *kind == Kind::EndpointSlice {
+                i.changes.all_slices = true;
+                i.reindex_slices();
+            }
             self.touch(i);
         });
     }
@@ -208,6 +302,50 @@ impl Store {
 
     pub fn generation(&self) -> u64 {
         self.with(|i| i.generation)
+    }
+
+    /// What changed since the last call (everything, before the first).
+    pub fn take_changes(&self) -> Changes {
+        self.with(|i| std::mem::take(&mut i.changes))
+    }
+
+    /// The endpoint addresses of a pool from what is known now (see
+    /// [`sluice_config::build::pool_endpoints`]).
+    pub fn pool_endpoints(&self, key: &PoolKey) -> Vec<std::net::SocketAddr> {
+        self.with(|i| {
+            let service = match i
+                .objects
+                .get(&Kind::Service)
+                .and_then(|m| m.get(&ObjectRef::new(&key.namespace, &key.service)))
+            {
+                Some(Entry::Service(s, _)) => Some(s),
+                _ => None,
+            };
+            let slices: Vec<&EndpointSliceInput> = i
+                .slices_by_service
+                .get(&(key.namespace.clone(), key.service.clone()))
+                .into_iter()
+                .flatten()
+                .filter_map(|k| match i.objects.get(&Kind::EndpointSlice)?.get(k)? {
+                    Entry::Slice(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            let nodes: Vec<NodeInput> = match key.target_type {
+                TargetType::Ip => Vec::new(),
+                TargetType::Instance(_) => i
+                    .objects
+                    .get(&Kind::Node)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                    .filter_map(|e| match e {
+                        Entry::Node(n) => Some(n.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            pool_endpoints(key, service, &slices, &nodes)
+        })
     }
 
     /// Model inputs from everything known now.
