@@ -638,7 +638,12 @@ impl Builder<'_> {
             .get(&service)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        pool_endpoints(key, self.services.get(&service).copied(), slices, self.nodes)
+        pool_endpoints(
+            key,
+            self.services.get(&service).copied(),
+            slices,
+            self.nodes,
+        )
     }
 }
 

@@ -245,10 +245,15 @@ impl State {
         let nodes = changes.kinds.contains(&Kind::Node);
         let mut pools: Vec<&Arc<Pool>> = Vec::new();
         if changes.all_slices || nodes {
-            pools.extend(writer.pools.values().filter(|p| match &p.key().target_type {
-                TargetType::Ip => changes.all_slices,
-                TargetType::Instance(_) => nodes,
-            }));
+            pools.extend(
+                writer
+                    .pools
+                    .values()
+                    .filter(|p| match &p.key().target_type {
+                        TargetType::Ip => changes.all_slices,
+                        TargetType::Instance(_) => nodes,
+                    }),
+            );
         } else {
             for (namespace, service) in &changes.services {
                 let Some(of_service) = writer

@@ -17,6 +17,7 @@ mod kube;
 mod kube_resilience;
 mod live;
 mod observe;
+mod pipeline;
 mod protocols;
 mod requests;
 mod resilience;

@@ -697,6 +697,11 @@ impl Sluice {
         }
     }
 
+    /// The running proxy's shared state.
+    pub fn state(&self) -> &std::sync::Arc<sluice::state::State> {
+        &self.running.as_ref().expect("sluice is running").state
+    }
+
     pub fn manifests_dir(&self) -> PathBuf {
         self.dir.path().join("manifests")
     }

@@ -1,0 +1,104 @@
+//! The publish pipeline: a change costs what it changes. An endpoint change moves only its
+//! pools (no snapshot is built, no route replaced), and an Ingress edit leaves the routes and
+//! hosts it does not touch as they were, shared with the state before it.
+
+use std::sync::Arc;
+
+use crate::support::*;
+
+/// Two hosts, each with its Ingress, Service and EndpointSlice in files of their own.
+fn write_host(s: &Sluice, name: &str, paths: &[PathRule<'_>], backend: std::net::SocketAddr) {
+    let host = format!("{name}.test");
+    s.write_manifest(&format!("{name}-svc.yaml"), &service("default", name));
+    s.write_manifest(
+        &format!("{name}-ing.yaml"),
+        &ingress("default", name, Some(&host), paths),
+    );
+    s.write_manifest(
+        &format!("{name}-eps.yaml"),
+        &slice("default", name, &[(backend, None)]),
+    );
+}
+
+fn route(s: &Sluice, host: &str, path: &str) -> Arc<sluice::route::Route> {
+    s.state()
+        .live()
+        .routes
+        .find(host, path)
+        .cloned()
+        .expect("a route")
+}
+
+async fn builds(s: &Sluice) -> f64 {
+    sample(
+        &scrape(s).await,
+        "sluice_snapshot_build_duration_seconds_count",
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn an_endpoint_change_moves_only_its_pool_and_builds_no_snapshot() {
+    let (a1, a2, b) = (
+        Backend::start("a1").await,
+        Backend::start("a2").await,
+        Backend::start("b").await,
+    );
+    let s = Sluice::start("").await;
+    write_host(&s, "a", &[("/", "Prefix", "a")], a1.addr);
+    write_host(&s, "b", &[("/", "Prefix", "b")], b.addr);
+    s.wait_for_backend("a.test", "/", "a1").await;
+    s.wait_for_backend("b.test", "/", "b").await;
+    let (route_a, route_b) = (route(&s, "a.test", "/"), route(&s, "b.test", "/"));
+    let before = builds(&s).await;
+
+    s.write_manifest("a-eps.yaml", &slice("default", "a", &[(a2.addr, None)]));
+    s.wait_for_backend("a.test", "/", "a2").await;
+
+    assert_eq!(
+        builds(&s).await,
+        before,
+        "an endpoint change built a snapshot"
+    );
+    assert!(Arc::ptr_eq(&route_a, &route(&s, "a.test", "/")));
+    assert!(Arc::ptr_eq(&route_b, &route(&s, "b.test", "/")));
+    assert_eq!(s.get("b.test", "/").await.backend(), "b");
+}
+
+#[tokio::test]
+async fn an_ingress_edit_keeps_the_routes_and_hosts_it_does_not_touch() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let s = Sluice::start("").await;
+    write_host(&s, "a", &[("/", "Prefix", "a")], a.addr);
+    write_host(&s, "b", &[("/", "Prefix", "b")], b.addr);
+    s.wait_for_backend("a.test", "/", "a").await;
+    s.wait_for_backend("b.test", "/", "b").await;
+    let live = s.state().live_full();
+    let host_a = live.routes.host_routes("a.test").expect("host a") as *const _;
+    let (route_a, route_b) = (route(&s, "a.test", "/"), route(&s, "b.test", "/"));
+    assert_eq!(s.get("b.test", "/new").await.backend(), "b");
+
+    s.write_manifest(
+        "b-ing.yaml",
+        &ingress(
+            "default",
+            "b",
+            Some("b.test"),
+            &[("/", "Prefix", "b"), ("/new", "Exact", "missing")],
+        ),
+    );
+    eventually(STEP, "the edited Ingress serves its new path", || async {
+        (s.get("b.test", "/new").await.status == 503).then_some(())
+    })
+    .await;
+
+    let now = s.state().live_full();
+    assert!(!Arc::ptr_eq(&live, &now), "the edit published a new state");
+    assert!(
+        std::ptr::eq(host_a, now.routes.host_routes("a.test").expect("host a")),
+        "host a.test, untouched, was copied instead of shared"
+    );
+    assert!(Arc::ptr_eq(&route_a, &route(&s, "a.test", "/")));
+    assert!(Arc::ptr_eq(&route_b, &route(&s, "b.test", "/")));
+    assert_eq!(s.get("a.test", "/").await.backend(), "a");
+}
