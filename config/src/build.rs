@@ -270,8 +270,7 @@ pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefault
         services: &services,
         slices: &slices,
         nodes: &inputs.nodes,
-        // Which Ingress holds each contested rule, for conflict messages.
-        owners: HashMap::new(),
+        resolved: HashMap::new(),
         ownership: Ownership::compute(&served, &defaults.host_owners),
         health_reported: BTreeSet::new(),
     };
@@ -298,6 +297,23 @@ pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefault
     b.snapshot
 }
 
+/// Where in an Ingress a finding is, formatted only when one is reported.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    DefaultBackend,
+    /// `spec.rules[rule].http.paths[path]`.
+    Path(usize, usize),
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::DefaultBackend => f.write_str("defaultBackend"),
+            At::Path(rule, path) => write!(f, "spec.rules[{rule}].http.paths[{path}]"),
+        }
+    }
+}
+
 struct Builder<'a> {
     snapshot: Snapshot,
     target_ids: HashMap<(Target, UpstreamPolicy), TargetId>,
@@ -309,7 +325,8 @@ struct Builder<'a> {
     services: &'a HashMap<(&'a str, &'a str), &'a ServiceInput>,
     slices: &'a HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceInput>>,
     nodes: &'a [NodeInput],
-    owners: HashMap<(String, String, MatchKind), ObjectRef>,
+    /// The targets the backends of the Ingress being added resolved to.
+    resolved: HashMap<BackendInput, TargetId>,
     /// The namespace that owns each host.
     ownership: Ownership,
     /// (Ingress, Service) pairs whose bad health-check annotations are already reported.
@@ -326,6 +343,7 @@ impl Builder<'_> {
     }
 
     fn add_ingress(&mut self, index: usize, ingress: &IngressInput) {
+        self.resolved.clear();
         let (policy, bad) = upstream_policy(&ingress.annotations);
         for b in bad {
             self.skip(ingress, SkipReason::InvalidAnnotation, b.to_string());
@@ -339,7 +357,7 @@ impl Builder<'_> {
         self.target_type = target_type;
 
         if let Some(backend) = &ingress.default_backend {
-            let target = self.resolve(ingress, backend, "defaultBackend");
+            let target = self.resolve(ingress, backend, At::DefaultBackend);
             if !self.snapshot.routes.set_default_backend(RouteEntry {
                 target,
                 ingress: index,
@@ -378,7 +396,7 @@ impl Builder<'_> {
                 }
             }
             for (pi, p) in rule.paths.iter().enumerate() {
-                let at = format!("spec.rules[{ri}].http.paths[{pi}]");
+                let at = At::Path(ri, pi);
                 let kind = match p.path_type.as_deref() {
                     Some("Exact") => MatchKind::Exact,
                     Some("Prefix") | Some("ImplementationSpecific") => MatchKind::Prefix,
@@ -449,15 +467,21 @@ impl Builder<'_> {
                     MatchKind::Exact => path.to_string(),
                     MatchKind::Prefix => crate::routes::normalize_prefix(path).to_string(),
                 };
-                let owner_key = (host_name.clone(), normalized, kind);
-                if let Some(owner) = self.owners.get(&owner_key) {
+                let older = self
+                    .snapshot
+                    .routes
+                    .host_map()
+                    .get_key(&host_key)
+                    .and_then(|h| h.get(&normalized, kind))
+                    .and_then(|e| self.snapshot.ingresses.get(e.ingress));
+                if let Some(owner) = older.map(|i| &i.object) {
                     let message = format!(
                         "{at}: host `{host_name}` path `{path}` is already served by the older Ingress {owner}"
                     );
                     self.skip(ingress, SkipReason::ConflictingRule, message);
                     continue;
                 }
-                let target = self.resolve(ingress, &p.backend, &at);
+                let target = self.resolve(ingress, &p.backend, at);
                 let added = self.snapshot.routes.host_mut(host_key).insert(
                     path,
                     kind,
@@ -466,15 +490,32 @@ impl Builder<'_> {
                         ingress: index,
                     },
                 );
-                if added {
-                    self.owners.insert(owner_key, ingress.object_ref());
-                }
+                debug_assert!(added, "a rule already served is refused above");
             }
         }
     }
 
     /// Resolves a backend to a target id, reporting what cannot be resolved.
-    fn resolve(&mut self, ingress: &IngressInput, backend: &BackendInput, at: &str) -> TargetId {
+    fn resolve(&mut self, ingress: &IngressInput, backend: &BackendInput, at: At) -> TargetId {
+        // The paths of one Ingress mostly share their backends: a backend resolved without a
+        // finding resolves the same again (a finding names its path, so it is not cached).
+        if let Some(id) = self.resolved.get(backend) {
+            return *id;
+        }
+        let findings = self.snapshot.skipped.len();
+        let id = self.resolve_uncached(ingress, backend, at);
+        if self.snapshot.skipped.len() == findings {
+            self.resolved.insert(backend.clone(), id);
+        }
+        id
+    }
+
+    fn resolve_uncached(
+        &mut self,
+        ingress: &IngressInput,
+        backend: &BackendInput,
+        at: At,
+    ) -> TargetId {
         let mut policy = self.policy.clone();
         let target = match self.resolve_target(ingress, backend) {
             Ok(key) => {
@@ -605,7 +646,7 @@ impl Builder<'_> {
         &mut self,
         ingress: &IngressInput,
         key: &PoolKey,
-        at: &str,
+        at: At,
     ) -> Option<BackendProtocol> {
         let value = self
             .services

@@ -46,7 +46,7 @@ impl std::fmt::Display for PortRef {
 }
 
 /// `spec.rules[].http.paths[].backend` or `spec.defaultBackend`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BackendInput {
     /// A Service in the Ingress's namespace.
     Service { name: String, port: PortRef },

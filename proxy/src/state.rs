@@ -478,9 +478,9 @@ fn route_metrics(
     let mut now: HashMap<[String; 3], Arc<RouteMetrics>> = HashMap::new();
     let entries = snapshot
         .routes
-        .hosts()
-        .into_iter()
-        .flat_map(|(_, h)| h.rules().into_iter().map(|(_, _, e)| e))
+        .host_map()
+        .iter()
+        .flat_map(|(_, h)| h.iter().map(|(_, _, e)| *e))
         .chain(snapshot.routes.default_backend().copied());
     for e in entries {
         if out.contains_key(&(e.ingress, e.target)) {
