@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
+use crate::finding::{Finding, Reason};
 use crate::health::{service_health_check, HealthCheckOverrides};
 use crate::model::{
     BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, NodeInput,
@@ -94,68 +95,6 @@ pub enum Target {
     Unresolved { reason: String },
 }
 
-/// Why a rule (or a whole Ingress) is not served as written.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SkipReason {
-    InvalidHost,
-    InvalidPath,
-    InvalidPathType,
-    MissingService,
-    MissingPort,
-    UnsupportedBackend,
-    ConflictingRule,
-    /// A `sluice.dev/` annotation with a value sluice does not accept.
-    InvalidAnnotation,
-    /// A Secret named by `spec.tls` or an annotation does not exist.
-    MissingSecret,
-    /// A Secret that exists but cannot serve: wrong type, missing keys, malformed or mismatched
-    /// certificate and key.
-    InvalidSecret,
-    /// A Service port's `appProtocol` names a protocol sluice does not know; HTTP/1.1 is used.
-    UnknownAppProtocol,
-    /// An `instance` route's Service port has no `nodePort` (a ClusterIP Service).
-    MissingNodePort,
-    /// A `spec.tls` entry, a client-auth annotation or (with `cross_namespace_paths = "deny"`)
-    /// a rule for a host that another namespace owns ([`crate::ownership`]).
-    HostNotOwned,
-    /// A certificate whose names (SAN, or CN without SAN) do not cover a host it is listed for.
-    CertificateNameMismatch,
-    /// A rule's path is not in normal form (`//`, `.`/`..` segments, escaped unreserved
-    /// characters, path parameters): it is served as normalized, as requests are matched.
-    NormalizedPath,
-}
-
-impl SkipReason {
-    /// A stable, machine-friendly name (used for Event reasons and metric labels).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            SkipReason::InvalidHost => "InvalidHost",
-            SkipReason::InvalidPath => "InvalidPath",
-            SkipReason::InvalidPathType => "InvalidPathType",
-            SkipReason::MissingService => "MissingService",
-            SkipReason::MissingPort => "MissingPort",
-            SkipReason::UnsupportedBackend => "UnsupportedBackend",
-            SkipReason::ConflictingRule => "ConflictingRule",
-            SkipReason::InvalidAnnotation => "InvalidAnnotation",
-            SkipReason::MissingSecret => "MissingSecret",
-            SkipReason::InvalidSecret => "InvalidSecret",
-            SkipReason::UnknownAppProtocol => "UnknownAppProtocol",
-            SkipReason::MissingNodePort => "MissingNodePort",
-            SkipReason::HostNotOwned => "HostNotOwned",
-            SkipReason::CertificateNameMismatch => "CertificateNameMismatch",
-            SkipReason::NormalizedPath => "NormalizedPath",
-        }
-    }
-}
-
-/// A rule that is not served as written, with why.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Skipped {
-    pub ingress: ObjectRef,
-    pub reason: SkipReason,
-    pub message: String,
-}
-
 /// Facts about a served Ingress that requests and reports refer to by index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedIngress {
@@ -187,7 +126,7 @@ pub struct Snapshot {
     /// Names with TLS: their certificate Secrets and client authentication.
     pub tls: TlsPolicy,
     /// Everything not served as written, sorted.
-    pub skipped: Vec<Skipped>,
+    pub skipped: Vec<Finding>,
 }
 
 impl Snapshot {
@@ -277,7 +216,7 @@ pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefault
 
     for (index, ingress) in served.iter().enumerate() {
         let ssl_redirect = crate::tls::ssl_redirect(ingress).unwrap_or_else(|message| {
-            b.skip(ingress, SkipReason::InvalidAnnotation, message);
+            b.skip(ingress, Reason::InvalidAnnotation, message);
             true
         });
         b.snapshot.ingresses.push(ServedIngress {
@@ -334,8 +273,8 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn skip(&mut self, ingress: &IngressInput, reason: SkipReason, message: String) {
-        self.snapshot.skipped.push(Skipped {
+    fn skip(&mut self, ingress: &IngressInput, reason: Reason, message: String) {
+        self.snapshot.skipped.push(Finding {
             ingress: ingress.object_ref(),
             reason,
             message,
@@ -346,13 +285,13 @@ impl Builder<'_> {
         self.resolved.clear();
         let (policy, bad) = upstream_policy(&ingress.annotations);
         for b in bad {
-            self.skip(ingress, SkipReason::InvalidAnnotation, b.to_string());
+            self.skip(ingress, Reason::InvalidAnnotation, b.to_string());
         }
         self.policy = policy;
         let (target_type, bad) =
             crate::targets::target_type(&ingress.annotations, &self.defaults.target_type);
         for b in bad {
-            self.skip(ingress, SkipReason::InvalidAnnotation, b.to_string());
+            self.skip(ingress, Reason::InvalidAnnotation, b.to_string());
         }
         self.target_type = target_type;
 
@@ -364,7 +303,7 @@ impl Builder<'_> {
             }) {
                 self.skip(
                     ingress,
-                    SkipReason::ConflictingRule,
+                    Reason::ConflictingRule,
                     "spec.defaultBackend: an older Ingress already sets the default backend"
                         .to_string(),
                 );
@@ -377,7 +316,7 @@ impl Builder<'_> {
                 Err(msg) => {
                     self.skip(
                         ingress,
-                        SkipReason::InvalidHost,
+                        Reason::InvalidHost,
                         format!("spec.rules[{ri}]: {msg}"),
                     );
                     continue;
@@ -391,7 +330,7 @@ impl Builder<'_> {
                         "spec.rules[{ri}]: host `{host_name}` is owned by {owner} and \
                          controller.cross_namespace_paths is \"deny\"; its paths are not served"
                     );
-                    self.skip(ingress, SkipReason::HostNotOwned, message);
+                    self.skip(ingress, Reason::HostNotOwned, message);
                     continue;
                 }
             }
@@ -403,7 +342,7 @@ impl Builder<'_> {
                     Some(other) => {
                         self.skip(
                             ingress,
-                            SkipReason::InvalidPathType,
+                            Reason::InvalidPathType,
                             format!("{at}: pathType `{other}` is not Exact, Prefix or ImplementationSpecific"),
                         );
                         continue;
@@ -411,7 +350,7 @@ impl Builder<'_> {
                     None => {
                         self.skip(
                             ingress,
-                            SkipReason::InvalidPathType,
+                            Reason::InvalidPathType,
                             format!("{at}: pathType is required"),
                         );
                         continue;
@@ -425,7 +364,7 @@ impl Builder<'_> {
                     Some(path) => {
                         self.skip(
                             ingress,
-                            SkipReason::InvalidPath,
+                            Reason::InvalidPath,
                             format!("{at}: path `{path}` does not start with `/`"),
                         );
                         continue;
@@ -433,7 +372,7 @@ impl Builder<'_> {
                     None => {
                         self.skip(
                             ingress,
-                            SkipReason::InvalidPath,
+                            Reason::InvalidPath,
                             format!("{at}: path is required"),
                         );
                         continue;
@@ -446,7 +385,7 @@ impl Builder<'_> {
                     Ok(normal) => {
                         self.skip(
                             ingress,
-                            SkipReason::NormalizedPath,
+                            Reason::NormalizedPath,
                             format!(
                                 "{at}: path `{path}` is served as `{normal}`, its normalized form"
                             ),
@@ -456,7 +395,7 @@ impl Builder<'_> {
                     Err(e) => {
                         self.skip(
                             ingress,
-                            SkipReason::InvalidPath,
+                            Reason::InvalidPath,
                             format!("{at}: path `{path}`: {e}"),
                         );
                         continue;
@@ -478,7 +417,7 @@ impl Builder<'_> {
                     let message = format!(
                         "{at}: host `{host_name}` path `{path}` is already served by the older Ingress {owner}"
                     );
-                    self.skip(ingress, SkipReason::ConflictingRule, message);
+                    self.skip(ingress, Reason::ConflictingRule, message);
                     continue;
                 }
                 let target = self.resolve(ingress, &p.backend, at);
@@ -574,7 +513,7 @@ impl Builder<'_> {
         for b in bad {
             self.skip(
                 ingress,
-                SkipReason::InvalidAnnotation,
+                Reason::InvalidAnnotation,
                 format!("Service {service}: {b}"),
             );
         }
@@ -584,12 +523,12 @@ impl Builder<'_> {
         &self,
         ingress: &IngressInput,
         backend: &BackendInput,
-    ) -> Result<PoolKey, (SkipReason, String)> {
+    ) -> Result<PoolKey, (Reason, String)> {
         let (name, port) = match backend {
             BackendInput::Service { name, port } => (name, port),
             BackendInput::Unsupported(what) => {
                 return Err((
-                    SkipReason::UnsupportedBackend,
+                    Reason::UnsupportedBackend,
                     format!("backend {what} is not supported"),
                 ))
             }
@@ -599,13 +538,13 @@ impl Builder<'_> {
             .get(&(ingress.namespace.as_str(), name.as_str()))
         else {
             return Err((
-                SkipReason::MissingService,
+                Reason::MissingService,
                 format!("Service {}/{name} does not exist", ingress.namespace),
             ));
         };
         if svc.type_ == "ExternalName" {
             return Err((
-                SkipReason::UnsupportedBackend,
+                Reason::UnsupportedBackend,
                 format!(
                     "Service {}/{name} is of type ExternalName, which has no endpoints",
                     ingress.namespace
@@ -618,14 +557,14 @@ impl Builder<'_> {
         });
         let Some(sp) = found else {
             return Err((
-                SkipReason::MissingPort,
+                Reason::MissingPort,
                 format!("Service {}/{name} has no port {port}", ingress.namespace),
             ));
         };
         if matches!(self.target_type, TargetType::Instance(_)) && node_port(sp.node_port).is_none()
         {
             return Err((
-                SkipReason::MissingNodePort,
+                Reason::MissingNodePort,
                 format!(
                     "Service {}/{name} port {port} has no nodePort (type {}); instance targets need a NodePort or LoadBalancer Service",
                     ingress.namespace, svc.type_
@@ -660,7 +599,7 @@ impl Builder<'_> {
         if protocol.is_none() {
             self.skip(
                 ingress,
-                SkipReason::UnknownAppProtocol,
+                Reason::UnknownAppProtocol,
                 format!(
                     "{at}: Service {}/{} port {} has appProtocol `{value}`, which is not http, \
                      https, h2c, grpc, grpcs or kubernetes.io/h2c, ws, wss; HTTP/1.1 is used",

@@ -22,6 +22,7 @@
 pub mod annotations;
 pub mod build;
 pub mod cidr;
+pub mod finding;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod health;
@@ -35,7 +36,8 @@ pub mod settings;
 pub mod targets;
 pub mod tls;
 
-pub use build::{build, ClassPolicy, PoolKey, SkipReason, Skipped, Snapshot, Target};
+pub use build::{build, ClassPolicy, PoolKey, Snapshot, Target};
+pub use finding::{Effect, Finding, Reason};
 pub use routes::{RouteEntry, RouteTable};
 pub use settings::{ConfigError, Ejection, Settings};
 

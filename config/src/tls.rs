@@ -49,7 +49,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::build::{SkipReason, Skipped};
+use crate::finding::{Finding, Reason};
 use crate::hostmap::{normalize_host, parse_rule_host, HostKey, HostMap};
 use crate::model::{IngressInput, ObjectRef, SecretInput, TLS_SECRET_TYPE};
 use crate::ownership::{host_text, Ownership};
@@ -406,7 +406,7 @@ pub fn policy(
     served: &[&IngressInput],
     secrets: &[SecretInput],
     ownership: &Ownership,
-    skipped: &mut Vec<Skipped>,
+    skipped: &mut Vec<Finding>,
 ) -> TlsPolicy {
     let secrets: HashMap<ObjectRef, &SecretInput> =
         secrets.iter().map(|s| (s.object_ref(), s)).collect();
@@ -417,8 +417,8 @@ pub fn policy(
     let mut requests: BTreeMap<String, Vec<(ObjectRef, Requested)>> = BTreeMap::new();
     for ingress in served {
         let me = ingress.object_ref();
-        let mut skip = |reason: SkipReason, message: String| {
-            skipped.push(Skipped {
+        let mut skip = |reason: Reason, message: String| {
+            skipped.push(Finding {
                 ingress: me.clone(),
                 reason,
                 message,
@@ -450,7 +450,7 @@ pub fn policy(
                             dropped = true;
                             if !foreign.contains(&text) {
                                 skip(
-                                    SkipReason::HostNotOwned,
+                                    Reason::HostNotOwned,
                                     format!(
                                         "spec.tls[{ti}]: host `{text}` is owned by {owner}; this Ingress's \
                                          certificate and client-auth annotations are ignored for it"
@@ -466,7 +466,7 @@ pub fn policy(
                         let _ = msg;
                     }
                     Err(msg) => skip(
-                        SkipReason::InvalidHost,
+                        Reason::InvalidHost,
                         format!("spec.tls[{ti}].hosts[{hi}]: {msg}"),
                     ),
                 }
@@ -483,14 +483,14 @@ pub fn policy(
                     match secrets.get(&key) {
                         None => {
                             skip(
-                                SkipReason::MissingSecret,
+                                Reason::MissingSecret,
                                 format!("{at}: Secret {key} does not exist; {hosts} get the default certificate"),
                             );
                             None
                         }
                         Some(s) if s.type_ != TLS_SECRET_TYPE => {
                             skip(
-                                SkipReason::InvalidSecret,
+                                Reason::InvalidSecret,
                                 format!(
                                     "{at}: Secret {key} is of type `{}`, not {TLS_SECRET_TYPE}; {hosts} get the default certificate",
                                     s.type_
@@ -502,7 +502,7 @@ pub fn policy(
                             if !s.keys.contains(TLS_CERT_KEY) || !s.keys.contains(TLS_KEY_KEY) =>
                         {
                             skip(
-                                SkipReason::InvalidSecret,
+                                Reason::InvalidSecret,
                                 format!("{at}: Secret {key} lacks {TLS_CERT_KEY} or {TLS_KEY_KEY}; {hosts} get the default certificate"),
                             );
                             None
@@ -533,7 +533,7 @@ pub fn policy(
 
         let (requested, errors) = client_auth_of(ingress);
         for e in errors {
-            skip(SkipReason::InvalidAnnotation, e);
+            skip(Reason::InvalidAnnotation, e);
         }
         let Some(mut requested) = requested else {
             continue;
@@ -542,7 +542,7 @@ pub fn policy(
             // Hosts owned elsewhere are already reported as such.
             if foreign.is_empty() {
                 skip(
-                    SkipReason::InvalidAnnotation,
+                    Reason::InvalidAnnotation,
                     format!("annotation {CLIENT_AUTH_ANNOTATION}: the Ingress has no spec.tls hosts to apply it to"),
                 );
             }
@@ -552,11 +552,11 @@ pub fn policy(
             let hosts = names.join(", ");
             let problem = match secrets.get(ca) {
                 None => Some((
-                    SkipReason::MissingSecret,
+                    Reason::MissingSecret,
                     format!("annotation {CLIENT_CA_SECRET_ANNOTATION}: Secret {ca} does not exist; {hosts} refuse every client certificate"),
                 )),
                 Some(s) if !s.keys.contains(CA_CERT_KEY) => Some((
-                    SkipReason::InvalidSecret,
+                    Reason::InvalidSecret,
                     format!("annotation {CLIENT_CA_SECRET_ANNOTATION}: Secret {ca} has no {CA_CERT_KEY}; {hosts} refuse every client certificate"),
                 )),
                 Some(_) => None,
@@ -597,9 +597,9 @@ pub fn policy(
         entry.client_auth = auth;
         entry.client_auth_from = Some(from);
         for (ingress, message) in overruled {
-            skipped.push(Skipped {
+            skipped.push(Finding {
                 ingress,
-                reason: SkipReason::ConflictingRule,
+                reason: Reason::ConflictingRule,
                 message,
             });
         }
@@ -854,7 +854,7 @@ mod tests {
         ]
     }
 
-    fn build(ingresses: &[IngressInput]) -> (TlsPolicy, Vec<Skipped>) {
+    fn build(ingresses: &[IngressInput]) -> (TlsPolicy, Vec<Finding>) {
         let served: Vec<&IngressInput> = ingresses.iter().collect();
         let mut skipped = Vec::new();
         let owners = crate::ownership::Ownership::compute(&served, &Default::default());
@@ -908,13 +908,9 @@ mod tests {
     #[test]
     fn unusable_secrets_are_reported_and_their_hosts_get_the_default_certificate() {
         for (secret_name, reason, text) in [
-            ("missing", SkipReason::MissingSecret, "does not exist"),
-            ("opaque", SkipReason::InvalidSecret, "of type `Opaque`"),
-            (
-                "no-key",
-                SkipReason::InvalidSecret,
-                "lacks tls.crt or tls.key",
-            ),
+            ("missing", Reason::MissingSecret, "does not exist"),
+            ("opaque", Reason::InvalidSecret, "of type `Opaque`"),
+            ("no-key", Reason::InvalidSecret, "lacks tls.crt or tls.key"),
         ] {
             let (p, skipped) = build(&[ingress(
                 "i",
@@ -934,7 +930,7 @@ mod tests {
                 .contains("a.test get the default certificate"));
         }
         let (_, skipped) = build(&[ingress("i", vec![tls(&["Bad_Host"], Some("a-tls"))], &[])]);
-        assert_eq!(skipped[0].reason, SkipReason::InvalidHost);
+        assert_eq!(skipped[0].reason, Reason::InvalidHost);
         assert!(skipped[0].message.starts_with("spec.tls[0].hosts[0]"));
     }
 
@@ -991,12 +987,12 @@ mod tests {
                     ("sluice.dev/client-ca-secret", "ca"),
                 ],
                 (Verify, None, 1),
-                vec![SkipReason::InvalidAnnotation],
+                vec![Reason::InvalidAnnotation],
             ),
             (
                 vec![("sluice.dev/client-auth", "verify")],
                 (Verify, None, 1),
-                vec![SkipReason::InvalidAnnotation],
+                vec![Reason::InvalidAnnotation],
             ),
             (
                 vec![
@@ -1004,7 +1000,7 @@ mod tests {
                     ("sluice.dev/client-ca-secret", "other/ca"),
                 ],
                 (Optional, None, 1),
-                vec![SkipReason::InvalidAnnotation],
+                vec![Reason::InvalidAnnotation],
             ),
             (
                 vec![
@@ -1012,7 +1008,7 @@ mod tests {
                     ("sluice.dev/client-ca-secret", "gone"),
                 ],
                 (Verify, None, 1),
-                vec![SkipReason::MissingSecret],
+                vec![Reason::MissingSecret],
             ),
             (
                 vec![
@@ -1020,7 +1016,7 @@ mod tests {
                     ("sluice.dev/client-ca-secret", "a-tls"),
                 ],
                 (Verify, None, 1),
-                vec![SkipReason::InvalidSecret],
+                vec![Reason::InvalidSecret],
             ),
             (
                 vec![
@@ -1029,7 +1025,7 @@ mod tests {
                     ("sluice.dev/client-verify-depth", "-1"),
                 ],
                 (Verify, ca.clone(), 1),
-                vec![SkipReason::InvalidAnnotation],
+                vec![Reason::InvalidAnnotation],
             ),
         ] {
             let (p, skipped) = build(&[ingress(
@@ -1067,7 +1063,7 @@ mod tests {
         assert_eq!(auth(&p, "c.test").0, ClientAuthMode::Off);
         assert_eq!(skipped.len(), 1, "{skipped:?}");
         assert_eq!(skipped[0].ingress.name, "weaker");
-        assert_eq!(skipped[0].reason, SkipReason::ConflictingRule);
+        assert_eq!(skipped[0].reason, Reason::ConflictingRule);
         assert!(
             skipped[0].message.contains("web/old"),
             "{}",
@@ -1171,7 +1167,7 @@ mod tests {
             assert_eq!(auth(&p, "a.test"), want, "{name}");
             let mut got: Vec<&str> = skipped
                 .iter()
-                .filter(|s| s.reason == SkipReason::ConflictingRule)
+                .filter(|s| s.reason == Reason::ConflictingRule)
                 .map(|s| s.ingress.name.as_str())
                 .collect();
             got.dedup();

@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 use sluice_config::annotations::{BackendProtocol, BACKEND_PROTOCOL};
-use sluice_config::build::{build, SkipReason};
+use sluice_config::build::build;
 use sluice_config::fixtures::{backend, class_policy, ingress, named_backend, service};
 use sluice_config::model::*;
+use sluice_config::Reason;
 
 /// One Ingress (optionally annotated) with a rule and a default backend, both to a Service
 /// port (optionally with an appProtocol). Returns the protocol of the rule and of the default
@@ -16,7 +17,7 @@ fn resolve(
 ) -> (
     Option<BackendProtocol>,
     Option<BackendProtocol>,
-    Vec<SkipReason>,
+    Vec<Reason>,
 ) {
     let backend = named_backend("app", "web");
     let ingress = ingress("ns", "ing")
@@ -51,7 +52,7 @@ fn resolve(
 #[test]
 fn the_annotation_beats_app_protocol_which_beats_plain_http() {
     use BackendProtocol::*;
-    use SkipReason::*;
+    use Reason::*;
     for (annotation, app, want, skipped) in [
         (None, None, None, vec![]),
         (Some("HTTPS"), None, Some(Https), vec![]),

@@ -1,11 +1,12 @@
 //! Host ownership between namespaces, through the whole snapshot build: only the owning
 //! namespace sets a host's TLS and client authentication, and with `deny` only it routes there.
 
-use sluice_config::build::{build_with, BuildDefaults, SkipReason, Target};
+use sluice_config::build::{build_with, BuildDefaults, Target};
 use sluice_config::fixtures::{self, backend, class_policy, secret};
 use sluice_config::model::*;
 use sluice_config::ownership::{CrossNamespacePaths, HostOwners};
 use sluice_config::tls::ClientAuthMode;
+use sluice_config::Reason;
 
 /// An Ingress with a `/` rule per host to Service `app`, one `spec.tls` entry and annotations.
 fn ingress(
@@ -126,7 +127,7 @@ fn a_foreign_namespace_cannot_set_the_tls_policy_of_a_host_it_does_not_own() {
         );
         let reported: Vec<_> = snap.skipped.iter().filter(|s| s.ingress == who).collect();
         assert_eq!(reported.len(), 1, "{annotations}: {:?}", snap.skipped);
-        assert_eq!(reported[0].reason, SkipReason::HostNotOwned);
+        assert_eq!(reported[0].reason, Reason::HostNotOwned);
         assert!(
             reported[0]
                 .message
@@ -175,7 +176,7 @@ fn host_owners_decide_ownership_before_first_come_and_deny_keeps_other_namespace
             CrossNamespacePaths::Allow,
             ClientAuthMode::Off,
             Some("tenant-b"),
-            vec![("default/app", SkipReason::HostNotOwned)],
+            vec![("default/app", Reason::HostNotOwned)],
         ),
         (
             "host_owners: the configured namespace owns it, paths still merge",
@@ -183,7 +184,7 @@ fn host_owners_decide_ownership_before_first_come_and_deny_keeps_other_namespace
             CrossNamespacePaths::Allow,
             ClientAuthMode::Verify,
             Some("tenant-b"),
-            vec![("tenant-b/squat", SkipReason::HostNotOwned)],
+            vec![("tenant-b/squat", Reason::HostNotOwned)],
         ),
         (
             "host_owners and deny: the squatter's path is skipped too",
@@ -192,8 +193,8 @@ fn host_owners_decide_ownership_before_first_come_and_deny_keeps_other_namespace
             ClientAuthMode::Verify,
             Some("default"),
             vec![
-                ("tenant-b/squat", SkipReason::HostNotOwned),
-                ("tenant-b/squat", SkipReason::HostNotOwned),
+                ("tenant-b/squat", Reason::HostNotOwned),
+                ("tenant-b/squat", Reason::HostNotOwned),
             ],
         ),
         (
@@ -203,9 +204,9 @@ fn host_owners_decide_ownership_before_first_come_and_deny_keeps_other_namespace
             ClientAuthMode::Off,
             Some("tenant-b"),
             vec![
-                ("default/app", SkipReason::HostNotOwned),
-                ("default/app", SkipReason::HostNotOwned),
-                ("default/app", SkipReason::HostNotOwned),
+                ("default/app", Reason::HostNotOwned),
+                ("default/app", Reason::HostNotOwned),
+                ("default/app", Reason::HostNotOwned),
             ],
         ),
     ] {
@@ -226,13 +227,13 @@ fn host_owners_decide_ownership_before_first_come_and_deny_keeps_other_namespace
             public,
             "{name}"
         );
-        let got: Vec<(String, SkipReason)> = snap
+        let got: Vec<(String, Reason)> = snap
             .skipped
             .iter()
-            .filter(|s| s.reason == SkipReason::HostNotOwned)
+            .filter(|s| s.reason == Reason::HostNotOwned)
             .map(|s| (s.ingress.to_string(), s.reason.clone()))
             .collect();
-        let want: Vec<(String, SkipReason)> = reasons
+        let want: Vec<(String, Reason)> = reasons
             .into_iter()
             .map(|(i, r)| (i.to_string(), r))
             .collect();

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use sluice_config::build::{build, is_served, ClassPolicy, SkipReason, Target};
+use sluice_config::build::{build, is_served, ClassPolicy, Target};
 use sluice_config::fixtures::{self, backend, class_policy, path};
 use sluice_config::model::*;
+use sluice_config::Reason;
 
 fn svc(ns: &str, name: &str, ports: &[(&str, i32)]) -> ServiceInput {
     ports
@@ -112,7 +113,7 @@ fn an_identical_rule_goes_to_the_oldest_ingress_whatever_the_input_order() {
         let snap = build(&inputs, &class_policy());
         assert_eq!(snap.skipped.len(), 1);
         assert_eq!(snap.skipped[0].ingress.name, "young");
-        assert_eq!(snap.skipped[0].reason, SkipReason::ConflictingRule);
+        assert_eq!(snap.skipped[0].reason, Reason::ConflictingRule);
         assert!(snap.skipped[0].message.contains("default/old"));
     }
 }
@@ -218,11 +219,11 @@ fn bad_rules_are_skipped_with_reasons_and_others_still_serve() {
     assert_eq!(
         reasons,
         vec![
-            SkipReason::InvalidPath,
-            SkipReason::InvalidPathType,
-            SkipReason::InvalidPathType,
-            SkipReason::MissingService,
-            SkipReason::MissingPort
+            Reason::InvalidPath,
+            Reason::InvalidPathType,
+            Reason::InvalidPathType,
+            Reason::MissingService,
+            Reason::MissingPort
         ]
     );
     assert!(snap
@@ -258,7 +259,7 @@ fn an_invalid_host_skips_only_its_rule() {
     };
     let snap = build(&inputs, &class_policy());
     assert_eq!(snap.skipped.len(), 1);
-    assert_eq!(snap.skipped[0].reason, SkipReason::InvalidHost);
+    assert_eq!(snap.skipped[0].reason, Reason::InvalidHost);
     assert_eq!(route(&inputs, "ok.test", "/").as_deref(), Some("b:80"));
 }
 
@@ -372,7 +373,7 @@ fn a_backend_in_another_namespace_is_not_found() {
         ..Default::default()
     };
     let snap = build(&inputs, &class_policy());
-    assert_eq!(snap.skipped[0].reason, SkipReason::MissingService);
+    assert_eq!(snap.skipped[0].reason, Reason::MissingService);
 }
 
 #[test]
@@ -559,7 +560,7 @@ fn timeout_annotations_give_each_ingress_its_own_target_over_one_pool() {
     assert_eq!(snap.policy(long).unwrap().timeouts.read, None);
     // The bad value is reported once for its Ingress, and its rules are still served.
     assert_eq!(snap.skipped.len(), 1);
-    assert_eq!(snap.skipped[0].reason, SkipReason::InvalidAnnotation);
+    assert_eq!(snap.skipped[0].reason, Reason::InvalidAnnotation);
     assert_eq!(snap.skipped[0].ingress.name, "short");
     assert!(
         snap.skipped[0].message.contains("sluice.dev/send-timeout"),
@@ -652,7 +653,7 @@ fn health_check_annotations_of_a_service_reach_its_pools_and_bad_ones_are_report
         overrides.interval, None,
         "the bad interval keeps its default"
     );
-    let reported: Vec<(String, SkipReason)> = snap
+    let reported: Vec<(String, Reason)> = snap
         .skipped
         .iter()
         .map(|s| (s.ingress.name.clone(), s.reason.clone()))
@@ -660,8 +661,8 @@ fn health_check_annotations_of_a_service_reach_its_pools_and_bad_ones_are_report
     assert_eq!(
         reported,
         vec![
-            ("one".to_string(), SkipReason::InvalidAnnotation),
-            ("two".to_string(), SkipReason::InvalidAnnotation),
+            ("one".to_string(), Reason::InvalidAnnotation),
+            ("two".to_string(), Reason::InvalidAnnotation),
         ]
     );
     assert!(
@@ -702,35 +703,29 @@ fn rule_paths_are_normalized_and_a_changed_one_is_reported() {
     assert_eq!(route(&inputs, "x.test", "/admin").as_deref(), Some("b:80"));
     assert_eq!(route(&inputs, "x.test", "/etc"), None);
     let snap = build(&inputs, &class_policy());
-    let reasons: Vec<(&SkipReason, &str)> = snap
+    let reasons: Vec<(&Reason, &str)> = snap
         .skipped
         .iter()
         .map(|s| (&s.reason, s.message.as_str()))
         .collect();
     assert!(
-        reasons
-            .iter()
-            .any(|(r, m)| **r == SkipReason::NormalizedPath
-                && m.contains("`//api/./v1/` is served as `/api/v1/`")),
+        reasons.iter().any(|(r, m)| **r == Reason::NormalizedPath
+            && m.contains("`//api/./v1/` is served as `/api/v1/`")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|(r, m)| **r == Reason::NormalizedPath
+            && m.contains("`/%61dmin;x` is served as `/admin`")),
         "{reasons:?}"
     );
     assert!(
         reasons
             .iter()
-            .any(|(r, m)| **r == SkipReason::NormalizedPath
-                && m.contains("`/%61dmin;x` is served as `/admin`")),
+            .any(|(r, m)| **r == Reason::InvalidPath && m.contains("`/../etc`")),
         "{reasons:?}"
     );
     assert!(
-        reasons
-            .iter()
-            .any(|(r, m)| **r == SkipReason::InvalidPath && m.contains("`/../etc`")),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons
-            .iter()
-            .any(|(r, _)| **r == SkipReason::ConflictingRule),
+        reasons.iter().any(|(r, _)| **r == Reason::ConflictingRule),
         "{reasons:?}"
     );
 }

@@ -18,7 +18,7 @@ use sluice_config::model::{Inputs, ObjectRef};
 use sluice_config::routes::HostRoutes;
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
-    build_with, BuildDefaults, ClassPolicy, Ejection, PoolKey, RouteEntry, RouteTable, Skipped,
+    build_with, BuildDefaults, ClassPolicy, Ejection, Finding, PoolKey, RouteEntry, RouteTable,
     Snapshot, Target, TargetType,
 };
 
@@ -40,7 +40,7 @@ pub struct Live {
     /// Every pool a route uses, once each.
     pub pools: Arc<HashMap<PoolKey, Arc<Pool>>>,
     /// Everything the snapshot did not serve as written, sorted.
-    pub skipped: Arc<[Skipped]>,
+    pub skipped: Arc<[Finding]>,
 }
 
 /// Shared between the sync path (writer) and every request (readers).
@@ -66,9 +66,9 @@ pub struct State {
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
     /// Rules skipped now that were not skipped by the previous publish.
-    pub newly_skipped: Vec<Skipped>,
+    pub newly_skipped: Vec<Finding>,
     /// Every rule skipped now.
-    pub skipped: BTreeSet<Skipped>,
+    pub skipped: BTreeSet<Finding>,
     /// Every Ingress served now.
     pub served: BTreeSet<ObjectRef>,
     /// Ingresses served now that were not served by the previous publish.
@@ -77,7 +77,7 @@ pub struct ApplyReport {
 
 struct Writer {
     pools: HashMap<PoolKey, Arc<Pool>>,
-    reported: BTreeSet<Skipped>,
+    reported: BTreeSet<Finding>,
     served: BTreeSet<ObjectRef>,
     tls: TlsStoreBuilder,
     /// The metrics of every route now served, by (namespace, Ingress, Service): kept across
@@ -360,8 +360,8 @@ impl State {
                 .with_label_values(&[s.reason.as_str()])
                 .inc();
         }
-        let now: BTreeSet<Skipped> = snapshot.skipped.iter().cloned().collect();
-        let newly_skipped: Vec<Skipped> = now.difference(&writer.reported).cloned().collect();
+        let now: BTreeSet<Finding> = snapshot.skipped.iter().cloned().collect();
+        let newly_skipped: Vec<Finding> = now.difference(&writer.reported).cloned().collect();
         for s in &newly_skipped {
             tracing::warn!(ingress = %s.ingress, reason = s.reason.as_str(), "{}", s.message);
         }

@@ -185,7 +185,8 @@ fn the_annotations_choose_the_target_type_and_bad_values_keep_the_default() {
 
 // Snapshot building with instance targets.
 
-use crate::build::{build_with, BuildDefaults, PoolKey, SkipReason, Target};
+use crate::build::{build_with, BuildDefaults, PoolKey, Target};
+use crate::finding::Reason;
 use crate::fixtures::{self, backend, class_policy};
 use crate::model::*;
 
@@ -310,13 +311,13 @@ fn a_service_port_without_a_node_port_is_unresolved_in_instance_mode_only() {
             ingress("other", "app", &[]),
         ];
         let snap = build_with(&inputs, &class_policy(), &BuildDefaults::default());
-        let reasons: Vec<&SkipReason> = snap.skipped.iter().map(|s| &s.reason).collect();
+        let reasons: Vec<&Reason> = snap.skipped.iter().map(|s| &s.reason).collect();
         if missing_node_port {
             assert!(
                 matches!(target_of(&snap, "/route"), Target::Unresolved { reason } if reason.contains("nodePort")),
                 "{service} {pairs:?}"
             );
-            assert_eq!(reasons, vec![&SkipReason::MissingNodePort]);
+            assert_eq!(reasons, vec![&Reason::MissingNodePort]);
             assert_eq!(snap.skipped[0].reason.as_str(), "MissingNodePort");
             assert!(
                 snap.skipped[0].message.contains("web/internal"),

@@ -27,7 +27,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Api;
 use sluice_config::model::ObjectRef;
 use sluice_config::settings::StatusSettings;
-use sluice_config::Skipped;
+use sluice_config::Finding;
 
 use super::events::{EventQueue, RateLimit, ShedReport};
 use super::store::{IngressMeta, LbAddress, Store};
@@ -98,7 +98,7 @@ pub struct StatusWriter {
     settings: StatusSettings,
     /// (Ingress, resourceVersion) already written with this value: skip until the object changes.
     written: BTreeMap<ObjectRef, (Option<String>, Vec<LbAddress>)>,
-    announced_skipped: BTreeSet<Skipped>,
+    announced_skipped: BTreeSet<Finding>,
     announced_served: BTreeSet<ObjectRef>,
     /// The newest report: what a queued Ingress's Events are worked out from.
     latest: Arc<ApplyReport>,
@@ -183,7 +183,7 @@ impl StatusWriter {
         if !shed.is_empty() {
             // What a shed Ingress had to say is dropped, not put off: counted as announced, so
             // the next report does not queue it again.
-            let dropped_skips: Vec<Skipped> = report
+            let dropped_skips: Vec<Finding> = report
                 .skipped
                 .iter()
                 .filter(|s| shed.contains(&s.ingress))
@@ -238,7 +238,7 @@ impl StatusWriter {
             return;
         };
         let latest = self.latest.clone();
-        let skipped: Vec<&Skipped> = latest
+        let skipped: Vec<&Finding> = latest
             .skipped
             .iter()
             .filter(|s| s.ingress == key && !self.announced_skipped.contains(*s))
@@ -373,9 +373,9 @@ mod tests {
         let report = ApplyReport {
             skipped: keys
                 .iter()
-                .map(|k| Skipped {
+                .map(|k| Finding {
                     ingress: k.clone(),
-                    reason: sluice_config::SkipReason::MissingService,
+                    reason: sluice_config::Reason::MissingService,
                     message: "no".into(),
                 })
                 .collect(),

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use sluice_config::build::{SkipReason, Skipped};
+use sluice_config::finding::{Finding, Reason};
 use sluice_config::hostmap::{normalize_host, HostKey, HostMap};
 use sluice_config::model::ObjectRef;
 use sluice_config::tls::{choose, covers, ClientAuthMode, SecretPurpose, TlsPolicy};
@@ -125,7 +125,7 @@ pub struct TlsStoreBuilder {
 /// A built store and the problems found building it.
 pub struct Built {
     pub store: TlsStore,
-    pub skipped: Vec<Skipped>,
+    pub skipped: Vec<Finding>,
 }
 
 fn cached<T>(
@@ -280,9 +280,9 @@ impl TlsStoreBuilder {
             } else {
                 names.join(", ")
             };
-            skipped.push(Skipped {
+            skipped.push(Finding {
                 ingress: u.ingress.clone(),
-                reason: SkipReason::CertificateNameMismatch,
+                reason: Reason::CertificateNameMismatch,
                 message: format!(
                     "Secret {}: its certificate is for {names}, which does not cover {}; it is not served for them",
                     u.secret,
@@ -299,9 +299,9 @@ impl TlsStoreBuilder {
                 SecretPurpose::Certificate => format!("{hosts} get the default certificate"),
                 SecretPurpose::ClientCa => format!("{hosts} refuse every client certificate"),
             };
-            skipped.push(Skipped {
+            skipped.push(Finding {
                 ingress: u.ingress.clone(),
-                reason: SkipReason::InvalidSecret,
+                reason: Reason::InvalidSecret,
                 message: format!("Secret {}: {e}; {consequence}", u.secret),
             });
         }
@@ -435,7 +435,7 @@ mod tests {
             .certificates_for(broken.store.find(Some("a.test")).map(|e| &**e), 0);
         assert!(Arc::ptr_eq(certs[0], &fallback));
         assert_eq!(broken.skipped.len(), 1);
-        assert_eq!(broken.skipped[0].reason, SkipReason::InvalidSecret);
+        assert_eq!(broken.skipped[0].reason, Reason::InvalidSecret);
         assert_eq!(
             broken.skipped[0].message,
             "Secret web/site-tls: tls.key does not match the certificate in tls.crt; \
@@ -472,10 +472,10 @@ mod tests {
                 b_wildcard,
                 "{cert_names:?}"
             );
-            let got: Vec<&Skipped> = built
+            let got: Vec<&Finding> = built
                 .skipped
                 .iter()
-                .filter(|s| s.reason == SkipReason::CertificateNameMismatch)
+                .filter(|s| s.reason == Reason::CertificateNameMismatch)
                 .collect();
             match reported {
                 None => assert!(got.is_empty(), "{cert_names:?}: {got:?}"),

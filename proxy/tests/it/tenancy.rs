@@ -4,7 +4,7 @@
 //! a shared cluster would try.
 
 use openssl::hash::MessageDigest;
-use sluice_config::SkipReason;
+use sluice_config::Reason;
 
 use crate::support::pki::*;
 use crate::support::*;
@@ -137,7 +137,7 @@ async fn tenancy() -> Tenancy {
 }
 
 /// The (reason, message) of every rule `ingress` (`namespace/name`) has skipped.
-fn skipped_by(s: &Sluice, ingress: &str) -> Vec<(SkipReason, String)> {
+fn skipped_by(s: &Sluice, ingress: &str) -> Vec<(Reason, String)> {
     s.skipped()
         .into_iter()
         .filter(|k| k.ingress.to_string() == ingress)
@@ -150,7 +150,7 @@ fn assert_not_owned(s: &Sluice, ingress: &str, host: &str) {
     let owned = format!("host `{host}` is owned by namespace default");
     assert!(
         got.iter()
-            .any(|(r, m)| *r == SkipReason::HostNotOwned && m.contains(&owned)),
+            .any(|(r, m)| *r == Reason::HostNotOwned && m.contains(&owned)),
         "{ingress}: {got:?}"
     );
 }
@@ -224,7 +224,7 @@ async fn a_certificate_whose_names_do_not_cover_the_host_is_not_served_for_it() 
     assert_eq!(got.cn, "named owner");
     let reported = skipped_by(&t.s, "default/named-newer");
     assert_eq!(reported.len(), 1, "{reported:?}");
-    assert_eq!(reported[0].0, SkipReason::CertificateNameMismatch);
+    assert_eq!(reported[0].0, Reason::CertificateNameMismatch);
     assert!(
         reported[0]
             .1
@@ -268,7 +268,7 @@ async fn with_deny_another_namespace_cannot_serve_paths_on_an_owned_host() {
         assert_eq!((r.status, r.backend()), (200, admin.to_string()), "{cross}");
         let reported = skipped_by(&s, "team-b/squat");
         assert_eq!(
-            reported.iter().any(|(r, m)| *r == SkipReason::HostNotOwned
+            reported.iter().any(|(r, m)| *r == Reason::HostNotOwned
                 && m.contains("controller.host_owners `*.team-a.test`")),
             cross == "deny",
             "{cross}: {reported:?}"

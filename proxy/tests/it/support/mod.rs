@@ -707,7 +707,7 @@ impl Sluice {
     }
 
     /// Every rule the live snapshot skips, with why.
-    pub fn skipped(&self) -> Vec<sluice_config::Skipped> {
+    pub fn skipped(&self) -> Vec<sluice_config::Finding> {
         self.running
             .as_ref()
             .expect("sluice is running")
