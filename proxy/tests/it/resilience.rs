@@ -137,14 +137,15 @@ async fn metric_series_of_removed_ingresses_are_freed() {
         s.write_manifest("churn.yaml", &churn);
         let first = format!("ingress=\"pr-{round:02}-00\"");
         let previous = format!("ingress=\"pr-{:02}-", round.wrapping_sub(1));
+        // A request on one route of the round creates its request counters too. The round is
+        // live once that route answers (its series may be listed a moment before the swap).
+        let host = format!("pr-{round:02}-00.test");
         eventually(STEP, &format!("round {round} published"), || async {
             let text = scrape(&s).await;
-            (text.contains(&first) && !text.contains(&previous)).then_some(())
+            let published = text.contains(&first) && !text.contains(&previous);
+            (published && s.get(&host, "/").await.status == 200).then_some(())
         })
         .await;
-        // A request on one route of the round creates its request counters too.
-        let host = format!("pr-{round:02}-00.test");
-        assert_eq!(s.get(&host, "/").await.status, 200);
         let text = eventually(STEP, "the request counted", || async {
             let text = scrape(&s).await;
             text.contains(&format!("sluice_requests_total{{{first}"))
