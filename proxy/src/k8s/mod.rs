@@ -38,27 +38,45 @@ use store::Store;
 
 /// Builds a client from the settings: an explicit kubeconfig (and context), else
 /// `$KUBECONFIG` / `~/.kube/config`, else the in-cluster service account.
-pub async fn client(settings: &KubernetesSettings) -> Result<kube::Client, String> {
+pub async fn client(settings: &KubernetesSettings) -> Result<kube::Client, ClientError> {
     let options = KubeConfigOptions {
         context: settings.context.clone(),
         ..Default::default()
     };
     let config = match &settings.kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            let file = |source| ClientError::KubeconfigFile {
+                path: path.clone(),
+                source,
+            };
+            let kc = Kubeconfig::read_from(path).map_err(file)?;
             kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                .map_err(file)?
         }
         None if settings.context.is_some() => kube::Config::from_kubeconfig(&options)
             .await
-            .map_err(|e| format!("kubeconfig: {e}"))?,
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no kubeconfig and not in a cluster: {e}"))?,
+            .map_err(ClientError::Kubeconfig)?,
+        None => kube::Config::infer().await.map_err(ClientError::NoConfig)?,
     };
-    kube::Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
+    kube::Client::try_from(config).map_err(ClientError::Client)
+}
+
+/// Why no Kubernetes client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("kubeconfig {path}: {source}", path = .path.display())]
+    KubeconfigFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("no kubeconfig and not in a cluster: {0}")]
+    NoConfig(#[source] kube::config::InferConfigError),
+    #[error("kubernetes client: {0}")]
+    Client(#[source] kube::Error),
 }
 
 /// Everything the Kubernetes source needs from the settings.
@@ -98,9 +116,11 @@ impl KubeSource {
             match client(&self.options.kubernetes).await {
                 Ok(c) => return Some(c),
                 Err(e) => {
-                    if e != last {
-                        tracing::error!(error = %e, "cannot build a Kubernetes client; retrying");
-                        last = e;
+                    // Said once per distinct error, not at every retry.
+                    let text = e.to_string();
+                    if text != last {
+                        tracing::error!(error = %text, "cannot build a Kubernetes client; retrying");
+                        last = text;
                     }
                 }
             }
