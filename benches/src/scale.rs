@@ -4,16 +4,18 @@
 //!
 //! Objects are JSON values, so the same object goes to the files source as YAML (one file per
 //! object, [`file_name`]: a change rewrites one small file) and to the fake API server as JSON.
-//! Endpoint addresses are `127.0.0.1`-`127.0.0.3` on one of the backend ports given; app `i`
-//! uses port `i % ports.len()`, so neighbouring apps answer from different ports and a request
-//! can tell which Service served it.
+//! Endpoint addresses are `127.0.0.1`-`127.0.0.3` on one of the backend ports given; apps are
+//! spread over [`NAMESPACES`] namespaces (app `i` in `i % NAMESPACES`), and the apps of one
+//! namespace take the ports in turn, so a request can tell which of a namespace's Services
+//! served it.
 //!
 //! Two changes the bench makes, each visible to a request:
 //! - an **endpoint change** ([`slice`] with `moved`): the third endpoint moves from `127.0.0.3`
 //!   to [`MOVED_ADDRESS`]; applied once a request to `h<i>` is answered from that address;
 //! - an **Ingress edit** ([`ingress`] with `edited`): a fourth path [`EDIT_PATH`] leads to the
-//!   neighbouring app's Service ([`edit_target`]); applied once a request for that path is
-//!   answered from the neighbour's port.
+//!   Service of the next app in the same namespace ([`edit_target`]); applied once a request for
+//!   that path is
+//!   answered from that Service's port.
 
 use serde_json::{json, Value};
 
@@ -45,18 +47,21 @@ pub fn name(i: usize) -> String {
     format!("app-{i}")
 }
 
-/// The backend port app `i`'s endpoints listen on.
+/// The backend port app `i`'s endpoints listen on: the apps of one namespace take the ports in
+/// turn.
 pub fn port(i: usize, ports: &[u16]) -> u16 {
-    ports[i % ports.len().max(1)]
+    ports[(i / NAMESPACES) % ports.len().max(1)]
 }
 
-/// The app whose Service an edit of app `i`'s Ingress adds a path to: a neighbour, so its
-/// endpoints answer from another port (with at least two backend ports).
+/// The app whose Service an edit of app `i`'s Ingress adds a path to: the next (or, at the end,
+/// the previous) app of the same namespace, as an Ingress reaches only Services of its own
+/// namespace. Its endpoints answer from another port when there are two backend ports or more
+/// and more than [`NAMESPACES`] apps.
 pub fn edit_target(i: usize, n: usize) -> usize {
-    if i + 1 < n {
-        i + 1
+    if i + NAMESPACES < n {
+        i + NAMESPACES
     } else {
-        i.saturating_sub(1)
+        i.saturating_sub(NAMESPACES)
     }
 }
 
@@ -268,8 +273,8 @@ mod tests {
     fn every_generated_object_reads_back_from_its_yaml_unchanged() {
         let ports = [9001, 9002];
         for object in [
-            ingress(3, 10, false),
-            ingress(9, 10, true),
+            ingress(3, 40, false),
+            ingress(39, 40, true),
             service(3),
             slice(3, &ports, false),
             slice(4, &ports, true),
@@ -289,9 +294,11 @@ mod tests {
             slice(5, &ports, false)["endpoints"][2]["addresses"][0],
             ADDRESSES[2]
         );
-        // The edit leads to a neighbour whose endpoints answer from another port.
-        for (i, n) in [(0, 10), (5, 10), (9, 10)] {
+        // The edit leads to a Service of the same namespace whose endpoints answer from
+        // another port.
+        for (i, n) in [(0, 40), (5, 40), (39, 40), (20, 21)] {
             let j = edit_target(i, n);
+            assert_eq!(namespace(i), namespace(j), "{i} -> {j}");
             assert_ne!(port(i, &ports), port(j, &ports), "{i} -> {j}");
             let paths = &ingress(i, n, true)["spec"]["rules"][0]["http"]["paths"];
             assert_eq!(paths[3]["path"], EDIT_PATH);

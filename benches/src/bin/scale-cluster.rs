@@ -403,13 +403,18 @@ impl Served {
 }
 
 fn changes(c: &Changes) -> Result<()> {
-    if c.first == 0 || c.first + c.count > c.apps || c.backend_ports.len() < 2 {
+    if c.first == 0
+        || c.first + c.count > c.apps
+        || c.backend_ports.len() < 2
+        || c.apps <= scale::NAMESPACES
+    {
         return Err(format!(
-            "apps {}..{} must lie within 1..{} (app 0 carries the load), with two or more \
-             backend ports",
+            "apps {}..{} must lie within 1..{} (app 0 carries the load), with more than {} \
+             apps and two or more backend ports",
             c.first,
             c.first + c.count,
-            c.apps
+            c.apps,
+            scale::NAMESPACES
         ));
     }
     let mut sink = match (&c.dir, c.api) {
