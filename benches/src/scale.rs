@@ -2,8 +2,11 @@
 //! `h<i>.scale.test`, three Prefix paths to its own Service), one Service and one EndpointSlice
 //! of three loopback endpoints, plus the IngressClass they use.
 //!
-//! Objects are JSON values, so the same object goes to the files source as YAML (one file per
-//! object, [`file_name`]: a change rewrites one small file) and to the fake API server as JSON.
+//! Objects are JSON values, so the same object goes to the files source as YAML and to the fake
+//! API server as JSON. The files hold a few apps each ([`file_name`]), so a change rewrites one
+//! small file: not one file per object, because the files source's scan compares every file
+//! with every other (`Folder::scan` in proxy/src/files.rs), which at 30 000 files keeps a core
+//! busy between changes.
 //! Endpoint addresses are `127.0.0.1`-`127.0.0.3` on one of the backend ports given; apps are
 //! spread over [`NAMESPACES`] namespaces (app `i` in `i % NAMESPACES`), and the apps of one
 //! namespace take the ports in turn, so a request can tell which of a namespace's Services
@@ -140,22 +143,35 @@ pub fn class() -> Value {
     })
 }
 
-/// The kinds of object an app has, for file names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Ingress,
-    Service,
-    Slice,
+/// The file that holds app `i`'s objects when each file holds `per_file` apps.
+pub fn file_name(i: usize, per_file: usize) -> String {
+    format!("apps-{:05}.yaml", i / per_file.max(1))
 }
 
-/// The file that holds app `i`'s object of `kind` (one object per file).
-pub fn file_name(kind: Kind, i: usize) -> String {
-    let prefix = match kind {
-        Kind::Ingress => "ingress",
-        Kind::Service => "service",
-        Kind::Slice => "slice",
+/// The objects of app `i` in a cluster of `n`, as generated.
+pub fn app(i: usize, n: usize, ports: &[u16]) -> [Value; 3] {
+    [ingress(i, n, false), service(i), slice(i, ports, false)]
+}
+
+/// Whether two objects are the same object (kind, namespace and name).
+pub fn same_object(a: &Value, b: &Value) -> bool {
+    let id = |v: &Value| {
+        (
+            v.get("kind").cloned(),
+            v.pointer("/metadata/namespace").cloned(),
+            v.pointer("/metadata/name").cloned(),
+        )
     };
-    format!("{prefix}-{i:05}.yaml")
+    id(a) == id(b)
+}
+
+/// Objects as one multi-document YAML file.
+pub fn to_yaml_documents(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(to_yaml)
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 /// The API path of a namespaced object (`metadata.namespace`, `metadata.name`), for a PATCH
@@ -177,12 +193,11 @@ pub fn api_path(object: &Value) -> Option<String> {
 /// which YAML reads as JSON reads them).
 pub fn to_yaml(value: &Value) -> String {
     let mut out = String::new();
-    match value {
-        Value::Object(_) | Value::Array(_) => write_block(value, 0, &mut out),
-        other => {
-            out.push_str(&scalar(other));
-            out.push('\n');
-        }
+    if is_block(value) {
+        write_block(value, 0, &mut out);
+    } else {
+        out.push_str(&scalar(value));
+        out.push('\n');
     }
     out
 }
@@ -279,10 +294,22 @@ mod tests {
             slice(3, &ports, false),
             slice(4, &ports, true),
             class(),
+            json!([]),
             json!({"a": {}, "b": [], "c": [[1, 2], [], {"d": null}], "e": "x: \"y\""}),
         ] {
             assert_eq!(parse(&to_yaml(&object)), object);
         }
+    }
+
+    #[test]
+    fn a_file_of_several_apps_reads_back_as_its_objects() {
+        let objects: Vec<Value> = (0..3).flat_map(|i| app(i, 40, &[1, 2])).collect();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&to_yaml_documents(&objects))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(docs, objects);
+        assert!(same_object(&slice(2, &[1], false), &slice(2, &[9], true)));
+        assert!(!same_object(&slice(2, &[1], false), &slice(3, &[1], false)));
+        assert_eq!(file_name(49, 25), "apps-00001.yaml");
     }
 
     #[test]

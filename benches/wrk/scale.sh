@@ -4,7 +4,7 @@
 # For each source (the files source, and the Kubernetes source through the in-repo fake API
 # server) sluice starts on a generated cluster of SMALL apps and then of LARGE apps (each app:
 # an Ingress for h<i>.scale.test with three Prefix paths, its Service, and an EndpointSlice of
-# three endpoints on 127.0.0.1-3, one YAML file per object; see benches/src/scale.rs). The
+# three endpoints on 127.0.0.1-3, 25 apps per YAML file; see benches/src/scale.rs). The
 # endpoints are one nginx listening on 127.0.0.1-4 on four ports, answering its address:port.
 # Figures, each for both sizes and as the ratio LARGE / SMALL:
 #
@@ -31,6 +31,9 @@
 #   --rounds R --duration S  wrk rounds and seconds per run (default 3 and 10)
 #   --sources "files kubernetes"   which sources, in this order
 #   --poll-interval-ms MS    the files source's poll interval (default 100)
+#   --apps-per-file N        apps per manifest file (default 25: 400 files at 10 000 apps); the
+#                            files source's scan is quadratic in the number of files, so one
+#                            file per object (30 000) keeps sluice's core busy at rest
 #   --profile P              the cargo profile sluice and the helper are built with (release)
 #   --shipped-lto            keep the release profile's fat LTO (a build of about half an hour
 #                            on two cores); by default release is built with
@@ -54,6 +57,7 @@ rounds=3
 duration=10
 sources="files kubernetes"
 poll_ms=100
+per_file=25
 profile=release
 shipped_lto=0
 build=1
@@ -68,6 +72,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift ;;
     --sources) sources=$2; shift ;;
     --poll-interval-ms) poll_ms=$2; shift ;;
+    --apps-per-file) per_file=$2; shift ;;
     --profile) profile=$2; shift ;;
     --shipped-lto) shipped_lto=1 ;;
     --no-build) build=0 ;;
@@ -89,6 +94,7 @@ in_range --changes "$changes" 1 100
 in_range --rounds "$rounds" 1 10
 in_range --duration "$duration" 2 60
 in_range --large "$large" 20 50000
+in_range --apps-per-file "$per_file" 1 10000
 in_range --small "$small" "$min_small" "$large"
 
 # ---------------------------------------------------------------- tools and binaries
@@ -146,7 +152,7 @@ pids+=($!)
 wait_for() { # DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.1 s until it holds
   local what=$1 secs=$2; shift 2
   local i
-  for ((i = 0; i < secs * 10; i++)); do "$@" && return 0; sleep 0.1; done
+  for ((i = 0; i < secs * 10; i++)); do "$@" >/dev/null && return 0; sleep 0.1; done
   echo "$bench_name: timed out after ${secs} s waiting for $what" >&2; exit 1
 }
 answers() { # URL [HOST]: the body of a 200 answer, failing otherwise
@@ -176,7 +182,8 @@ run() { # SOURCE APPS
   alloc_port http_port
   alloc_port admin_port
   log "$src, $n apps: generating"
-  "${on1[@]}" "$helper" generate --out "$dir/manifests" --apps "$n" --backend-ports "$ports_csv" >"$dir/generated"
+  "${on1[@]}" "$helper" generate --out "$dir/manifests" --apps "$n" --backend-ports "$ports_csv" \
+    --apps-per-file "$per_file" >"$dir/generated"
   put "$key.yaml_bytes" "$(kv bytes "$(cat "$dir/generated")")"
   local api_pid="" api_args=()
   {
@@ -187,7 +194,7 @@ run() { # SOURCE APPS
   if [ "$src" = files ]; then
     printf '[source]\nkind = "files"\n[source.files]\ndirectory = "manifests"\npoll_interval_ms = %s\n' \
       "$poll_ms" >>"$dir/sluice.toml"
-    api_args=(--dir "$dir/manifests")
+    api_args=(--dir "$dir/manifests" --apps-per-file "$per_file")
   else
     "${on1[@]}" "$helper" apiserver --manifests "$dir/manifests" --kubeconfig "$dir/kubeconfig" \
       --max-secs 1800 >"$dir/apiserver.out" 2>"$dir/apiserver.log" &
@@ -318,5 +325,5 @@ for src in $sources; do
   run "$src" "$large"
 done
 for src in $sources; do report "$src"; done
-printf '\n%s: %d s in all; %d changes per figure, %d x %d s wrk rounds, files poll %d ms\n' \
-  "$bench_name" "$(( $(date +%s) - start_all ))" "$changes" "$rounds" "$duration" "$poll_ms"
+printf '\n%s: %d s in all; %d changes per figure, %d x %d s wrk rounds, files poll %d ms, %d apps per file\n' \
+  "$bench_name" "$(( $(date +%s) - start_all ))" "$changes" "$rounds" "$duration" "$poll_ms" "$per_file"

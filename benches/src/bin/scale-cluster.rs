@@ -8,14 +8,15 @@
 //!                         --backend-ports ... --proxy ADDR (--dir DIR | --api ADDR) [--pid PID]
 //! ```
 //!
-//! - `generate` writes one YAML file per object (see `sluice_benches::scale`), so that a change
-//!   rewrites one small file.
+//! - `generate` writes YAML files of `--apps-per-file` apps each (see `sluice_benches::scale`),
+//!   so that a change rewrites one small file.
 //! - `apiserver` loads every manifest of DIR into the fake API server of the integration tests
 //!   (`proxy/tests/it/support/fake_apiserver.rs`: the real list/watch wire protocol with
 //!   bookmarks), writes a kubeconfig pointing at it once it is loaded (the readiness signal), and
 //!   serves until killed or `--max-secs` pass.
-//! - `changes` makes K changes to apps `I..I+K`, one after the other: each is written (a file
-//!   replaced atomically, or a merge PATCH to the API server, as a controller's write) and then
+//! - `changes` makes K changes to apps `I..I+K`, one after the other: each is written (the
+//!   app's file re-rendered with the changed object and replaced atomically, or a merge PATCH to
+//!   the API server, as a controller's write) and then
 //!   probed through the proxy until a request is served by it. It prints one line of
 //!   `key=value` figures: the changes' time to the first request served by them (p50, p99,
 //!   max), and with `--pid` the proxy's CPU ticks (utime+stime from `/proc/PID/stat`) from the
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
-use sluice_benches::scale::{self, Kind};
+use sluice_benches::scale;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +61,9 @@ enum Command {
         /// The backend ports the endpoints point at (loopback), comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         backend_ports: Vec<u16>,
+        /// Apps per file.
+        #[arg(long, default_value_t = 25)]
+        apps_per_file: usize,
     },
     /// Serves a folder of manifests from the fake API server.
     Apiserver {
@@ -104,6 +108,9 @@ struct Changes {
     /// The files source's folder: changes replace files there.
     #[arg(long, conflicts_with = "api", required_unless_present = "api")]
     dir: Option<PathBuf>,
+    /// Apps per file in that folder, as generated.
+    #[arg(long, default_value_t = 25)]
+    apps_per_file: usize,
     /// The fake API server: changes are merge PATCHes to it.
     #[arg(long)]
     api: Option<SocketAddr>,
@@ -132,7 +139,8 @@ fn main() -> ExitCode {
             out,
             apps,
             backend_ports,
-        } => generate(&out, apps, &backend_ports),
+            apps_per_file,
+        } => generate(&out, apps, apps_per_file, &backend_ports),
         Command::Apiserver {
             manifests,
             kubeconfig,
@@ -159,22 +167,21 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn generate(out: &Path, apps: usize, ports: &[u16]) -> Result<()> {
+fn generate(out: &Path, apps: usize, per_file: usize, ports: &[u16]) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     write_atomically(&out.join("class.yaml"), &scale::to_yaml(&scale::class()))?;
-    let mut bytes = 0;
-    for i in 0..apps {
-        for (kind, object) in [
-            (Kind::Ingress, scale::ingress(i, apps, false)),
-            (Kind::Service, scale::service(i)),
-            (Kind::Slice, scale::slice(i, ports, false)),
-        ] {
-            let text = scale::to_yaml(&object);
-            bytes += text.len();
-            write_atomically(&out.join(scale::file_name(kind, i)), &text)?;
-        }
+    let (mut bytes, mut files) = (0, 1);
+    let per_file = per_file.max(1);
+    for first in (0..apps).step_by(per_file) {
+        let objects: Vec<Value> = (first..apps.min(first + per_file))
+            .flat_map(|i| scale::app(i, apps, ports))
+            .collect();
+        let text = scale::to_yaml_documents(&objects);
+        bytes += text.len();
+        files += 1;
+        write_atomically(&out.join(scale::file_name(first, per_file)), &text)?;
     }
-    println!("apps={apps} files={} bytes={bytes}", 3 * apps + 1);
+    println!("apps={apps} files={files} bytes={bytes}");
     Ok(())
 }
 
@@ -300,20 +307,46 @@ impl Conn {
 
 /// Where changes are written.
 enum Sink {
-    Files(PathBuf),
+    Files { dir: PathBuf, per_file: usize },
     Api(Conn),
 }
 
+/// A change ready to be written: the file's new text, or the PATCH's path and body.
+enum Prepared {
+    File(PathBuf, String),
+    Patch(String, Vec<u8>),
+}
+
 impl Sink {
-    fn write(&mut self, kind: Kind, app: usize, object: &Value) -> Result<()> {
+    /// Everything before the write itself (reading and re-rendering the file), so that the
+    /// time to traffic starts at the write.
+    fn prepare(&self, app: usize, object: &Value) -> Result<Prepared> {
         match self {
-            Sink::Files(dir) => write_atomically(
-                &dir.join(scale::file_name(kind, app)),
-                &scale::to_yaml(object),
-            ),
-            Sink::Api(conn) => {
+            Sink::Files { dir, per_file } => {
+                let path = dir.join(scale::file_name(app, *per_file));
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let doc = docs
+                    .iter_mut()
+                    .find(|d| scale::same_object(d, object))
+                    .ok_or_else(|| format!("{}: app {app} is not there", path.display()))?;
+                *doc = object.clone();
+                Ok(Prepared::File(path, scale::to_yaml_documents(&docs)))
+            }
+            Sink::Api(_) => {
                 let path = scale::api_path(object).ok_or("an object without an API path")?;
                 let body = serde_json::to_vec(object).map_err(|e| e.to_string())?;
+                Ok(Prepared::Patch(path, body))
+            }
+        }
+    }
+
+    fn write(&mut self, change: Prepared) -> Result<()> {
+        match (self, change) {
+            (_, Prepared::File(path, text)) => write_atomically(&path, &text),
+            (Sink::Api(conn), Prepared::Patch(path, body)) => {
                 let head = format!(
                     "PATCH {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/merge-patch+json",
                     conn.addr
@@ -326,6 +359,7 @@ impl Sink {
                     )),
                 }
             }
+            (Sink::Files { .. }, Prepared::Patch(..)) => Err("a PATCH to a folder".to_string()),
         }
     }
 }
@@ -361,10 +395,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// What a change writes, the path of the request that shows it, and what that request's answer
 /// (the backend's `address:port`) is once the change is served.
-fn change(c: &Changes, app: usize) -> (Kind, Value, &'static str, Served) {
+fn change(c: &Changes, app: usize) -> (Value, &'static str, Served) {
     match c.kind {
         ChangeKind::Endpoint => (
-            Kind::Slice,
             scale::slice(app, &c.backend_ports, true),
             "/",
             Served::Address(scale::MOVED_ADDRESS.to_string()),
@@ -372,7 +405,6 @@ fn change(c: &Changes, app: usize) -> (Kind, Value, &'static str, Served) {
         ChangeKind::Ingress => {
             let target = scale::edit_target(app, c.apps);
             (
-                Kind::Ingress,
                 scale::ingress(app, c.apps, true),
                 "/edit/probe",
                 Served::Port(scale::port(target, &c.backend_ports)),
@@ -418,7 +450,10 @@ fn changes(c: &Changes) -> Result<()> {
         ));
     }
     let mut sink = match (&c.dir, c.api) {
-        (Some(dir), _) => Sink::Files(dir.clone()),
+        (Some(dir), _) => Sink::Files {
+            dir: dir.clone(),
+            per_file: c.apps_per_file.max(1),
+        },
         (None, Some(api)) => Sink::Api(Conn::new(api)?),
         (None, None) => return Err("--dir or --api is required".to_string()),
     };
@@ -440,10 +475,11 @@ fn changes(c: &Changes) -> Result<()> {
             std::thread::sleep(slot.saturating_duration_since(Instant::now()));
         }
         let app = c.first + k;
-        let (kind, object, path, expected) = change(c, app);
+        let (object, path, expected) = change(c, app);
         let head = format!("GET {path} HTTP/1.1\r\nHost: {}", scale::host(app));
+        let prepared = sink.prepare(app, &object)?;
         let written = Instant::now();
-        sink.write(kind, app, &object)?;
+        sink.write(prepared)?;
         // Served once one of a few requests in a row (round-robin over 3 endpoints) is
         // answered from where the change leads.
         'probe: loop {
