@@ -21,8 +21,8 @@
 #   5. wrk req/s and p99 on app 0 during one endpoint change per second versus none: rounds of
 #      two runs of the same length, interleaved; medians over rounds.
 #
-#   benches/wrk/scale.sh                  # 300 and 10 000 apps, both sources (about 12 min)
-#   benches/wrk/scale.sh --quick          # fewer changes, shorter wrk runs (about 5 min)
+#   benches/wrk/scale.sh                  # 300 and 10 000 apps, both sources (about 6 min)
+#   benches/wrk/scale.sh --quick          # fewer changes, shorter wrk runs (about 2 min)
 #
 # Options:
 #   --quick                  K=5 changes, 1 round of 5 s wrk runs
@@ -162,6 +162,7 @@ wait_for "the backends" 10 answers "http://127.0.0.1:${backend_ports[0]}/"
 
 # ---------------------------------------------------------------- figures
 declare -A fig
+[ -z "$raw_out" ] || : >"$raw_out"
 put() { # KEY VALUE
   fig[$1]=$2
   [ -z "$raw_out" ] || printf '%s\t%s\n' "$1" "$2" >>"$raw_out"
