@@ -38,7 +38,8 @@
 #   --shipped-lto            keep the release profile's fat LTO (a build of about half an hour
 #                            on two cores); by default release is built with
 #                            CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16,
-#                            which changes absolute figures a little, not the ratios
+#                            which changes absolute figures a little, not the ratios (the
+#                            figures in benches/README.md were taken with this default build)
 #   --no-build               use the binaries already in target/PROFILE
 #   --raw FILE               also write every figure as tab-separated values
 #

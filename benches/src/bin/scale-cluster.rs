@@ -25,7 +25,6 @@
 //! Every address is loopback (the proxy's and API server's are checked); every wait is bounded
 //! (`--timeout-ms` per change, `--max-secs` for the server).
 
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 #[path = "../../../proxy/tests/it/support/fake_apiserver.rs"]
 mod fake_apiserver;
 
