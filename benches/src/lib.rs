@@ -5,6 +5,11 @@
 //! Prefix paths per host, and one default backend. [`queries`] gives request (host, path) pairs
 //! for each kind of lookup, each with the Service it must reach, so the benches can check that
 //! they measure what they claim to.
+//!
+//! [`scale`] makes the large cluster of the wrk scale bench (`wrk/scale.sh`) as Kubernetes
+//! objects, for the files source and the fake API server.
+
+pub mod scale;
 
 use sluice_config::build::{ClassPolicy, Snapshot, Target};
 use sluice_config::model::{

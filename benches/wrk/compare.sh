@@ -422,12 +422,6 @@ target_pids() {
   pgrep -P "$p" || true
 }
 cpu_ticks() { pids_cpu_ticks $(target_pids "$1"); }
-to_us() { # wrk duration (e.g. 812.00us, 1.23ms, 2.00s) -> microseconds
-  awk -v v="$1" 'BEGIN {
-    n = v + 0
-    if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000;
-    else if (v ~ /m$/) print n * 60e6; else if (v ~ /s$/) print n * 1e6; else print n }'
-}
 results="$tmp/results.tsv"
 : >"$results"
 run_wrk() { # target conns seconds round -> appends a row unless round is "warmup"

@@ -1,6 +1,7 @@
 # Shared by the wrk scripts in this folder (sourced, not run): a scratch folder removed on exit
-# with every process the script started, free loopback ports, nginx's temporary paths and the
-# CPU time of processes. The sourcing script sets `bench_name` (for messages) first.
+# with every process the script started, argument bounds and missing tools, free loopback ports,
+# nginx's temporary paths, the CPU time of processes and wrk's durations. The sourcing script sets `bench_name` (for messages)
+# first.
 
 # ---------------------------------------------------------------- scratch and cleanup
 tmp="$(mktemp -d)"
@@ -33,6 +34,32 @@ alloc_port() { # VAR: sets VAR to the next free loopback port (no subshell: next
     if port_free "$_ap"; then printf -v "$1" '%s' "$_ap"; return 0; fi
   done
   echo "$bench_name: no free loopback port below $next_port" >&2; exit 1
+}
+
+# ---------------------------------------------------------------- arguments and tools
+in_range() { # OPTION VALUE MIN MAX: exits with a message unless MIN <= VALUE <= MAX
+  [[ "$2" =~ ^[0-9]+$ ]] && [ "$2" -ge "$3" ] && [ "$2" -le "$4" ] ||
+    { echo "$bench_name: $1 must be $3..$4" >&2; exit 2; }
+}
+install_missing() { # COMMAND:PACKAGE...: installs (apt) the packages of the commands not found
+  local need=() c
+  for c in "$@"; do
+    command -v "${c%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${c%%:*}" ] || need+=("${c#*:}")
+  done
+  [ "${#need[@]}" -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "$bench_name: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------- wrk
+to_us() { # wrk duration (e.g. 812.00us, 1.23ms, 2.00s) -> microseconds
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000;
+    else if (v ~ /m$/) print n * 60e6; else if (v ~ /s$/) print n * 1e6; else print n }'
 }
 
 # ---------------------------------------------------------------- nginx and /proc
