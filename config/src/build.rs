@@ -7,6 +7,7 @@
 //! of every name in `spec.tls` ([`crate::tls`]), and reports every rule it skipped with the
 //! reason. A bad rule degrades only itself.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,8 +15,8 @@ use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
 use crate::finding::{Finding, Reason};
 use crate::health::{service_health_check, HealthCheckOverrides};
 use crate::model::{
-    BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, Inputs, NodeInput,
-    ObjectRef, PortRef, ServiceInput,
+    BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, InputRefs, Inputs,
+    NodeInput, ObjectRef, PortRef, ServiceInput,
 };
 use crate::ownership::{host_text, CrossNamespacePaths, HostOwners, Ownership};
 use crate::routes::{parse_rule_host, MatchKind, RouteEntry, RouteTable, TargetId};
@@ -142,24 +143,23 @@ impl Snapshot {
 }
 
 /// Whether `ingress` is ours under `policy`, given the cluster's IngressClasses.
-pub fn is_served(
+pub fn is_served<C: Borrow<IngressClassInput>>(
     ingress: &IngressInput,
-    classes: &[IngressClassInput],
+    classes: &[C],
     policy: &ClassPolicy,
 ) -> bool {
+    let mut classes = classes.iter().map(Borrow::borrow);
     if let Some(legacy) = ingress.annotations.get(LEGACY_CLASS_ANNOTATION) {
         return legacy == &policy.class_name;
     }
     match &ingress.class_name {
-        Some(name) => match classes.iter().find(|c| &c.name == name) {
+        Some(name) => match classes.find(|c: &&IngressClassInput| &c.name == name) {
             Some(class) => class.controller == policy.controller,
             None => name == &policy.class_name,
         },
         None => {
             policy.serve_classless
-                || classes
-                    .iter()
-                    .any(|c| c.is_default && c.controller == policy.controller)
+                || classes.any(|c| c.is_default && c.controller == policy.controller)
         }
     }
 }
@@ -172,9 +172,19 @@ pub fn build(inputs: &Inputs, policy: &ClassPolicy) -> Snapshot {
 
 /// Builds the snapshot for `inputs` with the settings' `defaults`.
 pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefaults) -> Snapshot {
+    build_refs(&inputs.refs(), policy, defaults)
+}
+
+/// Builds the snapshot for borrowed inputs with the settings' `defaults`.
+pub fn build_refs(
+    inputs: &InputRefs<'_>,
+    policy: &ClassPolicy,
+    defaults: &BuildDefaults,
+) -> Snapshot {
     let mut served: Vec<&IngressInput> = inputs
         .ingresses
         .iter()
+        .copied()
         .filter(|i| is_served(i, &inputs.classes, policy))
         .collect();
     // Oldest first; Ingresses without a timestamp after those with one; then namespace/name.
@@ -190,10 +200,10 @@ pub fn build_with(inputs: &Inputs, policy: &ClassPolicy, defaults: &BuildDefault
     let services: HashMap<(&str, &str), &ServiceInput> = inputs
         .services
         .iter()
-        .map(|s| ((s.namespace.as_str(), s.name.as_str()), s))
+        .map(|s| ((s.namespace.as_str(), s.name.as_str()), *s))
         .collect();
     let mut slices: HashMap<(&str, &str), Vec<&EndpointSliceInput>> = HashMap::new();
-    for s in &inputs.slices {
+    for s in inputs.slices.iter().copied() {
         slices
             .entry((s.namespace.as_str(), s.service.as_str()))
             .or_default()
@@ -263,7 +273,7 @@ struct Builder<'a> {
     defaults: &'a BuildDefaults,
     services: &'a HashMap<(&'a str, &'a str), &'a ServiceInput>,
     slices: &'a HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceInput>>,
-    nodes: &'a [NodeInput],
+    nodes: &'a [&'a NodeInput],
     /// The targets the backends of the Ingress being added resolved to.
     resolved: HashMap<BackendInput, TargetId>,
     /// The namespace that owns each host.
@@ -633,11 +643,11 @@ impl Builder<'_> {
 /// endpoint address; for `instance` targets, the Service port's `nodePort` on every Node the
 /// pool admits. Sorted. Snapshot building and the proxy's endpoint-only updates both use it,
 /// so an endpoint change applied alone gives the endpoints a full rebuild would.
-pub fn pool_endpoints(
+pub fn pool_endpoints<N: Borrow<NodeInput>>(
     key: &PoolKey,
     service: Option<&ServiceInput>,
     slices: &[&EndpointSliceInput],
-    nodes: &[NodeInput],
+    nodes: &[N],
 ) -> Vec<SocketAddr> {
     let Some(sp) = service.and_then(|svc| svc.ports.iter().find(|p| p.port == key.port)) else {
         return Vec::new();

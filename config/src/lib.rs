@@ -41,5 +41,5 @@ pub use finding::{Effect, Finding, Reason};
 pub use routes::{RouteEntry, RouteTable};
 pub use settings::{ConfigError, Ejection, Settings};
 
-pub use build::{build_with, BuildDefaults};
+pub use build::{build_refs, build_with, BuildDefaults};
 pub use targets::TargetType;

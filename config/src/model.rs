@@ -206,3 +206,29 @@ pub struct Inputs {
     pub secrets: Vec<SecretInput>,
     pub nodes: Vec<NodeInput>,
 }
+
+impl Inputs {
+    /// The same inputs, borrowed.
+    pub fn refs(&self) -> InputRefs<'_> {
+        InputRefs {
+            ingresses: self.ingresses.iter().collect(),
+            classes: self.classes.iter().collect(),
+            services: self.services.iter().collect(),
+            slices: self.slices.iter().collect(),
+            secrets: self.secrets.iter().collect(),
+            nodes: self.nodes.iter().collect(),
+        }
+    }
+}
+
+/// Everything snapshot building reads, borrowed: from an [`Inputs`], or from the copies a
+/// source shares between its store and a build, so a build copies no object.
+#[derive(Debug, Clone, Default)]
+pub struct InputRefs<'a> {
+    pub ingresses: Vec<&'a IngressInput>,
+    pub classes: Vec<&'a IngressClassInput>,
+    pub services: Vec<&'a ServiceInput>,
+    pub slices: Vec<&'a EndpointSliceInput>,
+    pub secrets: Vec<&'a SecretInput>,
+    pub nodes: Vec<&'a NodeInput>,
+}

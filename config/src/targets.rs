@@ -221,13 +221,14 @@ pub fn target_type(
 
 /// The `instance` targets of a NodePort: the first `InternalIP` of every Node that is ready,
 /// schedulable and admitted by `selector`, with `node_port`; sorted.
-pub fn node_targets(
-    nodes: &[NodeInput],
+pub fn node_targets<N: std::borrow::Borrow<NodeInput>>(
+    nodes: &[N],
     selector: &NodeSelector,
     node_port: u16,
 ) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = nodes
         .iter()
+        .map(|n| n.borrow())
         .filter(|n| n.ready && !n.unschedulable && selector.matches(&n.labels))
         .filter_map(|n| {
             n.internal_ips

@@ -48,11 +48,11 @@ fn entry_of(object: Object) -> (Kind, ObjectRef, Entry) {
     let key = object.key();
     let (kind, entry) = match object {
         Object::Ingress(o) => (Kind::Ingress, ingress_entry(&o)),
-        Object::IngressClass(o) => (Kind::IngressClass, Entry::Class(class_input(&o))),
+        Object::IngressClass(o) => (Kind::IngressClass, Entry::Class(Arc::new(class_input(&o)))),
         Object::Service(o) => (Kind::Service, service_entry(&o)),
-        Object::EndpointSlice(o) => (Kind::EndpointSlice, Entry::Slice(slice_input(&o))),
+        Object::EndpointSlice(o) => (Kind::EndpointSlice, Entry::Slice(Arc::new(slice_input(&o)))),
         Object::Secret(o) => (Kind::Secret, secret_entry(&o)),
-        Object::Node(o) => (Kind::Node, Entry::Node(node_input(&o))),
+        Object::Node(o) => (Kind::Node, Entry::Node(Arc::new(node_input(&o)))),
     };
     (kind, key, entry)
 }

@@ -100,7 +100,8 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
     }
     let policy = sluice_config::ClassPolicy::from(settings);
     let defaults = sluice_config::BuildDefaults::from(settings);
-    let mut snapshot = sluice_config::build_with(&store.inputs(), &policy, &defaults);
+    let shared = store.shared();
+    let mut snapshot = sluice_config::build_refs(&shared.refs(), &policy, &defaults);
     // Certificate material is checked as the proxy checks it when it publishes.
     match sluice::tls::certs::ServingCert::self_signed() {
         Ok(fallback) => {

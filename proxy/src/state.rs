@@ -1,10 +1,20 @@
 //! The live state the request path reads, and the one way it changes.
 //!
 //! Every request loads one immutable [`Live`] with a single atomic read and keeps it for its whole
-//! life. The sync path builds a complete new snapshot from the objects a source holds
-//! ([`State::publish`]), brings the endpoint pools up to date (only pools whose endpoints changed
-//! are touched), then swaps the new [`Live`] in whole. A request never sees half an update, and
-//! no update waits for requests.
+//! life. The sync path publishes what a source's [`Store`] holds ([`State::publish_store`]), on
+//! a blocking thread so the request workers never build anything:
+//!
+//! - when only EndpointSlices or Nodes changed, the pools of the Services (or Nodes) concerned get
+//!   their new endpoints in place and nothing else is touched: routes hold their pool by `Arc`,
+//!   so no new [`Live`] is needed;
+//! - otherwise a snapshot is built from the whole store, its certificate store is built (parsing
+//!   only Secrets that changed), pools are created, updated and dropped as routes come and go,
+//!   every rule is resolved to its [`Route`], and the new [`Live`] is swapped in whole. A route
+//!   that resolves as before is the same `Arc`, and a host whose routes are all unchanged shares
+//!   its entry with the previous state, so two coexisting states hold one copy of what did not
+//!   change.
+//!
+//! A request never sees half an update, and no update waits for requests.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +24,11 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use sluice_config::annotations::UpstreamPolicy;
 use sluice_config::health::{HealthCheck, HealthCheckOverrides};
-use sluice_config::model::{Inputs, ObjectRef};
+use sluice_config::model::{InputRefs, Inputs, ObjectRef};
 use sluice_config::routes::HostRoutes;
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
-    build_with, BuildDefaults, ClassPolicy, Ejection, Finding, PoolKey, RouteEntry, RouteTable,
+    build_refs, BuildDefaults, ClassPolicy, Ejection, Finding, PoolKey, RouteEntry, RouteTable,
     Snapshot, Target, TargetType,
 };
 
@@ -214,14 +224,20 @@ impl State {
             self.update_endpoints(store, &changes);
             return None;
         }
-        Some(self.publish_inputs(&store.inputs(), &store.secret_material()))
+        let shared = store.shared();
+        Some(self.publish_refs(&shared.refs(), &store.secret_material()))
     }
 
     /// Builds a snapshot from model inputs and Secret material, and makes it live (on the
     /// calling thread: callers on the runtime use [`State::publish_store`]).
     pub fn publish_inputs(&self, inputs: &Inputs, material: &SecretMaterial) -> ApplyReport {
+        self.publish_refs(&inputs.refs(), material)
+    }
+
+    /// [`State::publish_inputs`] for borrowed inputs.
+    pub fn publish_refs(&self, inputs: &InputRefs<'_>, material: &SecretMaterial) -> ApplyReport {
         let started = Instant::now();
-        let snapshot = build_with(inputs, &self.policy, &self.defaults);
+        let snapshot = build_refs(inputs, &self.policy, &self.defaults);
         let built = started.elapsed();
         let report = self.apply(snapshot, material);
         self.metrics

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use sluice_config::build::pool_endpoints;
 use sluice_config::model::{
-    EndpointSliceInput, IngressClassInput, IngressInput, Inputs, NodeInput, ObjectRef, SecretInput,
-    ServiceInput,
+    EndpointSliceInput, IngressClassInput, IngressInput, InputRefs, NodeInput, ObjectRef,
+    SecretInput, ServiceInput,
 };
 use sluice_config::{PoolKey, TargetType};
 use tokio::sync::Notify;
@@ -42,18 +42,44 @@ pub struct IngressMeta {
     pub status: Vec<LbAddress>,
 }
 
-/// One translated object.
+/// One translated object. The model input is shared (`Arc`): a build borrows it from a copy of
+/// the pointers taken under the store's lock ([`Store::shared`]), so no object is copied.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Ingress(Box<IngressInput>, IngressMeta),
-    Class(IngressClassInput),
-    Service(ServiceInput, Vec<LbAddress>),
-    Slice(EndpointSliceInput),
+    Ingress(Arc<IngressInput>, IngressMeta),
+    Class(Arc<IngressClassInput>),
+    Service(Arc<ServiceInput>, Vec<LbAddress>),
+    Slice(Arc<EndpointSliceInput>),
     /// A `kubernetes.io/tls` Secret: its keys, and the bytes of the TLS ones.
-    Secret(SecretInput, Arc<SecretData>),
+    Secret(Arc<SecretInput>, Arc<SecretData>),
     /// A Node: its addresses, conditions and labels (its images, capacity and the rest are
     /// dropped at ingest).
-    Node(NodeInput),
+    Node(Arc<NodeInput>),
+}
+
+/// The model inputs a store holds at one moment, shared with it.
+#[derive(Debug, Clone, Default)]
+pub struct SharedInputs {
+    pub ingresses: Vec<Arc<IngressInput>>,
+    pub classes: Vec<Arc<IngressClassInput>>,
+    pub services: Vec<Arc<ServiceInput>>,
+    pub slices: Vec<Arc<EndpointSliceInput>>,
+    pub secrets: Vec<Arc<SecretInput>>,
+    pub nodes: Vec<Arc<NodeInput>>,
+}
+
+impl SharedInputs {
+    /// The inputs borrowed, as snapshot building reads them.
+    pub fn refs(&self) -> InputRefs<'_> {
+        InputRefs {
+            ingresses: self.ingresses.iter().map(|a| &**a).collect(),
+            classes: self.classes.iter().map(|a| &**a).collect(),
+            services: self.services.iter().map(|a| &**a).collect(),
+            slices: self.slices.iter().map(|a| &**a).collect(),
+            secrets: self.secrets.iter().map(|a| &**a).collect(),
+            nodes: self.nodes.iter().map(|a| &**a).collect(),
+        }
+    }
 }
 
 /// The kinds watched.
@@ -318,7 +344,7 @@ impl Store {
                 .get(&Kind::Service)
                 .and_then(|m| m.get(&ObjectRef::new(&key.namespace, &key.service)))
             {
-                Some(Entry::Service(s, _)) => Some(s),
+                Some(Entry::Service(s, _)) => Some(&**s),
                 _ => None,
             };
             let slices: Vec<&EndpointSliceInput> = i
@@ -327,11 +353,11 @@ impl Store {
                 .into_iter()
                 .flatten()
                 .filter_map(|k| match i.objects.get(&Kind::EndpointSlice)?.get(k)? {
-                    Entry::Slice(s) => Some(s),
+                    Entry::Slice(s) => Some(&**s),
                     _ => None,
                 })
                 .collect();
-            let nodes: Vec<NodeInput> = match key.target_type {
+            let nodes: Vec<&NodeInput> = match key.target_type {
                 TargetType::Ip => Vec::new(),
                 TargetType::Instance(_) => i
                     .objects
@@ -339,7 +365,7 @@ impl Store {
                     .into_iter()
                     .flat_map(|m| m.values())
                     .filter_map(|e| match e {
-                        Entry::Node(n) => Some(n.clone()),
+                        Entry::Node(n) => Some(&**n),
                         _ => None,
                     })
                     .collect(),
@@ -348,13 +374,14 @@ impl Store {
         })
     }
 
-    /// Model inputs from everything known now.
-    pub fn inputs(&self) -> Inputs {
+    /// The model inputs of everything known now, shared: the lock is held only to copy
+    /// pointers, so watchers are not held up by a build.
+    pub fn shared(&self) -> SharedInputs {
         self.with(|i| {
-            let mut out = Inputs::default();
+            let mut out = SharedInputs::default();
             for entry in i.objects.values().flat_map(|m| m.values()) {
                 match entry {
-                    Entry::Ingress(input, _) => out.ingresses.push((**input).clone()),
+                    Entry::Ingress(input, _) => out.ingresses.push(input.clone()),
                     Entry::Class(c) => out.classes.push(c.clone()),
                     Entry::Service(s, _) => out.services.push(s.clone()),
                     Entry::Slice(s) => out.slices.push(s.clone()),
@@ -427,11 +454,11 @@ mod tests {
     use super::*;
 
     fn class(name: &str) -> Entry {
-        Entry::Class(IngressClassInput {
+        Entry::Class(Arc::new(IngressClassInput {
             name: name.into(),
             controller: "c".into(),
             is_default: false,
-        })
+        }))
     }
 
     fn key(name: &str) -> ObjectRef {
@@ -445,17 +472,22 @@ mod tests {
         store.relist_begin(&all);
         store.relist_add(&all, key("a"), class("a"));
         store.relist_add(&all, key("b"), class("b"));
-        assert!(store.inputs().classes.is_empty(), "nothing before InitDone");
+        assert!(store.shared().classes.is_empty(), "nothing before InitDone");
         store.relist_done(&all);
-        assert_eq!(store.inputs().classes.len(), 2);
+        assert_eq!(store.shared().classes.len(), 2);
 
         store.apply(Kind::IngressClass, key("c"), class("c"));
         // A relist that no longer contains `a` and `c`: both disappear at InitDone, not before.
         store.relist_begin(&all);
         store.relist_add(&all, key("b"), class("b"));
-        assert_eq!(store.inputs().classes.len(), 3);
+        assert_eq!(store.shared().classes.len(), 3);
         store.relist_done(&all);
-        let names: Vec<_> = store.inputs().classes.into_iter().map(|c| c.name).collect();
+        let names: Vec<_> = store
+            .shared()
+            .classes
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         assert_eq!(names, vec!["b"]);
     }
 
@@ -472,11 +504,11 @@ mod tests {
 
     fn service(ns: &str, name: &str) -> Entry {
         Entry::Service(
-            ServiceInput {
+            Arc::new(ServiceInput {
                 namespace: ns.into(),
                 name: name.into(),
                 ..Default::default()
-            },
+            }),
             Vec::new(),
         )
     }
@@ -509,10 +541,10 @@ mod tests {
         store.relist_begin(&a);
         store.relist_done(&a);
         let names: Vec<_> = store
-            .inputs()
+            .shared()
             .services
-            .into_iter()
-            .map(|s| s.name)
+            .iter()
+            .map(|s| s.name.clone())
             .collect();
         assert_eq!(names, vec!["y"]);
     }
@@ -521,12 +553,12 @@ mod tests {
     fn a_node_update_that_changes_nothing_sluice_reads_is_not_a_change() {
         let store = Store::default();
         let node = |ready: bool| {
-            Entry::Node(NodeInput {
+            Entry::Node(Arc::new(NodeInput {
                 name: "n1".into(),
                 internal_ips: vec!["10.0.0.1".into()],
                 ready,
                 ..Default::default()
-            })
+            }))
         };
         store.apply(Kind::Node, key("n1"), node(true));
         let g = store.generation();
@@ -534,7 +566,7 @@ mod tests {
         assert_eq!(store.generation(), g, "a heartbeat rebuilt the snapshot");
         store.apply(Kind::Node, key("n1"), node(false));
         assert_eq!(store.generation(), g + 1);
-        assert!(!store.inputs().nodes[0].ready);
+        assert!(!store.shared().nodes[0].ready);
     }
 
     #[test]

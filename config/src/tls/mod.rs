@@ -149,14 +149,16 @@ pub fn ssl_redirect(ingress: &IngressInput) -> Result<bool, String> {
 /// Only Ingresses in a host's owning namespace ([`crate::ownership`]) set its certificates and
 /// client authentication; other namespaces' `spec.tls` entries and annotations for it are
 /// reported and ignored.
-pub fn policy(
+pub fn policy<S: std::borrow::Borrow<SecretInput>>(
     served: &[&IngressInput],
-    secrets: &[SecretInput],
+    secrets: &[S],
     ownership: &Ownership,
     skipped: &mut Vec<Finding>,
 ) -> TlsPolicy {
-    let secrets: HashMap<ObjectRef, &SecretInput> =
-        secrets.iter().map(|s| (s.object_ref(), s)).collect();
+    let secrets: HashMap<ObjectRef, &SecretInput> = secrets
+        .iter()
+        .map(|s| (s.borrow().object_ref(), s.borrow()))
+        .collect();
     let mut out = TlsPolicy::default();
     let mut uses: BTreeMap<(ObjectRef, ObjectRef, SecretPurpose), BTreeSet<String>> =
         BTreeMap::new();

@@ -40,8 +40,8 @@ pub const SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
 /// Translates a TLS Secret, keeping only the bytes of its TLS keys.
 pub fn secret_entry(s: &Secret) -> Entry {
     Entry::Secret(
-        secret_input(s),
-        std::sync::Arc::new(SecretData::from_secret(s)),
+        Arc::new(secret_input(s)),
+        Arc::new(SecretData::from_secret(s)),
     )
 }
 
@@ -82,7 +82,7 @@ pub fn ingress_entry(i: &Ingress) -> Entry {
                 .map(|a| (a.ip.as_ref(), a.hostname.as_ref())),
         ),
     };
-    Entry::Ingress(Box::new(ingress_input(i)), meta)
+    Entry::Ingress(Arc::new(ingress_input(i)), meta)
 }
 
 /// Translates a Service, keeping its load-balancer status (for `status.publish_service`).
@@ -94,7 +94,7 @@ pub fn service_entry(s: &Service) -> Entry {
             .flat_map(|lb| lb.ingress.iter().flatten())
             .map(|a| (a.ip.as_ref(), a.hostname.as_ref())),
     );
-    Entry::Service(service_input(s), lb)
+    Entry::Service(Arc::new(service_input(s)), lb)
 }
 
 /// The first wait after a watch fails (client-go's reflector starts at the same).
@@ -241,7 +241,7 @@ pub fn spawn_all(
             api::<EndpointSlice>(client, &ns),
             base.clone().labels(SERVICE_NAME_LABEL),
             (Kind::EndpointSlice, ns),
-            |s| Entry::Slice(slice_input(s)),
+            |s| Entry::Slice(Arc::new(slice_input(s))),
             store.clone(),
             metrics.clone(),
         ))
@@ -260,7 +260,7 @@ pub fn spawn_all(
         Api::<IngressClass>::all(client.clone()),
         base.clone(),
         (Kind::IngressClass, None),
-        |c| Entry::Class(class_input(c)),
+        |c| Entry::Class(Arc::new(class_input(c))),
         store.clone(),
         metrics.clone(),
     )));
@@ -268,7 +268,7 @@ pub fn spawn_all(
         Api::<Node>::all(client.clone()),
         base,
         (Kind::Node, None),
-        |n| Entry::Node(node_input(n)),
+        |n| Entry::Node(Arc::new(node_input(n))),
         store.clone(),
         metrics.clone(),
     )));
