@@ -15,8 +15,6 @@
 //! The errors sluice raises inside the proxy phases carry their refusal's status as Pingora's
 //! `ErrorType::HTTPStatus` ([`Refusal::raise`]); [`status_for`] reads it back.
 
-use std::fmt;
-
 use bytes::Bytes;
 use http::header;
 use pingora_error::{Error, ErrorSource, ErrorType, ImmutStr, Result};
@@ -195,7 +193,8 @@ impl Refusal {
     }
 
     /// Ends a proxy phase with this refusal: an error of its status, which [`status_for`] maps
-    /// back to it, explained by `why` in the log.
+    /// back to it ([`Refusal::from_status`]), explained by `why` in the log. Only for refusals
+    /// that carry nothing more: a redirect is answered with [`respond`], never raised.
     pub fn raise<T>(&self, why: impl Into<ImmutStr>) -> Result<T> {
         Error::e_explain(ErrorType::HTTPStatus(self.status()), why)
     }
@@ -213,12 +212,6 @@ impl Refusal {
         resp.insert_header(header::CONTENT_LENGTH, self.body().len())?;
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
         Ok(Some(Box::new(resp)))
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.body().trim_end())
     }
 }
 
