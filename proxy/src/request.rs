@@ -25,20 +25,7 @@ use pingora_http::RequestHeader;
 use sluice_config::path::{normalize_path, PathError};
 use sluice_config::routes::{normalize_host, parse_request_host};
 
-/// Why a request is refused before routing, and with what status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// 400: no host where one is required, two that disagree, or one that is not a name.
-    BadHost,
-    /// 400: the path climbs above the root.
-    BadPath,
-}
-
-impl Refusal {
-    pub fn status(self) -> u16 {
-        400
-    }
-}
+use crate::router::Refusal;
 
 /// The authority of the request target, when it has one: HTTP/2 `:authority`, or the
 /// authority of an HTTP/1.1 absolute-form target (Pingora keeps that only in the raw target).
@@ -213,7 +200,7 @@ mod tests {
         ] {
             let r = req(target, version, hosts);
             assert_eq!(
-                request_host(&r).as_deref().map_err(|e| *e),
+                request_host(&r).as_deref().map_err(Refusal::clone),
                 want,
                 "{target} {hosts:?}"
             );
