@@ -98,6 +98,8 @@ struct Writer {
     routes: HashMap<RouteIdentity, Arc<Route>>,
     /// The pools of each Service, by (namespace, Service), for endpoint-only updates.
     pools_by_service: HashMap<(String, String), Vec<Arc<Pool>>>,
+    /// What the last snapshot served and found, for publishes that change neither.
+    last_report: ApplyReport,
 }
 
 /// What makes a resolved route: its Ingress, where it leads, and how.
@@ -149,6 +151,7 @@ impl State {
                 route_metrics: HashMap::new(),
                 routes: HashMap::new(),
                 pools_by_service: HashMap::new(),
+                last_report: ApplyReport::default(),
             }),
             ready: AtomicBool::new(false),
             health_defaults: HealthCheck::default(),
@@ -220,7 +223,11 @@ impl State {
     /// [`State::publish_store`] on the calling thread.
     pub fn publish_store_blocking(&self, store: &Store) -> Option<ApplyReport> {
         let changes = store.take_changes();
-        if changes.endpoints_only() && self.is_ready() {
+        if self.is_ready() && changes.kinds.is_empty() {
+            // Only what no route reads changed (an Ingress's status): the last report stands.
+            return Some(self.lock_writer().last_report.clone());
+        }
+        if self.is_ready() && changes.endpoints_only() {
             self.update_endpoints(store, &changes);
             return None;
         }
@@ -417,6 +424,13 @@ impl State {
         self.ready.store(true, Ordering::Release);
         self.published.notify_one();
         self.metrics.last_sync.set(unix_now());
+        // A later publish that changes nothing routing reads says the same, with nothing new.
+        writer.last_report = ApplyReport {
+            newly_skipped: Vec::new(),
+            skipped: all_skipped.clone(),
+            served: served.clone(),
+            newly_served: Vec::new(),
+        };
         ApplyReport {
             newly_skipped,
             skipped: all_skipped,

@@ -44,7 +44,7 @@ pub struct IngressMeta {
 
 /// One translated object. The model input is shared (`Arc`): a build borrows it from a copy of
 /// the pointers taken under the store's lock ([`Store::shared`]), so no object is copied.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
     Ingress(Arc<IngressInput>, IngressMeta),
     Class(Arc<IngressClassInput>),
@@ -55,6 +55,17 @@ pub enum Entry {
     /// A Node: its addresses, conditions and labels (its images, capacity and the rest are
     /// dropped at ingest).
     Node(Arc<NodeInput>),
+}
+
+impl Entry {
+    /// Whether both give snapshot building the same input: an Ingress's status and
+    /// resourceVersion do not count.
+    fn same_input(&self, other: &Entry) -> bool {
+        match (self, other) {
+            (Entry::Ingress(a, _), Entry::Ingress(b, _)) => a == b,
+            (a, b) => a == b,
+        }
+    }
 }
 
 /// The model inputs a store holds at one moment, shared with it.
@@ -232,15 +243,21 @@ impl Store {
         self.changed.notify_one();
     }
 
-    /// An object was added or changed. A Node whose translation did not change (a kubelet
-    /// heartbeat, an image list update) is not a change: it costs no snapshot build.
+    /// An object was added or changed. An object whose translation did not change (a kubelet
+    /// heartbeat, an image list update, a resync, a manifest file rewritten with other objects
+    /// changed) is not a change: it costs nothing. An Ingress whose status alone changed is kept
+    /// and wakes the publisher, with nothing to rebuild (its status writer reads it).
     pub fn apply(&self, kind: Kind, key: ObjectRef, entry: Entry) {
         self.with(|i| {
             let objects = i.objects.entry(kind).or_default();
-            if let (Some(Entry::Node(old)), Entry::Node(new)) = (objects.get(&key), &entry) {
-                if old == new {
+            match objects.get(&key) {
+                Some(old) if *old == entry => return,
+                Some(old) if old.same_input(&entry) => {
+                    objects.insert(key, entry);
+                    self.touch(i);
                     return;
                 }
+                _ => {}
             }
             let old = objects.insert(key.clone(), entry.clone());
             i.record(kind, &key, old.as_ref(), Some(&entry));
@@ -578,5 +595,47 @@ mod tests {
         store.apply(Kind::IngressClass, key("a"), class("a"));
         store.delete(Kind::IngressClass, &key("a"));
         assert_eq!(store.generation(), g + 2);
+    }
+
+    #[test]
+    fn an_unchanged_object_is_no_change_and_an_ingress_status_alone_changes_no_kind() {
+        let store = Store::default();
+        let ingress = |status: Vec<LbAddress>| {
+            Entry::Ingress(
+                Arc::new(IngressInput {
+                    namespace: "default".into(),
+                    name: "web".into(),
+                    ..Default::default()
+                }),
+                IngressMeta {
+                    status,
+                    ..Default::default()
+                },
+            )
+        };
+        let key = ObjectRef::new("default", "web");
+        store.apply(Kind::Ingress, key.clone(), ingress(vec![]));
+        assert_eq!(store.take_changes().kinds, BTreeSet::from([Kind::Ingress]));
+        let g = store.generation();
+
+        store.apply(Kind::Ingress, key.clone(), ingress(vec![]));
+        assert_eq!(
+            store.generation(),
+            g,
+            "the same object again woke the publisher"
+        );
+
+        let lb = vec![LbAddress::Ip("10.0.0.1".into())];
+        store.apply(Kind::Ingress, key.clone(), ingress(lb.clone()));
+        assert_eq!(
+            store.generation(),
+            g + 1,
+            "a status change reaches the status writer"
+        );
+        assert!(
+            store.take_changes().kinds.is_empty(),
+            "a status change rebuilt routes"
+        );
+        assert_eq!(store.ingress_meta()[&key].status, lb);
     }
 }

@@ -102,3 +102,31 @@ async fn an_ingress_edit_keeps_the_routes_and_hosts_it_does_not_touch() {
     assert!(Arc::ptr_eq(&route_b, &route(&s, "b.test", "/")));
     assert_eq!(s.get("a.test", "/").await.backend(), "a");
 }
+
+#[tokio::test]
+async fn an_endpoint_change_in_a_file_that_also_holds_its_ingress_builds_no_snapshot() {
+    let (a1, a2) = (Backend::start("a1").await, Backend::start("a2").await);
+    let app = |backend| {
+        [
+            service("default", "a"),
+            ingress("default", "a", Some("a.test"), &[("/", "Prefix", "a")]),
+            slice("default", "a", &[(backend, None)]),
+        ]
+        .concat()
+    };
+    let s = Sluice::start(&app(a1.addr)).await;
+    s.wait_for_backend("a.test", "/", "a1").await;
+    let route_a = route(&s, "a.test", "/");
+    let before = builds(&s).await;
+
+    // The whole file is rewritten; only its EndpointSlice differs.
+    s.write_manifest("routes.yaml", &app(a2.addr));
+    s.wait_for_backend("a.test", "/", "a2").await;
+
+    assert_eq!(
+        builds(&s).await,
+        before,
+        "an endpoint change built a snapshot"
+    );
+    assert!(Arc::ptr_eq(&route_a, &route(&s, "a.test", "/")));
+}
