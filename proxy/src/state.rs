@@ -326,12 +326,18 @@ impl State {
     pub fn apply(&self, mut snapshot: Snapshot, material: &SecretMaterial) -> ApplyReport {
         let mut writer = self.lock_writer();
         let tls = certificates(&mut snapshot, &mut writer.tls, material);
+        // Whether pools came or went: only then are the shared pool tables rebuilt.
+        let mut pools_changed = false;
         for (key, addrs) in &snapshot.endpoints {
-            let pool = writer
-                .pools
-                .entry(key.clone())
-                .or_insert_with(|| Arc::new(Pool::new(key.clone(), self.ejection)))
-                .clone();
+            let pool = match writer.pools.get(key) {
+                Some(pool) => pool.clone(),
+                None => {
+                    pools_changed = true;
+                    let pool = Arc::new(Pool::new(key.clone(), self.ejection));
+                    writer.pools.insert(key.clone(), pool.clone());
+                    pool
+                }
+            };
             if pool.set_endpoints(addrs) {
                 tracing::info!(pool = %key, target_type = %key.target_type, endpoints = addrs.len(), "pool endpoints changed");
             }
@@ -352,6 +358,7 @@ impl State {
         writer.pools.retain(|key, _| {
             let keep = snapshot.endpoints.contains_key(key);
             if !keep {
+                pools_changed = true;
                 let port = port_label(key);
                 for state in ["ready", "ejected", "unhealthy"] {
                     let _ = metrics.pool_endpoints.remove_label_values(&[
@@ -364,9 +371,7 @@ impl State {
             }
             keep
         });
-        for pool in writer.pools.values() {
-            set_pool_gauges(metrics, pool);
-        }
+        // Pool gauges are brought up to date when metrics are rendered (`refresh_pool_gauges`).
         let route_metrics = route_metrics(&snapshot, &self.metrics, &mut writer.route_metrics);
         let previous = self.live.load_full();
         let routes = resolve_routes(
@@ -405,15 +410,19 @@ impl State {
             skipped = snapshot.skipped.len(),
             "routes updated"
         );
-        let pools = Arc::new(writer.pools.clone());
-        let mut by_service: HashMap<(String, String), Vec<Arc<Pool>>> = HashMap::new();
-        for (key, pool) in &writer.pools {
-            by_service
-                .entry((key.namespace.clone(), key.service.clone()))
-                .or_default()
-                .push(pool.clone());
-        }
-        writer.pools_by_service = by_service;
+        let pools = if pools_changed || previous.pools.len() != writer.pools.len() {
+            let mut by_service: HashMap<(String, String), Vec<Arc<Pool>>> = HashMap::new();
+            for (key, pool) in &writer.pools {
+                by_service
+                    .entry((key.namespace.clone(), key.service.clone()))
+                    .or_default()
+                    .push(pool.clone());
+            }
+            writer.pools_by_service = by_service;
+            Arc::new(writer.pools.clone())
+        } else {
+            previous.pools.clone()
+        };
         self.live.store(Arc::new(Live {
             routes,
             tls_policy: snapshot.tls,
