@@ -31,9 +31,9 @@
 #   --rounds R --duration S  wrk rounds and seconds per run (default 3 and 10)
 #   --sources "files kubernetes"   which sources, in this order
 #   --poll-interval-ms MS    the files source's poll interval (default 100)
-#   --apps-per-file N        apps per manifest file (default 25: 400 files at 10 000 apps); the
-#                            files source's scan is quadratic in the number of files, so one
-#                            file per object (30 000) keeps sluice's core busy at rest
+#   --apps-per-file N        apps per manifest file (default 25: 400 files at 10 000 apps);
+#                            every poll stats every file, so 30 000 files (one per object)
+#                            cost more at rest than the changes measured
 #   --profile P              the cargo profile sluice and the helper are built with (release)
 #   --shipped-lto            keep the release profile's fat LTO (a build of about half an hour
 #                            on two cores); by default release is built with

@@ -174,6 +174,7 @@ http_listen = ["127.0.0.1:$sl_http"]
 admin_listen = "127.0.0.1:$sl_admin"
 worker_threads = 1
 shutdown_grace_period_secs = 1
+drain_secs = 0
 
 [tls]
 https_listen = ["127.0.0.1:$sl_https"]
