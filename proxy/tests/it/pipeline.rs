@@ -130,3 +130,42 @@ async fn an_endpoint_change_in_a_file_that_also_holds_its_ingress_builds_no_snap
     );
     assert!(Arc::ptr_eq(&route_a, &route(&s, "a.test", "/")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_kubernetes_source_an_endpoint_change_builds_no_snapshot() {
+    KUBE_SOURCE
+        .scope(true, async {
+            let (a1, a2) = (Backend::start("a1").await, Backend::start("a2").await);
+            // One EndpointSlice object whose endpoint moves, as the EndpointSlice controller
+            // updates it.
+            let eps = |backend| {
+                let text = slice("default", "a", &[(backend, None)]);
+                let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+                let mut doc = docs.into_iter().next().expect("a slice");
+                doc["metadata"]["name"] = "a-eps".into();
+                doc
+            };
+            let app = [
+                service("default", "a"),
+                ingress("default", "a", Some("a.test"), &[("/", "Prefix", "a")]),
+            ]
+            .concat();
+            let s = Sluice::start(&app).await;
+            let api = s.api.as_ref().expect("the fake API server");
+            api.apply(eps(a1.addr));
+            s.wait_for_backend("a.test", "/", "a1").await;
+            let route_a = route(&s, "a.test", "/");
+            let before = builds(&s).await;
+
+            api.apply(eps(a2.addr));
+            s.wait_for_backend("a.test", "/", "a2").await;
+
+            assert_eq!(
+                builds(&s).await,
+                before,
+                "an endpoint change built a snapshot"
+            );
+            assert!(Arc::ptr_eq(&route_a, &route(&s, "a.test", "/")));
+        })
+        .await
+}
