@@ -37,6 +37,27 @@ async fn builds(s: &Sluice) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// What a request to a.test/ meets before an endpoint change: the route and the builds so far.
+async fn before_the_change(s: &Sluice) -> (Arc<sluice::route::Route>, f64) {
+    (route(s, "a.test", "/"), builds(s).await)
+}
+
+/// After an endpoint change of a.test served from `backend`: no snapshot was built since
+/// `before` and a.test's route is the same object.
+async fn served_without_a_rebuild(
+    s: &Sluice,
+    backend: &str,
+    before: (Arc<sluice::route::Route>, f64),
+) {
+    s.wait_for_backend("a.test", "/", backend).await;
+    assert_eq!(
+        builds(s).await,
+        before.1,
+        "an endpoint change built a snapshot"
+    );
+    assert!(Arc::ptr_eq(&before.0, &route(s, "a.test", "/")));
+}
+
 #[tokio::test]
 async fn an_endpoint_change_moves_only_its_pool_and_builds_no_snapshot() {
     let (a1, a2, b) = (
@@ -49,18 +70,11 @@ async fn an_endpoint_change_moves_only_its_pool_and_builds_no_snapshot() {
     write_host(&s, "b", &[("/", "Prefix", "b")], b.addr);
     s.wait_for_backend("a.test", "/", "a1").await;
     s.wait_for_backend("b.test", "/", "b").await;
-    let (route_a, route_b) = (route(&s, "a.test", "/"), route(&s, "b.test", "/"));
-    let before = builds(&s).await;
+    let route_b = route(&s, "b.test", "/");
+    let before = before_the_change(&s).await;
 
     s.write_manifest("a-eps.yaml", &slice("default", "a", &[(a2.addr, None)]));
-    s.wait_for_backend("a.test", "/", "a2").await;
-
-    assert_eq!(
-        builds(&s).await,
-        before,
-        "an endpoint change built a snapshot"
-    );
-    assert!(Arc::ptr_eq(&route_a, &route(&s, "a.test", "/")));
+    served_without_a_rebuild(&s, "a2", before).await;
     assert!(Arc::ptr_eq(&route_b, &route(&s, "b.test", "/")));
     assert_eq!(s.get("b.test", "/").await.backend(), "b");
 }
@@ -116,19 +130,11 @@ async fn an_endpoint_change_in_a_file_that_also_holds_its_ingress_builds_no_snap
     };
     let s = Sluice::start(&app(a1.addr)).await;
     s.wait_for_backend("a.test", "/", "a1").await;
-    let route_a = route(&s, "a.test", "/");
-    let before = builds(&s).await;
+    let before = before_the_change(&s).await;
 
     // The whole file is rewritten; only its EndpointSlice differs.
     s.write_manifest("routes.yaml", &app(a2.addr));
-    s.wait_for_backend("a.test", "/", "a2").await;
-
-    assert_eq!(
-        builds(&s).await,
-        before,
-        "an endpoint change built a snapshot"
-    );
-    assert!(Arc::ptr_eq(&route_a, &route(&s, "a.test", "/")));
+    served_without_a_rebuild(&s, "a2", before).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,18 +160,10 @@ async fn on_the_kubernetes_source_an_endpoint_change_builds_no_snapshot() {
             let api = s.api.as_ref().expect("the fake API server");
             api.apply(eps(a1.addr));
             s.wait_for_backend("a.test", "/", "a1").await;
-            let route_a = route(&s, "a.test", "/");
-            let before = builds(&s).await;
+            let before = before_the_change(&s).await;
 
             api.apply(eps(a2.addr));
-            s.wait_for_backend("a.test", "/", "a2").await;
-
-            assert_eq!(
-                builds(&s).await,
-                before,
-                "an endpoint change built a snapshot"
-            );
-            assert!(Arc::ptr_eq(&route_a, &route(&s, "a.test", "/")));
+            served_without_a_rebuild(&s, "a2", before).await;
         })
         .await
 }
