@@ -182,25 +182,7 @@ next_port="${BENCH_PORT_BASE:-18100}"
 alloc_port up1; alloc_port up2
 
 # ---------------------------------------------------------------- upstream
-mkdir -p "$tmp/up"
-cat >"$tmp/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $tmp/up/nginx.pid;
-error_log $tmp/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-$(nginx_temp_paths "$tmp/up")
-  server {
-    listen 127.0.0.1:$up1;
-    listen 127.0.0.1:$up2;
-    location / { default_type text/plain; return 200 "hello\n"; }
-  }
-}
-EOF
+hello_upstream_conf "$tmp/up" "$up1" "$up2"
 pin "$load_cpu" "$NGINX" -e "$tmp/up/error.log" -c "$tmp/up/nginx.conf" &
 pids+=($!)
 

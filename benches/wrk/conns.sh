@@ -137,22 +137,7 @@ asyncio.run(main())
 EOF
 
 # ---------------------------------------------------------------- upstream
-mkdir -p "$tmp/up"
-cat >"$tmp/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $tmp/up/nginx.pid;
-error_log $tmp/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-$(nginx_temp_paths "$tmp/up")
-  server {
-    listen 127.0.0.1:$up;
-    location / { default_type text/plain; return 200 "hello\n"; }
-  }
-}
-EOF
+hello_upstream_conf "$tmp/up" "$up"
 "$NGINX" -e "$tmp/up/error.log" -c "$tmp/up/nginx.conf" &
 pids+=($!)
 

@@ -67,6 +67,20 @@ nginx_temp_paths() { # DIR: nginx directives keeping every temporary file under 
   printf '  client_body_temp_path %s/body; proxy_temp_path %s/proxy; fastcgi_temp_path %s/fcgi;\n' "$1" "$1" "$1"
   printf '  uwsgi_temp_path %s/uwsgi; scgi_temp_path %s/scgi;\n' "$1" "$1"
 }
+hello_upstream_conf() { # DIR PORT...: writes DIR/nginx.conf, an upstream answering "hello\n"
+  # on each loopback PORT, keeping connections open as long as a proxy in front wants
+  local dir="$1" port; shift
+  mkdir -p "$dir"
+  {
+    printf 'worker_processes 1;\ndaemon off;\npid %s/nginx.pid;\nerror_log %s/error.log warn;\n' "$dir" "$dir"
+    printf 'events { worker_connections 4096; }\nhttp {\n  access_log off;\n'
+    printf '  keepalive_requests 1000000;\n  keepalive_timeout 75s;\n'
+    nginx_temp_paths "$dir"
+    printf '  server {\n'
+    for port in "$@"; do printf '    listen 127.0.0.1:%s;\n' "$port"; done
+    printf '    location / { default_type text/plain; return 200 "hello\\n"; }\n  }\n}\n'
+  } >"$dir/nginx.conf"
+}
 pids_cpu_ticks() { # PID...: their utime+stime summed, in clock ticks (gone processes count 0)
   local sum=0 p f
   for p in "$@"; do

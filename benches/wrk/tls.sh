@@ -108,22 +108,7 @@ log "certificate: $keytype, CN=bench.local"
 
 # ---------------------------------------------------------------- upstream
 mkdir -p "$tmp/up" "$tmp/ngx" "$tmp/sl/manifests"
-cat >"$tmp/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $tmp/up/nginx.pid;
-error_log $tmp/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-$(nginx_temp_paths "$tmp/up")
-  server {
-    listen 127.0.0.1:$up;
-    location / { default_type text/plain; return 200 "hello\n"; }
-  }
-}
-EOF
+hello_upstream_conf "$tmp/up" "$up"
 taskset -c "$load_cpu" "$NGINX" -e "$tmp/up/error.log" -c "$tmp/up/nginx.conf" &
 pids+=($!)
 
