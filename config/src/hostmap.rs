@@ -167,15 +167,6 @@ impl<T> HostMap<T> {
         }
     }
 
-    /// Removes the entry under this key.
-    pub fn remove(&mut self, key: &HostKey<'_>) -> Option<T> {
-        match key {
-            HostKey::Exact(h) => self.exact.remove(*h),
-            HostKey::Wildcard(s) => self.wildcards.remove(*s),
-            HostKey::Any => self.any.take(),
-        }
-    }
-
     /// Every entry with its key, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (HostKey<'_>, &T)> {
         self.exact
@@ -225,17 +216,6 @@ impl<T> HostMap<T> {
                 .map(|(s, v)| (s.clone(), f(HostKey::Wildcard(s), v)))
                 .collect(),
             any: self.any.as_ref().map(|v| f(HostKey::Any, v)),
-        }
-    }
-
-    /// Keeps only the entries `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(HostKey<'_>, &mut T) -> bool) {
-        self.exact.retain(|h, v| keep(HostKey::Exact(h), v));
-        self.wildcards.retain(|s, v| keep(HostKey::Wildcard(s), v));
-        if let Some(v) = self.any.as_mut() {
-            if !keep(HostKey::Any, v) {
-                self.any = None;
-            }
         }
     }
 }

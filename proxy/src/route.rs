@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use sluice_config::annotations::UpstreamPolicy;
 use sluice_config::model::ObjectRef;
-use sluice_config::PoolKey;
 
 use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
@@ -43,11 +42,6 @@ pub struct Route {
 pub enum Filter {}
 
 impl Route {
-    /// The pool's identity, when the backend resolved to one.
-    pub fn pool_key(&self) -> Option<&PoolKey> {
-        self.pool.as_ref().map(|p| p.key())
-    }
-
     /// Whether `other` says the same as this route: same Ingress, policy, redirect, filters, and
     /// the very same pool and metrics. A publish keeps the older `Arc` for such a route.
     pub fn same_as(&self, other: &Route) -> bool {

@@ -410,7 +410,7 @@ impl State {
             skipped = snapshot.skipped.len(),
             "routes updated"
         );
-        let pools = if pools_changed || previous.pools.len() != writer.pools.len() {
+        let pools = if pools_changed {
             let mut by_service: HashMap<(String, String), Vec<Arc<Pool>>> = HashMap::new();
             for (key, pool) in &writer.pools {
                 by_service

@@ -167,14 +167,6 @@ impl Changes {
                 .iter()
                 .all(|k| matches!(k, Kind::EndpointSlice | Kind::Node))
     }
-
-    /// Whether the pools of this Service (`ip` pools) may have new endpoints.
-    pub fn touches_service(&self, namespace: &str, service: &str) -> bool {
-        self.all_slices
-            || self
-                .services
-                .contains(&(namespace.to_string(), service.to_string()))
-    }
 }
 
 /// The Service an EndpointSlice entry belongs to.
