@@ -292,10 +292,10 @@ impl State {
                 );
             }
         }
+        let keys: Vec<&PoolKey> = pools.iter().map(|p| p.key()).collect();
         let mut changed = 0;
-        for pool in &pools {
+        for (pool, addrs) in pools.iter().zip(store.pool_endpoints(&keys)) {
             let key = pool.key();
-            let addrs = store.pool_endpoints(key);
             if pool.set_endpoints(&addrs) {
                 changed += 1;
                 tracing::info!(pool = %key, target_type = %key.target_type, endpoints = addrs.len(), "pool endpoints changed");

@@ -344,32 +344,13 @@ impl Store {
         self.with(|i| std::mem::take(&mut i.changes))
     }
 
-    /// The endpoint addresses of a pool from what is known now (see
-    /// [`sluice_config::build::pool_endpoints`]).
-    pub fn pool_endpoints(&self, key: &PoolKey) -> Vec<std::net::SocketAddr> {
+    /// The endpoint addresses of each of `pools` from what is known now (see
+    /// [`sluice_config::build::pool_endpoints`]), in order, under one lock; the Nodes are
+    /// gathered once for all of them.
+    pub fn pool_endpoints(&self, pools: &[&PoolKey]) -> Vec<Vec<std::net::SocketAddr>> {
         self.with(|i| {
-            let service = match i
-                .objects
-                .get(&Kind::Service)
-                .and_then(|m| m.get(&ObjectRef::new(&key.namespace, &key.service)))
-            {
-                Some(Entry::Service(s, _)) => Some(&**s),
-                _ => None,
-            };
-            let slices: Vec<&EndpointSliceInput> = i
-                .slices_by_service
-                .get(&(key.namespace.clone(), key.service.clone()))
-                .into_iter()
-                .flatten()
-                .filter_map(|k| match i.objects.get(&Kind::EndpointSlice)?.get(k)? {
-                    Entry::Slice(s) => Some(&**s),
-                    _ => None,
-                })
-                .collect();
-            let nodes: Vec<&NodeInput> = match key.target_type {
-                TargetType::Ip => Vec::new(),
-                TargetType::Instance(_) => i
-                    .objects
+            let nodes: Vec<&NodeInput> = if pools.iter().any(|k| k.target_type != TargetType::Ip) {
+                i.objects
                     .get(&Kind::Node)
                     .into_iter()
                     .flat_map(|m| m.values())
@@ -377,9 +358,34 @@ impl Store {
                         Entry::Node(n) => Some(&**n),
                         _ => None,
                     })
-                    .collect(),
+                    .collect()
+            } else {
+                Vec::new()
             };
-            pool_endpoints(key, service, &slices, &nodes)
+            pools
+                .iter()
+                .map(|key| {
+                    let service = match i
+                        .objects
+                        .get(&Kind::Service)
+                        .and_then(|m| m.get(&ObjectRef::new(&key.namespace, &key.service)))
+                    {
+                        Some(Entry::Service(s, _)) => Some(&**s),
+                        _ => None,
+                    };
+                    let slices: Vec<&EndpointSliceInput> = i
+                        .slices_by_service
+                        .get(&(key.namespace.clone(), key.service.clone()))
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|k| match i.objects.get(&Kind::EndpointSlice)?.get(k)? {
+                            Entry::Slice(s) => Some(&**s),
+                            _ => None,
+                        })
+                        .collect();
+                    pool_endpoints(key, service, &slices, &nodes)
+                })
+                .collect()
         })
     }
 
