@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
 use crate::finding::{Finding, Reason};
 use crate::health::{service_health_check, HealthCheckOverrides};
+use crate::hostmap::{HostKey, HostName};
 use crate::model::{
     BackendInput, EndpointSliceInput, IngressClassInput, IngressInput, InputRefs, Inputs,
     NodeInput, ObjectRef, PortRef, ServiceInput,
@@ -181,13 +182,40 @@ pub fn build_refs(
     policy: &ClassPolicy,
     defaults: &BuildDefaults,
 ) -> Snapshot {
+    build_scoped(inputs, policy, defaults, None)
+}
+
+/// Builds the routes of `hosts` alone, for a change that can move nothing else.
+///
+/// `inputs` must hold every Ingress with a rule for one of `hosts` (more do no harm: their
+/// other rules are left out), so that conflicts, ownership and `cross_namespace_paths` come out
+/// as a whole build decides them. The snapshot has no default backend and no TLS policy, and
+/// its findings are those a whole build reports for the rules of these hosts plus the findings
+/// each given Ingress has of its own (its annotations, its invalid rule hosts). A caller
+/// replaces the hosts of a whole build's result with these, and only when the change cannot
+/// move the default backend, the TLS policy or any host's owner
+/// ([`crate::ownership::Ownership`]).
+pub fn build_hosts(
+    inputs: &InputRefs<'_>,
+    policy: &ClassPolicy,
+    defaults: &BuildDefaults,
+    hosts: &BTreeSet<HostName>,
+) -> Snapshot {
+    build_scoped(inputs, policy, defaults, Some(hosts))
+}
+
+/// The Ingresses of `inputs` this instance serves, oldest first (Ingresses without a timestamp
+/// after those with one; then by namespace and name): the order in which rules are merged.
+pub fn served_oldest_first<'a>(
+    inputs: &InputRefs<'a>,
+    policy: &ClassPolicy,
+) -> Vec<&'a IngressInput> {
     let mut served: Vec<&IngressInput> = inputs
         .ingresses
         .iter()
         .copied()
         .filter(|i| is_served(i, &inputs.classes, policy))
         .collect();
-    // Oldest first; Ingresses without a timestamp after those with one; then namespace/name.
     served.sort_by(|a, b| {
         (a.created.is_none(), a.created, &a.namespace, &a.name).cmp(&(
             b.created.is_none(),
@@ -196,6 +224,24 @@ pub fn build_refs(
             &b.name,
         ))
     });
+    served
+}
+
+/// The valid hosts of an Ingress's rules.
+pub fn rule_hosts(ingress: &IngressInput) -> impl Iterator<Item = HostKey<'_>> {
+    ingress
+        .rules
+        .iter()
+        .filter_map(|r| parse_rule_host(r.host.as_deref()).ok())
+}
+
+fn build_scoped(
+    inputs: &InputRefs<'_>,
+    policy: &ClassPolicy,
+    defaults: &BuildDefaults,
+    only: Option<&BTreeSet<HostName>>,
+) -> Snapshot {
+    let served = served_oldest_first(inputs, policy);
 
     let services: HashMap<(&str, &str), &ServiceInput> = inputs
         .services
@@ -222,6 +268,7 @@ pub fn build_refs(
         resolved: HashMap::new(),
         ownership: Ownership::compute(&served, &defaults.host_owners),
         health_reported: BTreeSet::new(),
+        only,
     };
 
     for (index, ingress) in served.iter().enumerate() {
@@ -236,12 +283,14 @@ pub fn build_refs(
         });
         b.add_ingress(index, ingress);
     }
-    b.snapshot.tls = crate::tls::policy(
-        &served,
-        &inputs.secrets,
-        &b.ownership,
-        &mut b.snapshot.skipped,
-    );
+    if only.is_none() {
+        b.snapshot.tls = crate::tls::policy(
+            &served,
+            &inputs.secrets,
+            &b.ownership,
+            &mut b.snapshot.skipped,
+        );
+    }
     b.snapshot.skipped.sort();
     b.snapshot
 }
@@ -280,6 +329,8 @@ struct Builder<'a> {
     ownership: Ownership,
     /// (Ingress, Service) pairs whose bad health-check annotations are already reported.
     health_reported: BTreeSet<(ObjectRef, ObjectRef)>,
+    /// The hosts a partial build covers ([`build_hosts`]); `None` for a whole build.
+    only: Option<&'a BTreeSet<HostName>>,
 }
 
 impl Builder<'_> {
@@ -305,7 +356,11 @@ impl Builder<'_> {
         }
         self.target_type = target_type;
 
-        if let Some(backend) = &ingress.default_backend {
+        if let Some(backend) = ingress
+            .default_backend
+            .as_ref()
+            .filter(|_| self.only.is_none())
+        {
             let target = self.resolve(ingress, backend, At::DefaultBackend);
             if !self.snapshot.routes.set_default_backend(RouteEntry {
                 target,
@@ -332,6 +387,12 @@ impl Builder<'_> {
                     continue;
                 }
             };
+            if self
+                .only
+                .is_some_and(|only| !only.contains(&HostName::from(host_key)))
+            {
+                continue;
+            }
             let host_name = rule.host.clone().unwrap_or_default();
             if self.defaults.cross_namespace_paths == CrossNamespacePaths::Deny {
                 let owner = host_text(&host_key).and_then(|h| self.ownership.owner(&h));

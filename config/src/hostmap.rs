@@ -38,6 +38,35 @@ impl HostKey<'_> {
     }
 }
 
+/// A [`HostKey`] that owns its text: an element of a set of hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostName {
+    Exact(Box<str>),
+    /// The suffix after `*.`.
+    Wildcard(Box<str>),
+    Any,
+}
+
+impl HostName {
+    pub fn key(&self) -> HostKey<'_> {
+        match self {
+            HostName::Exact(h) => HostKey::Exact(h),
+            HostName::Wildcard(s) => HostKey::Wildcard(s),
+            HostName::Any => HostKey::Any,
+        }
+    }
+}
+
+impl From<HostKey<'_>> for HostName {
+    fn from(key: HostKey<'_>) -> Self {
+        match key {
+            HostKey::Exact(h) => HostName::Exact(h.into()),
+            HostKey::Wildcard(s) => HostName::Wildcard(s.into()),
+            HostKey::Any => HostName::Any,
+        }
+    }
+}
+
 /// Why a rule's host cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -164,6 +193,15 @@ impl<T> HostMap<T> {
             HostKey::Exact(h) => self.exact.insert((*h).into(), value),
             HostKey::Wildcard(s) => self.wildcards.insert((*s).into(), value),
             HostKey::Any => self.any.replace(value),
+        }
+    }
+
+    /// Removes the entry stored under exactly this key.
+    pub fn remove(&mut self, key: &HostKey<'_>) -> Option<T> {
+        match key {
+            HostKey::Exact(h) => self.exact.remove(*h),
+            HostKey::Wildcard(s) => self.wildcards.remove(*s),
+            HostKey::Any => self.any.take(),
         }
     }
 

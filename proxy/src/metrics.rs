@@ -60,6 +60,9 @@ pub struct Metrics {
     pub pool_endpoints: IntGaugeVec,
     pub last_sync: prometheus::Gauge,
     pub snapshot_build: Histogram,
+    /// Publishes by what they rebuilt: `endpoints` (pools only), `hosts` (the hosts an Ingress
+    /// edit touches), `full` (everything).
+    pub publishes: IntCounterVec,
     pub watched_objects: IntGaugeVec,
     pub watch_restarts: IntCounterVec,
     pub rules_skipped: IntGaugeVec,
@@ -158,6 +161,13 @@ impl Metrics {
                 "sluice_snapshot_build_duration_seconds",
                 "Time to build and apply a snapshot"
             ))?),
+            publishes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_publishes_total",
+                    "Publishes by what they rebuilt: endpoints (pools only), hosts (the hosts an Ingress edit touches), full"
+                ),
+                &["scope"],
+            )?),
             watched_objects: reg!(IntGaugeVec::new(
                 Opts::new("sluice_watched_objects", "Objects known by kind"),
                 &["kind"],
@@ -214,8 +224,8 @@ impl Metrics {
             ],
             requests: Default::default(),
             retired: AtomicBool::new(false),
-            duration: self.request_duration.with_label_values(&labels),
-            upstream: self.upstream_duration.with_label_values(&labels),
+            duration: OnceLock::new(),
+            upstream: OnceLock::new(),
             connect_errors: self.connect_errors.with_label_values(&labels),
             retries: self.retries.with_label_values(&labels),
         }
@@ -231,46 +241,101 @@ impl Metrics {
     }
 }
 
-/// The counters of one route, resolved once per snapshot.
+/// The counters of one route, resolved once per snapshot. Its request counters and duration
+/// histograms are created in the registry by the first request that counts into them, so a
+/// route that sees no traffic holds no histogram (a cluster of thousands of idle routes pays
+/// for none); its error and retry counters exist from the start, at zero.
 pub struct RouteMetrics {
     metrics: Arc<Metrics>,
     labels: [String; 3],
     requests: [[OnceLock<IntCounter>; CLASSES.len()]; METHODS.len()],
     /// Set once the route is gone and its series are removed from the registry.
     retired: AtomicBool,
-    pub duration: Histogram,
-    pub upstream: Histogram,
-    pub connect_errors: IntCounter,
-    pub retries: IntCounter,
+    duration: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+    connect_errors: IntCounter,
+    retries: IntCounter,
+}
+
+/// A series of one route, created on first use by `create` and taken out again by `remove`
+/// when the route was retired meanwhile.
+fn route_series<'a, T>(
+    retired: &AtomicBool,
+    cell: &'a OnceLock<T>,
+    create: impl FnOnce() -> T,
+    remove: impl FnOnce(),
+) -> Option<&'a T> {
+    if let Some(series) = cell.get() {
+        return Some(series);
+    }
+    if retired.load(Ordering::Acquire) {
+        // A request that outlived its route: creating the series now would leak it.
+        return None;
+    }
+    let series = cell.get_or_init(create);
+    // Retired while the series was being created: take it out again (removing twice is
+    // harmless, so whichever of the two runs last leaves the registry clean).
+    if retired.load(Ordering::Acquire) {
+        remove();
+    }
+    Some(series)
 }
 
 impl RouteMetrics {
     /// Counts one finished request.
     pub fn count(&self, method: &str, status: u16) {
         let (m, c) = (method_index(method), class_index(status));
-        let cell = &self.requests[m][c];
-        if let Some(counter) = cell.get() {
+        let requests = &self.metrics.requests;
+        let labels = self.request_labels(m, c);
+        if let Some(counter) = route_series(
+            &self.retired,
+            &self.requests[m][c],
+            || requests.with_label_values(&labels),
+            || {
+                let _ = requests.remove_label_values(&labels);
+            },
+        ) {
             counter.inc();
-            return;
         }
-        if self.retired.load(Ordering::Acquire) {
-            // A request that outlived its route: creating the series now would leak it.
-            return;
+    }
+
+    fn route_labels(&self) -> [&str; 3] {
+        let [ns, ing, svc] = &self.labels;
+        [ns, ing, svc]
+    }
+
+    /// Observes a request's total duration.
+    pub fn observe_duration(&self, seconds: f64) {
+        self.observe(&self.metrics.request_duration, &self.duration, seconds);
+    }
+
+    /// Observes the time to the upstream's response header.
+    pub fn observe_upstream(&self, seconds: f64) {
+        self.observe(&self.metrics.upstream_duration, &self.upstream, seconds);
+    }
+
+    fn observe(&self, vec: &HistogramVec, cell: &OnceLock<Histogram>, seconds: f64) {
+        let labels = self.route_labels();
+        if let Some(h) = route_series(
+            &self.retired,
+            cell,
+            || vec.with_label_values(&labels),
+            || {
+                let _ = vec.remove_label_values(&labels);
+            },
+        ) {
+            h.observe(seconds);
         }
-        cell.get_or_init(|| {
-            self.metrics
-                .requests
-                .with_label_values(&self.request_labels(m, c))
-        })
-        .inc();
-        // Retired while the series was being created: take it out again (removing twice is
-        // harmless, so whichever of the two runs last leaves the registry clean).
-        if self.retired.load(Ordering::Acquire) {
-            let _ = self
-                .metrics
-                .requests
-                .remove_label_values(&self.request_labels(m, c));
-        }
+    }
+
+    /// Counts a failed upstream connection attempt.
+    pub fn connect_error(&self) {
+        self.connect_errors.inc();
+    }
+
+    /// Counts a retried upstream attempt.
+    pub fn retry(&self) {
+        self.retries.inc();
     }
 
     fn request_labels(&self, m: usize, c: usize) -> [&str; 5] {
@@ -337,7 +402,7 @@ mod tests {
         let gone = m.route("preview", "pr-17", "web");
         let kept = m.route("shop", "web", "api");
         gone.count("GET", 200);
-        gone.duration.observe(0.1);
+        gone.observe_duration(0.1);
         kept.count("GET", 200);
         gone.retire();
         // A request that was in flight when its route went finishes afterwards.

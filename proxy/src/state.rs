@@ -7,6 +7,10 @@
 //! - when only EndpointSlices or Nodes changed, the pools of the Services (or Nodes) concerned get
 //!   their new endpoints in place and nothing else is touched: routes hold their pool by `Arc`,
 //!   so no new [`Live`] is needed;
+//! - when only Ingresses changed, and none of them (before or after the change) has a default
+//!   backend, `spec.tls` or a wildcard rule, only the hosts their rules name are built again,
+//!   from every Ingress that names those hosts; the other hosts, the default backend and TLS are
+//!   shared with the previous state ([`State::publish_ingress_edits`] says why that is exact);
 //! - otherwise a snapshot is built from the whole store, its certificate store is built (parsing
 //!   only Secrets that changed), pools are created, updated and dropped as routes come and go,
 //!   every rule is resolved to its [`Route`], and the new [`Live`] is swapped in whole. A route
@@ -16,15 +20,19 @@
 //!
 //! A request never sees half an update, and no update waits for requests.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use sluice_config::annotations::UpstreamPolicy;
+use sluice_config::build::{build_hosts, is_served, rule_hosts, served_oldest_first};
 use sluice_config::health::{HealthCheck, HealthCheckOverrides};
-use sluice_config::model::{InputRefs, Inputs, ObjectRef};
+use sluice_config::hostmap::{parse_rule_host, HostKey, HostName};
+use sluice_config::model::{BackendInput, IngressInput, InputRefs, Inputs, ObjectRef};
+use sluice_config::ownership::Ownership;
 use sluice_config::routes::HostRoutes;
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
@@ -35,7 +43,7 @@ use sluice_config::{
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pool::Pool;
 use crate::route::Route;
-use crate::store::{Changes, Kind, Store};
+use crate::store::{Changes, Kind, SharedInputs, Store};
 use crate::tls::{SecretMaterial, TlsStore, TlsStoreBuilder};
 
 /// One published version of everything the request path needs.
@@ -43,7 +51,7 @@ pub struct Live {
     /// Where each host and path leads: the resolved routes.
     pub routes: RouteTable<Arc<Route>>,
     /// Names with TLS and their client authentication, as the snapshot decided them.
-    pub tls_policy: TlsPolicy,
+    pub tls_policy: Arc<TlsPolicy>,
     /// The certificates and client-auth settings handshakes read, built from the same inputs as
     /// `tls_policy`.
     pub tls: Arc<TlsStore>,
@@ -132,7 +140,7 @@ impl State {
     ) -> State {
         let live = Live {
             routes: RouteTable::default(),
-            tls_policy: TlsPolicy::default(),
+            tls_policy: Arc::default(),
             tls: Arc::new(tls.initial()),
             pools: Arc::default(),
             skipped: Arc::new([]),
@@ -231,6 +239,11 @@ impl State {
             self.update_endpoints(store, &changes);
             return None;
         }
+        if self.is_ready() {
+            if let Some(report) = self.publish_ingress_edits(store, &changes) {
+                return Some(report);
+            }
+        }
         let shared = store.shared();
         Some(self.publish_refs(&shared.refs(), &store.secret_material()))
     }
@@ -247,6 +260,7 @@ impl State {
         let snapshot = build_refs(inputs, &self.policy, &self.defaults);
         let built = started.elapsed();
         let report = self.apply(snapshot, material);
+        self.metrics.publishes.with_label_values(&["full"]).inc();
         self.metrics
             .snapshot_build
             .observe(started.elapsed().as_secs_f64());
@@ -306,6 +320,10 @@ impl State {
             self.published.notify_one();
         }
         self.metrics.last_sync.set(unix_now());
+        self.metrics
+            .publishes
+            .with_label_values(&["endpoints"])
+            .inc();
         tracing::debug!(
             pools = pools.len(),
             changed,
@@ -327,12 +345,324 @@ impl State {
         let mut writer = self.lock_writer();
         let tls = certificates(&mut snapshot, &mut writer.tls, material);
         // Whether pools came or went: only then are the shared pool tables rebuilt.
-        let mut pools_changed = false;
-        for (key, addrs) in &snapshot.endpoints {
+        let mut pools_changed =
+            self.ensure_pools(&mut writer, &snapshot.endpoints, &snapshot.health_checks);
+        let metrics = &self.metrics;
+        writer.pools.retain(|key, _| {
+            let keep = snapshot.endpoints.contains_key(key);
+            if !keep {
+                pools_changed = true;
+                remove_pool_gauges(metrics, key);
+            }
+            keep
+        });
+        // Pool gauges are brought up to date when metrics are rendered (`refresh_pool_gauges`).
+        let kept = std::mem::take(&mut writer.route_metrics);
+        let (route_metrics, now) = route_metrics(&snapshot, &self.metrics, &kept);
+        retire_route_metrics(kept, &now);
+        writer.route_metrics = now;
+        let previous = self.live.load_full();
+        let (routes, now) = resolve_routes(
+            &snapshot,
+            &route_metrics,
+            &self.metrics,
+            &writer,
+            &previous.routes,
+        );
+        writer.routes = now;
+        tracing::info!(
+            ingresses = snapshot.ingresses.len(),
+            hosts = snapshot.routes.host_count(),
+            pools = snapshot.endpoints.len(),
+            skipped = snapshot.skipped.len(),
+            "routes updated"
+        );
+        let served: BTreeSet<ObjectRef> = snapshot
+            .ingresses
+            .iter()
+            .map(|i| i.object.clone())
+            .collect();
+        self.swap_in(
+            &mut writer,
+            Live {
+                routes,
+                tls_policy: Arc::new(snapshot.tls),
+                tls: Arc::new(tls),
+                pools: previous.pools.clone(),
+                skipped: snapshot.skipped.into(),
+            },
+            pools_changed,
+            served,
+        )
+    }
+
+    /// Publishes Ingress changes by building only the hosts they touch, when nothing they
+    /// change reaches past those hosts; `None` when a whole build is needed instead.
+    ///
+    /// What crosses hosts, and so takes a whole build: the default backend (`spec.defaultBackend`
+    /// of the oldest Ingress with one), `spec.tls` (certificates and client authentication,
+    /// which follow host ownership and the wildcard one label up), wildcard rules (which own the
+    /// names below them that only `spec.tls` lists), a change of owner of a touched host, and a
+    /// relist. Everything else a rule depends on is decided per host: which Ingress serves a
+    /// contested path (the oldest, among the Ingresses with a rule for the host), and whether a
+    /// namespace may route on it. So the hosts the changed Ingresses name, before and after the
+    /// change, are built again from every Ingress that names them; the other hosts, the default
+    /// backend and TLS stay as they are, shared with the previous state.
+    fn publish_ingress_edits(&self, store: &Store, changes: &Changes) -> Option<ApplyReport> {
+        if changes.all_ingresses || changes.kinds.iter().any(|k| *k != Kind::Ingress) {
+            return None;
+        }
+        let started = Instant::now();
+        let edited: Vec<&IngressInput> = changes
+            .ingresses
+            .values()
+            .flat_map(|c| [c.before.as_deref(), c.after.as_deref()])
+            .flatten()
+            .collect();
+        if edited
+            .iter()
+            .any(|i| i.default_backend.is_some() || !i.tls.is_empty())
+        {
+            return None;
+        }
+        let mut hosts: BTreeSet<HostName> = BTreeSet::new();
+        for key in edited.iter().flat_map(|i| rule_hosts(i)) {
+            if matches!(key, HostKey::Wildcard(_)) {
+                return None;
+            }
+            hosts.insert(key.into());
+        }
+        // The wildcards one label up: their rules can decide a touched host's owner.
+        let parents: BTreeSet<HostName> = hosts
+            .iter()
+            .filter_map(|h| match h {
+                HostName::Exact(name) => name
+                    .split_once('.')
+                    .map(|(_, suffix)| HostName::Wildcard(suffix.into())),
+                _ => None,
+            })
+            .collect();
+        let names = |i: &IngressInput| {
+            rule_hosts(i).any(|k| {
+                let k = HostName::from(k);
+                hosts.contains(&k) || parents.contains(&k)
+            }) || i
+                .tls
+                .iter()
+                .flat_map(|t| &t.hosts)
+                .filter_map(|h| parse_rule_host(Some(h)).ok())
+                .any(|k| hosts.contains(&HostName::from(k)))
+        };
+        let shared = store.shared();
+        let unchanged: Vec<&IngressInput> = shared
+            .ingresses
+            .iter()
+            .map(|i| &**i)
+            .filter(|i| names(i) && !changes.ingresses.contains_key(&i.object_ref()))
+            .collect();
+        let side = |after: bool| -> Vec<&IngressInput> {
+            let changed = changes.ingresses.values().filter_map(|c| {
+                if after {
+                    c.after.as_deref()
+                } else {
+                    c.before.as_deref()
+                }
+            });
+            unchanged.iter().copied().chain(changed).collect()
+        };
+        let (before, after) = (side(false), side(true));
+        // Only the Services (and their slices) these Ingresses name.
+        let wanted: HashSet<(&str, &str)> = before
+            .iter()
+            .chain(&after)
+            .flat_map(|i| {
+                i.rules
+                    .iter()
+                    .flat_map(|r| &r.paths)
+                    .filter_map(|p| match &p.backend {
+                        BackendInput::Service { name, .. } => {
+                            Some((i.namespace.as_str(), name.as_str()))
+                        }
+                        BackendInput::Unsupported(_) => None,
+                    })
+            })
+            .collect();
+        let (before, after) = (
+            scoped_inputs(&shared, before, &wanted),
+            scoped_inputs(&shared, after, &wanted),
+        );
+        let owners = |inputs: &InputRefs<'_>| {
+            let served = served_oldest_first(inputs, &self.policy);
+            let ownership = Ownership::compute(&served, &self.defaults.host_owners);
+            hosts
+                .iter()
+                .map(|h| h.key().text().and_then(|t| ownership.owner(&t).cloned()))
+                .collect::<Vec<_>>()
+        };
+        // A host's owner decides its TLS policy (and names itself in the findings that policy
+        // reports); a change of owner of a host with TLS takes a whole build. Without TLS on
+        // these hosts, the owner decides only which namespaces' rules the host serves, which
+        // the partial build decides again.
+        let lists_tls = |i: &&IngressInput| {
+            i.tls.iter().any(|t| {
+                if t.hosts.is_empty() {
+                    rule_hosts(i).any(|k| hosts.contains(&HostName::from(k)))
+                } else {
+                    t.hosts
+                        .iter()
+                        .filter_map(|h| parse_rule_host(Some(h)).ok())
+                        .any(|k| hosts.contains(&HostName::from(k)))
+                }
+            })
+        };
+        let with_tls = before
+            .ingresses
+            .iter()
+            .chain(&after.ingresses)
+            .any(lists_tls);
+        if with_tls && owners(&before) != owners(&after) {
+            return None;
+        }
+        let old = build_hosts(&before, &self.policy, &self.defaults, &hosts);
+        let new = build_hosts(&after, &self.policy, &self.defaults, &hosts);
+        let built = started.elapsed();
+        let previous = self.live.load_full();
+        // The findings of the touched hosts (and of the Ingresses built) are replaced; the
+        // others stand. A finding the old build has that the previous state lacks means the
+        // previous state was not built from these inputs: build everything then.
+        let mut count: BTreeMap<&Finding, i64> = BTreeMap::new();
+        for f in previous.skipped.iter().chain(&new.skipped) {
+            *count.entry(f).or_default() += 1;
+        }
+        for f in &old.skipped {
+            *count.entry(f).or_default() -= 1;
+        }
+        if count.values().any(|n| *n < 0) {
+            tracing::debug!("the previous state does not match the store; building everything");
+            return None;
+        }
+        // In order: the map is sorted.
+        let findings: Vec<Finding> = count
+            .into_iter()
+            .flat_map(|(f, n)| std::iter::repeat_n(f, n as usize))
+            .cloned()
+            .collect();
+
+        let mut writer = self.lock_writer();
+        let mut pools_changed = self.ensure_pools(&mut writer, &new.endpoints, &new.health_checks);
+        let (route_metrics, now) = route_metrics(&new, &self.metrics, &writer.route_metrics);
+        writer.route_metrics.extend(now);
+        let (partial, now) = resolve_routes(
+            &new,
+            &route_metrics,
+            &self.metrics,
+            &writer,
+            &previous.routes,
+        );
+        writer.routes.extend(now);
+        let mut table = previous.routes.host_map().clone();
+        for host in &hosts {
+            table.remove(&host.key());
+        }
+        for (key, routes) in partial.host_map().iter() {
+            table.insert(&key, routes.clone());
+        }
+        let routes = RouteTable::from_parts(table, previous.routes.default_backend().cloned());
+
+        // Routes, metrics and pools that no host leads to any more go.
+        let mut live_routes: HashSet<*const Route> = HashSet::new();
+        let mut live_metrics: HashSet<*const RouteMetrics> = HashSet::new();
+        let mut live_pools: HashSet<*const Pool> = HashSet::new();
+        let every_route = routes
+            .host_map()
+            .iter()
+            .flat_map(|(_, h)| h.iter().map(|(_, _, r)| r))
+            .chain(routes.default_backend());
+        for route in every_route {
+            if live_routes.insert(Arc::as_ptr(route)) {
+                live_metrics.insert(Arc::as_ptr(&route.metrics));
+                if let Some(pool) = &route.pool {
+                    live_pools.insert(Arc::as_ptr(pool));
+                }
+            }
+        }
+        writer
+            .routes
+            .retain(|_, r| live_routes.contains(&Arc::as_ptr(r)));
+        writer.route_metrics.retain(|labels, m| {
+            // Empty labels are also those of unrouted requests, whose series always stay.
+            let keep =
+                live_metrics.contains(&Arc::as_ptr(m)) || labels.iter().all(|l| l.is_empty());
+            if !keep {
+                m.retire();
+            }
+            keep
+        });
+        let metrics = &self.metrics;
+        writer.pools.retain(|key, pool| {
+            let keep = live_pools.contains(&Arc::as_ptr(pool));
+            if !keep {
+                pools_changed = true;
+                remove_pool_gauges(metrics, key);
+            }
+            keep
+        });
+        let mut served = writer.served.clone();
+        for (key, change) in &changes.ingresses {
+            let serves = change
+                .after
+                .as_deref()
+                .is_some_and(|i| is_served(i, &after.classes, &self.policy));
+            if serves {
+                served.insert(key.clone());
+            } else {
+                served.remove(key);
+            }
+        }
+        tracing::info!(
+            ingresses = changes.ingresses.len(),
+            hosts = hosts.len(),
+            skipped = findings.len(),
+            "routes of the edited hosts updated"
+        );
+        let report = self.swap_in(
+            &mut writer,
+            Live {
+                routes,
+                tls_policy: previous.tls_policy.clone(),
+                tls: previous.tls.clone(),
+                pools: previous.pools.clone(),
+                skipped: findings.into(),
+            },
+            pools_changed,
+            served,
+        );
+        self.metrics
+            .snapshot_build
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.publishes.with_label_values(&["hosts"]).inc();
+        tracing::debug!(
+            build_us = built.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "published the edited hosts"
+        );
+        Some(report)
+    }
+
+    /// Creates the pools of `endpoints` that do not exist yet and brings every one of them up to
+    /// date (endpoints, health check); returns whether a pool was created.
+    fn ensure_pools(
+        &self,
+        writer: &mut Writer,
+        endpoints: &BTreeMap<PoolKey, Vec<SocketAddr>>,
+        health_checks: &BTreeMap<PoolKey, HealthCheckOverrides>,
+    ) -> bool {
+        let mut created = false;
+        for (key, addrs) in endpoints {
             let pool = match writer.pools.get(key) {
                 Some(pool) => pool.clone(),
                 None => {
-                    pools_changed = true;
+                    created = true;
                     let pool = Arc::new(Pool::new(key.clone(), self.ejection));
                     writer.pools.insert(key.clone(), pool.clone());
                     pool
@@ -341,7 +671,7 @@ impl State {
             if pool.set_endpoints(addrs) {
                 tracing::info!(pool = %key, target_type = %key.target_type, endpoints = addrs.len(), "pool endpoints changed");
             }
-            let overrides = snapshot.health_checks.get(key);
+            let overrides = health_checks.get(key);
             let check = self
                 .health_defaults
                 .with(overrides.unwrap_or(&HealthCheckOverrides::default()));
@@ -354,63 +684,34 @@ impl State {
                 );
             }
         }
-        let metrics = &self.metrics;
-        writer.pools.retain(|key, _| {
-            let keep = snapshot.endpoints.contains_key(key);
-            if !keep {
-                pools_changed = true;
-                let port = port_label(key);
-                for state in ["ready", "ejected", "unhealthy"] {
-                    let _ = metrics.pool_endpoints.remove_label_values(&[
-                        &key.namespace,
-                        &key.service,
-                        &port,
-                        state,
-                    ]);
-                }
-            }
-            keep
-        });
-        // Pool gauges are brought up to date when metrics are rendered (`refresh_pool_gauges`).
-        let route_metrics = route_metrics(&snapshot, &self.metrics, &mut writer.route_metrics);
-        let previous = self.live.load_full();
-        let routes = resolve_routes(
-            &snapshot,
-            &route_metrics,
-            &self.metrics,
-            &mut writer,
-            &previous.routes,
-        );
+        created
+    }
+
+    /// Swaps `live` in (with fresh pool tables when `pools_changed`, else the previous ones it
+    /// carries), counts and logs its findings, and reports what is new against the last publish.
+    fn swap_in(
+        &self,
+        writer: &mut Writer,
+        mut live: Live,
+        pools_changed: bool,
+        served: BTreeSet<ObjectRef>,
+    ) -> ApplyReport {
         self.metrics.rules_skipped.reset();
-        for s in &snapshot.skipped {
+        for s in live.skipped.iter() {
             self.metrics
                 .rules_skipped
                 .with_label_values(&[s.reason.as_str()])
                 .inc();
         }
-        let now: BTreeSet<Finding> = snapshot.skipped.iter().cloned().collect();
+        let now: BTreeSet<Finding> = live.skipped.iter().cloned().collect();
         let newly_skipped: Vec<Finding> = now.difference(&writer.reported).cloned().collect();
         for s in &newly_skipped {
             tracing::warn!(ingress = %s.ingress, reason = s.reason.as_str(), "{}", s.message);
         }
         writer.reported = now.clone();
-        let all_skipped = now;
-        let served: BTreeSet<ObjectRef> = snapshot
-            .ingresses
-            .iter()
-            .map(|i| i.object.clone())
-            .collect();
         let newly_served = served.difference(&writer.served).cloned().collect();
         writer.served = served.clone();
-
-        tracing::info!(
-            ingresses = snapshot.ingresses.len(),
-            hosts = snapshot.routes.host_count(),
-            pools = snapshot.endpoints.len(),
-            skipped = snapshot.skipped.len(),
-            "routes updated"
-        );
-        let pools = if pools_changed {
+        if pools_changed {
             let mut by_service: HashMap<(String, String), Vec<Arc<Pool>>> = HashMap::new();
             for (key, pool) in &writer.pools {
                 by_service
@@ -419,33 +720,52 @@ impl State {
                     .push(pool.clone());
             }
             writer.pools_by_service = by_service;
-            Arc::new(writer.pools.clone())
-        } else {
-            previous.pools.clone()
-        };
-        self.live.store(Arc::new(Live {
-            routes,
-            tls_policy: snapshot.tls,
-            tls: Arc::new(tls),
-            pools,
-            skipped: snapshot.skipped.into(),
-        }));
+            live.pools = Arc::new(writer.pools.clone());
+        }
+        self.live.store(Arc::new(live));
         self.ready.store(true, Ordering::Release);
         self.published.notify_one();
         self.metrics.last_sync.set(unix_now());
         // A later publish that changes nothing routing reads says the same, with nothing new.
         writer.last_report = ApplyReport {
             newly_skipped: Vec::new(),
-            skipped: all_skipped.clone(),
+            skipped: now.clone(),
             served: served.clone(),
             newly_served: Vec::new(),
         };
         ApplyReport {
             newly_skipped,
-            skipped: all_skipped,
+            skipped: now,
             served,
             newly_served,
         }
+    }
+}
+
+/// The inputs of a partial build: `ingresses`, and of the rest only the Services (and their
+/// EndpointSlices) in `wanted`, as (namespace, name).
+fn scoped_inputs<'a>(
+    shared: &'a SharedInputs,
+    ingresses: Vec<&'a IngressInput>,
+    wanted: &HashSet<(&str, &str)>,
+) -> InputRefs<'a> {
+    InputRefs {
+        ingresses,
+        classes: shared.classes.iter().map(|c| &**c).collect(),
+        services: shared
+            .services
+            .iter()
+            .map(|s| &**s)
+            .filter(|s| wanted.contains(&(s.namespace.as_str(), s.name.as_str())))
+            .collect(),
+        slices: shared
+            .slices
+            .iter()
+            .map(|s| &**s)
+            .filter(|s| wanted.contains(&(s.namespace.as_str(), s.service.as_str())))
+            .collect(),
+        secrets: Vec::new(),
+        nodes: shared.nodes.iter().map(|n| &**n).collect(),
     }
 }
 
@@ -491,6 +811,19 @@ fn set_pool_gauges(metrics: &Metrics, pool: &Pool) {
     }
 }
 
+/// Takes a pool's `sluice_pool_endpoints` series out of the registry: the pool is gone.
+fn remove_pool_gauges(metrics: &Metrics, key: &PoolKey) {
+    let port = port_label(key);
+    for state in ["ready", "ejected", "unhealthy"] {
+        let _ = metrics.pool_endpoints.remove_label_values(&[
+            &key.namespace,
+            &key.service,
+            &port,
+            state,
+        ]);
+    }
+}
+
 /// The `port` label of a pool's gauges: the Service port, followed for `instance` pools by
 /// `/instance` and any node-label filter (`80/instance pool=edge`), so that an `ip` and an
 /// `instance` pool of one Service port never share a series.
@@ -504,15 +837,17 @@ fn port_label(key: &PoolKey) -> String {
     }
 }
 
-/// The [`RouteMetrics`] of each distinct (Ingress, target) of the snapshot's routes. Routes
-/// whose labels `kept` already has keep their metrics; `kept` ends holding exactly the routes of
-/// this snapshot, and the metrics of every route that is gone are retired (their series leave
-/// the registry).
+/// The [`RouteMetrics`] of each distinct (Ingress, target) of the snapshot's routes, and the
+/// same by labels. Routes whose labels `kept` already has keep their metrics.
+#[allow(clippy::type_complexity)]
 fn route_metrics(
     snapshot: &Snapshot,
     metrics: &Arc<Metrics>,
-    kept: &mut HashMap<[String; 3], Arc<RouteMetrics>>,
-) -> HashMap<(usize, usize), Arc<RouteMetrics>> {
+    kept: &HashMap<[String; 3], Arc<RouteMetrics>>,
+) -> (
+    HashMap<(usize, usize), Arc<RouteMetrics>>,
+    HashMap<[String; 3], Arc<RouteMetrics>>,
+) {
     let mut out = HashMap::new();
     let mut now: HashMap<[String; 3], Arc<RouteMetrics>> = HashMap::new();
     let entries = snapshot
@@ -545,28 +880,36 @@ fn route_metrics(
         now.insert(labels, route.clone());
         out.insert((e.ingress, e.target), route);
     }
-    for (labels, route) in kept.drain() {
+    (out, now)
+}
+
+/// Retires the metrics of `kept` that `now` does not have: their routes are gone, and their
+/// series leave the registry.
+fn retire_route_metrics(
+    kept: HashMap<[String; 3], Arc<RouteMetrics>>,
+    now: &HashMap<[String; 3], Arc<RouteMetrics>>,
+) {
+    for (labels, route) in kept {
         // Empty labels are also those of unrouted requests, whose series always stay.
         let unrouted = labels.iter().all(|l| l.is_empty());
         if !now.contains_key(&labels) && !unrouted {
             route.retire();
         }
     }
-    *kept = now;
-    out
 }
 
-/// The snapshot's route table with every entry resolved to its [`Route`]. A route resolved
-/// unchanged since the last publish is the same `Arc` (`writer.routes` ends holding exactly this
-/// publish's routes), and a host whose routes are all unchanged shares its entry with
+/// The snapshot's route table with every entry resolved to its [`Route`], and its routes by
+/// identity. A route resolved unchanged since the last publish is the same `Arc` (found in
+/// `writer.routes`), and a host whose routes are all unchanged shares its entry with
 /// `previous`, so two coexisting live states hold one copy of what did not change.
+#[allow(clippy::type_complexity)]
 fn resolve_routes(
     snapshot: &Snapshot,
     metrics: &HashMap<(usize, usize), Arc<RouteMetrics>>,
     registry: &Arc<Metrics>,
-    writer: &mut Writer,
+    writer: &Writer,
     previous: &RouteTable<Arc<Route>>,
-) -> RouteTable<Arc<Route>> {
+) -> (RouteTable<Arc<Route>>, HashMap<RouteIdentity, Arc<Route>>) {
     let mut by_entry: HashMap<RouteEntry, Arc<Route>> = HashMap::new();
     let mut now: HashMap<RouteIdentity, Arc<Route>> = HashMap::new();
     let mut resolve = |e: &RouteEntry| -> Arc<Route> {
@@ -624,8 +967,7 @@ fn resolve_routes(
         Arc::new(host.map(&mut resolve))
     });
     let default_backend = snapshot.routes.default_backend().map(&mut resolve);
-    writer.routes = now;
-    RouteTable::from_parts(hosts, default_backend)
+    (RouteTable::from_parts(hosts, default_backend), now)
 }
 
 /// Whether `old` has exactly the rules of `host`, each leading to the route it resolves to.
@@ -640,3 +982,7 @@ fn same_host(
                 .is_some_and(|r| Arc::ptr_eq(r, &resolve(e)))
         })
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -156,6 +156,18 @@ pub struct Changes {
     pub services: BTreeSet<(String, String)>,
     /// EndpointSlices were relisted: any Service's endpoints may have changed.
     pub all_slices: bool,
+    /// Each Ingress added, changed or deleted one by one: the input at the last publish and the
+    /// input now (`None`: absent). A relist of Ingresses is not itemised: see `all_ingresses`.
+    pub ingresses: BTreeMap<ObjectRef, IngressChange>,
+    /// Ingresses were relisted: any of them may have changed.
+    pub all_ingresses: bool,
+}
+
+/// One Ingress's input before and after a change (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressChange {
+    pub before: Option<Arc<IngressInput>>,
+    pub after: Option<Arc<IngressInput>>,
 }
 
 impl Changes {
@@ -181,6 +193,22 @@ impl Inner {
     /// Records a change of `key` from `old` to `new` (either may be absent).
     fn record(&mut self, kind: Kind, key: &ObjectRef, old: Option<&Entry>, new: Option<&Entry>) {
         self.changes.kinds.insert(kind);
+        if kind == Kind::Ingress {
+            let input = |e: Option<&Entry>| match e {
+                Some(Entry::Ingress(i, _)) => Some(i.clone()),
+                _ => None,
+            };
+            let after = input(new);
+            // Several changes between two publishes: the input the last publish saw stays.
+            self.changes
+                .ingresses
+                .entry(key.clone())
+                .or_insert_with(|| IngressChange {
+                    before: input(old),
+                    after: None,
+                })
+                .after = after;
+        }
         for (service, add) in [
             (old.and_then(|e| slice_service(key, e)), false),
             (new.and_then(|e| slice_service(key, e)), true),
@@ -315,6 +343,9 @@ impl Store {
             if *kind == Kind::EndpointSlice {
                 i.changes.all_slices = true;
                 i.reindex_slices();
+            }
+            if *kind == Kind::Ingress {
+                i.changes.all_ingresses = true;
             }
             self.touch(i);
         });

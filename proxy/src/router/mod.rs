@@ -422,10 +422,10 @@ impl ProxyHttp for Router {
             pool.report(attempt.endpoint(), false);
         }
         let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
-        route.connect_errors.inc();
+        route.connect_error();
         if ctx.attempts <= self.options.connect_retries && ctx.can_retry() {
             e.set_retry(true);
-            route.retries.inc();
+            route.retry();
         }
         e
     }
@@ -533,7 +533,7 @@ impl ProxyHttp for Router {
                 return e;
             }
             let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
-            route.retries.inc();
+            route.retry();
             e.set_retry(true);
         }
         e
@@ -562,9 +562,9 @@ impl ProxyHttp for Router {
         let upstream_duration = ctx.upstream_start.map(|t| now.saturating_duration_since(t));
         let route = ctx.route.as_deref().unwrap_or(&self.unrouted);
         let req = session.req_header();
-        route.duration.observe(duration.as_secs_f64());
+        route.observe_duration(duration.as_secs_f64());
         if let Some(d) = upstream_duration {
-            route.upstream.observe(d.as_secs_f64());
+            route.observe_upstream(d.as_secs_f64());
         }
         // Counted last: a test (or a dashboard) that sees the count also sees the durations.
         route.count(req.method.as_str(), status);
