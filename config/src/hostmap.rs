@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A host as written in a rule or a `spec.tls` entry, classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,12 +128,13 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     }
 }
 
-/// Values by host: exact names, one-label wildcards, and the entry without a host.
+/// Values by host: exact names, one-label wildcards, and the entry without a host. Names are
+/// shared (`Arc<str>`): a map copied to change a few hosts copies no name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostMap<T> {
-    exact: HashMap<Box<str>, T>,
+    exact: HashMap<Arc<str>, T>,
     /// Keyed by the wildcard's suffix: `*.example.com` is stored under `example.com`.
-    wildcards: HashMap<Box<str>, T>,
+    wildcards: HashMap<Arc<str>, T>,
     any: Option<T>,
 }
 

@@ -222,7 +222,7 @@ impl Metrics {
                 ingress.to_string(),
                 service.to_string(),
             ],
-            requests: Default::default(),
+            requests: OnceLock::new(),
             retired: AtomicBool::new(false),
             duration: OnceLock::new(),
             upstream: OnceLock::new(),
@@ -248,7 +248,9 @@ impl Metrics {
 pub struct RouteMetrics {
     metrics: Arc<Metrics>,
     labels: [String; 3],
-    requests: [[OnceLock<IntCounter>; CLASSES.len()]; METHODS.len()],
+    /// The request counters by method and status class, allocated by the first request (an
+    /// idle route holds one pointer, not 54 cells).
+    requests: OnceLock<Box<RequestCounters>>,
     /// Set once the route is gone and its series are removed from the registry.
     retired: AtomicBool,
     duration: OnceLock<Histogram>,
@@ -256,6 +258,8 @@ pub struct RouteMetrics {
     connect_errors: IntCounter,
     retries: IntCounter,
 }
+
+type RequestCounters = [[OnceLock<IntCounter>; CLASSES.len()]; METHODS.len()];
 
 /// A series of one route, created on first use by `create` and taken out again by `remove`
 /// when the route was retired meanwhile.
@@ -289,7 +293,7 @@ impl RouteMetrics {
         let labels = self.request_labels(m, c);
         if let Some(counter) = route_series(
             &self.retired,
-            &self.requests[m][c],
+            &self.requests.get_or_init(Box::default)[m][c],
             || requests.with_label_values(&labels),
             || {
                 let _ = requests.remove_label_values(&labels);

@@ -87,8 +87,8 @@ pub struct ApplyReport {
     pub newly_skipped: Vec<Finding>,
     /// Every rule skipped now.
     pub skipped: BTreeSet<Finding>,
-    /// Every Ingress served now.
-    pub served: BTreeSet<ObjectRef>,
+    /// Every Ingress served now (shared: a report is cheap to keep and to copy).
+    pub served: Arc<BTreeSet<ObjectRef>>,
     /// Ingresses served now that were not served by the previous publish.
     pub newly_served: Vec<ObjectRef>,
 }
@@ -96,7 +96,7 @@ pub struct ApplyReport {
 struct Writer {
     pools: HashMap<PoolKey, Arc<Pool>>,
     reported: BTreeSet<Finding>,
-    served: BTreeSet<ObjectRef>,
+    served: Arc<BTreeSet<ObjectRef>>,
     tls: TlsStoreBuilder,
     /// The metrics of every route now served, by (namespace, Ingress, Service): kept across
     /// publishes, retired when their route goes.
@@ -154,7 +154,7 @@ impl State {
             writer: std::sync::Mutex::new(Writer {
                 pools: HashMap::new(),
                 reported: BTreeSet::new(),
-                served: BTreeSet::new(),
+                served: Arc::default(),
                 tls,
                 route_metrics: HashMap::new(),
                 routes: HashMap::new(),
@@ -377,11 +377,13 @@ impl State {
             skipped = snapshot.skipped.len(),
             "routes updated"
         );
-        let served: BTreeSet<ObjectRef> = snapshot
-            .ingresses
-            .iter()
-            .map(|i| i.object.clone())
-            .collect();
+        let served: Arc<BTreeSet<ObjectRef>> = Arc::new(
+            snapshot
+                .ingresses
+                .iter()
+                .map(|i| i.object.clone())
+                .collect(),
+        );
         self.swap_in(
             &mut writer,
             Live {
@@ -432,30 +434,34 @@ impl State {
             }
             hosts.insert(key.into());
         }
-        // The wildcards one label up: their rules can decide a touched host's owner.
-        let parents: BTreeSet<HostName> = hosts
+        // The hosts as names, and the wildcards one label up (their rules can decide a touched
+        // host's owner), looked up without allocating: every Ingress is checked.
+        let exact: HashSet<&str> = hosts
             .iter()
             .filter_map(|h| match h {
-                HostName::Exact(name) => name
-                    .split_once('.')
-                    .map(|(_, suffix)| HostName::Wildcard(suffix.into())),
+                HostName::Exact(name) => Some(&**name),
                 _ => None,
             })
             .collect();
+        let parents: HashSet<&str> = exact
+            .iter()
+            .filter_map(|name| name.split_once('.').map(|(_, suffix)| suffix))
+            .collect();
+        let any = hosts.contains(&HostName::Any);
         let names = |i: &IngressInput| {
-            rule_hosts(i).any(|k| {
-                let k = HostName::from(k);
-                hosts.contains(&k) || parents.contains(&k)
+            rule_hosts(i).any(|k| match k {
+                HostKey::Exact(h) => exact.contains(h),
+                HostKey::Wildcard(s) => parents.contains(s),
+                HostKey::Any => any,
             }) || i
                 .tls
                 .iter()
                 .flat_map(|t| &t.hosts)
                 .filter_map(|h| parse_rule_host(Some(h)).ok())
-                .any(|k| hosts.contains(&HostName::from(k)))
+                .any(|k| matches!(k, HostKey::Exact(h) if exact.contains(h)))
         };
-        let shared = store.shared();
-        let unchanged: Vec<&IngressInput> = shared
-            .ingresses
+        let ingresses = store.ingresses();
+        let unchanged: Vec<&IngressInput> = ingresses
             .iter()
             .map(|i| &**i)
             .filter(|i| names(i) && !changes.ingresses.contains_key(&i.object_ref()))
@@ -472,7 +478,7 @@ impl State {
         };
         let (before, after) = (side(false), side(true));
         // Only the Services (and their slices) these Ingresses name.
-        let wanted: HashSet<(&str, &str)> = before
+        let wanted: BTreeSet<(String, String)> = before
             .iter()
             .chain(&after)
             .flat_map(|i| {
@@ -481,15 +487,16 @@ impl State {
                     .flat_map(|r| &r.paths)
                     .filter_map(|p| match &p.backend {
                         BackendInput::Service { name, .. } => {
-                            Some((i.namespace.as_str(), name.as_str()))
+                            Some((i.namespace.clone(), name.clone()))
                         }
                         BackendInput::Unsupported(_) => None,
                     })
             })
             .collect();
+        let shared = store.shared_for(&wanted);
         let (before, after) = (
-            scoped_inputs(&shared, before, &wanted),
-            scoped_inputs(&shared, after, &wanted),
+            scoped_inputs(&shared, before),
+            scoped_inputs(&shared, after),
         );
         let owners = |inputs: &InputRefs<'_>| {
             let served = served_oldest_first(inputs, &self.policy);
@@ -569,54 +576,37 @@ impl State {
         }
         let routes = RouteTable::from_parts(table, previous.routes.default_backend().cloned());
 
-        // Routes, metrics and pools that no host leads to any more go.
-        let mut live_routes: HashSet<*const Route> = HashSet::new();
-        let mut live_metrics: HashSet<*const RouteMetrics> = HashSet::new();
-        let mut live_pools: HashSet<*const Pool> = HashSet::new();
-        let every_route = routes
+        // Routes, metrics and pools that no host leads to any more go. Only a route that was on
+        // a rebuilt host and is not on it now can be gone; when there is none, nothing is.
+        let kept: HashSet<*const Route> = partial
             .host_map()
             .iter()
-            .flat_map(|(_, h)| h.iter().map(|(_, _, r)| r))
-            .chain(routes.default_backend());
-        for route in every_route {
-            if live_routes.insert(Arc::as_ptr(route)) {
-                live_metrics.insert(Arc::as_ptr(&route.metrics));
-                if let Some(pool) = &route.pool {
-                    live_pools.insert(Arc::as_ptr(pool));
-                }
-            }
+            .flat_map(|(_, h)| h.iter().map(|(_, _, r)| Arc::as_ptr(r)))
+            .collect();
+        let dropped = hosts.iter().any(|h| {
+            previous
+                .routes
+                .host_map()
+                .get_key(&h.key())
+                .is_some_and(|old| old.iter().any(|(_, _, r)| !kept.contains(&Arc::as_ptr(r))))
+        });
+        if dropped {
+            pools_changed |= self.drop_unused(&mut writer, &routes);
         }
-        writer
-            .routes
-            .retain(|_, r| live_routes.contains(&Arc::as_ptr(r)));
-        writer.route_metrics.retain(|labels, m| {
-            // Empty labels are also those of unrouted requests, whose series always stay.
-            let keep =
-                live_metrics.contains(&Arc::as_ptr(m)) || labels.iter().all(|l| l.is_empty());
-            if !keep {
-                m.retire();
-            }
-            keep
-        });
-        let metrics = &self.metrics;
-        writer.pools.retain(|key, pool| {
-            let keep = live_pools.contains(&Arc::as_ptr(pool));
-            if !keep {
-                pools_changed = true;
-                remove_pool_gauges(metrics, key);
-            }
-            keep
-        });
         let mut served = writer.served.clone();
         for (key, change) in &changes.ingresses {
             let serves = change
                 .after
                 .as_deref()
                 .is_some_and(|i| is_served(i, &after.classes, &self.policy));
-            if serves {
-                served.insert(key.clone());
-            } else {
-                served.remove(key);
+            // The set is copied only when an Ingress starts or stops being served.
+            if serves != served.contains(key) {
+                let set = Arc::make_mut(&mut served);
+                if serves {
+                    set.insert(key.clone());
+                } else {
+                    set.remove(key);
+                }
             }
         }
         tracing::info!(
@@ -647,6 +637,50 @@ impl State {
             "published the edited hosts"
         );
         Some(report)
+    }
+
+    /// Forgets the routes and retires the metrics that no route of `routes` has any more, and
+    /// drops the pools none leads to; returns whether a pool was dropped.
+    fn drop_unused(&self, writer: &mut Writer, routes: &RouteTable<Arc<Route>>) -> bool {
+        let mut live_routes: HashSet<*const Route> = HashSet::new();
+        let mut live_metrics: HashSet<*const RouteMetrics> = HashSet::new();
+        let mut live_pools: HashSet<*const Pool> = HashSet::new();
+        let every_route = routes
+            .host_map()
+            .iter()
+            .flat_map(|(_, h)| h.iter().map(|(_, _, r)| r))
+            .chain(routes.default_backend());
+        for route in every_route {
+            if live_routes.insert(Arc::as_ptr(route)) {
+                live_metrics.insert(Arc::as_ptr(&route.metrics));
+                if let Some(pool) = &route.pool {
+                    live_pools.insert(Arc::as_ptr(pool));
+                }
+            }
+        }
+        writer
+            .routes
+            .retain(|_, r| live_routes.contains(&Arc::as_ptr(r)));
+        writer.route_metrics.retain(|labels, m| {
+            // Empty labels are also those of unrouted requests, whose series always stay.
+            let keep =
+                live_metrics.contains(&Arc::as_ptr(m)) || labels.iter().all(|l| l.is_empty());
+            if !keep {
+                m.retire();
+            }
+            keep
+        });
+        let metrics = &self.metrics;
+        let mut dropped = false;
+        writer.pools.retain(|key, pool| {
+            let keep = live_pools.contains(&Arc::as_ptr(pool));
+            if !keep {
+                dropped = true;
+                remove_pool_gauges(metrics, key);
+            }
+            keep
+        });
+        dropped
     }
 
     /// Creates the pools of `endpoints` that do not exist yet and brings every one of them up to
@@ -694,7 +728,7 @@ impl State {
         writer: &mut Writer,
         mut live: Live,
         pools_changed: bool,
-        served: BTreeSet<ObjectRef>,
+        served: Arc<BTreeSet<ObjectRef>>,
     ) -> ApplyReport {
         self.metrics.rules_skipped.reset();
         for s in live.skipped.iter() {
@@ -709,7 +743,11 @@ impl State {
             tracing::warn!(ingress = %s.ingress, reason = s.reason.as_str(), "{}", s.message);
         }
         writer.reported = now.clone();
-        let newly_served = served.difference(&writer.served).cloned().collect();
+        let newly_served = if Arc::ptr_eq(&served, &writer.served) {
+            Vec::new()
+        } else {
+            served.difference(&writer.served).cloned().collect()
+        };
         writer.served = served.clone();
         if pools_changed {
             let mut by_service: HashMap<(String, String), Vec<Arc<Pool>>> = HashMap::new();
@@ -742,30 +780,12 @@ impl State {
     }
 }
 
-/// The inputs of a partial build: `ingresses`, and of the rest only the Services (and their
-/// EndpointSlices) in `wanted`, as (namespace, name).
-fn scoped_inputs<'a>(
-    shared: &'a SharedInputs,
-    ingresses: Vec<&'a IngressInput>,
-    wanted: &HashSet<(&str, &str)>,
-) -> InputRefs<'a> {
+/// The inputs of a partial build: `ingresses`, and the rest of what `shared` holds (for a
+/// partial build, [`Store::shared_for`] its Services).
+fn scoped_inputs<'a>(shared: &'a SharedInputs, ingresses: Vec<&'a IngressInput>) -> InputRefs<'a> {
     InputRefs {
         ingresses,
-        classes: shared.classes.iter().map(|c| &**c).collect(),
-        services: shared
-            .services
-            .iter()
-            .map(|s| &**s)
-            .filter(|s| wanted.contains(&(s.namespace.as_str(), s.name.as_str())))
-            .collect(),
-        slices: shared
-            .slices
-            .iter()
-            .map(|s| &**s)
-            .filter(|s| wanted.contains(&(s.namespace.as_str(), s.service.as_str())))
-            .collect(),
-        secrets: Vec::new(),
-        nodes: shared.nodes.iter().map(|n| &**n).collect(),
+        ..shared.refs_without_ingresses()
     }
 }
 

@@ -84,6 +84,14 @@ impl SharedInputs {
     pub fn refs(&self) -> InputRefs<'_> {
         InputRefs {
             ingresses: self.ingresses.iter().map(|a| &**a).collect(),
+            ..self.refs_without_ingresses()
+        }
+    }
+
+    /// [`SharedInputs::refs`] with no Ingress, for a caller that chooses them.
+    pub fn refs_without_ingresses(&self) -> InputRefs<'_> {
+        InputRefs {
+            ingresses: Vec::new(),
             classes: self.classes.iter().map(|a| &**a).collect(),
             services: self.services.iter().map(|a| &**a).collect(),
             slices: self.slices.iter().map(|a| &**a).collect(),
@@ -436,6 +444,59 @@ impl Store {
                 }
             }
             out
+        })
+    }
+
+    /// The model inputs besides Ingresses that a partial build needs: every IngressClass and
+    /// Node, and of the Services and EndpointSlices only those of the Services in `services` (as
+    /// (namespace, name)), found by key rather than by a walk over all of them.
+    pub fn shared_for(&self, services: &BTreeSet<(String, String)>) -> SharedInputs {
+        self.with(|i| {
+            let mut out = SharedInputs::default();
+            let values = |kind: Kind| i.objects.get(&kind).into_iter().flat_map(|m| m.values());
+            for entry in values(Kind::IngressClass).chain(values(Kind::Node)) {
+                match entry {
+                    Entry::Class(c) => out.classes.push(c.clone()),
+                    Entry::Node(n) => out.nodes.push(n.clone()),
+                    _ => {}
+                }
+            }
+            let (services_of, slices_of) = (
+                i.objects.get(&Kind::Service),
+                i.objects.get(&Kind::EndpointSlice),
+            );
+            for (namespace, name) in services {
+                let key = ObjectRef::new(namespace, name);
+                if let Some(Entry::Service(s, _)) = services_of.and_then(|m| m.get(&key)) {
+                    out.services.push(s.clone());
+                }
+                let slices = i
+                    .slices_by_service
+                    .get(&(namespace.clone(), name.clone()))
+                    .into_iter()
+                    .flatten();
+                for key in slices {
+                    if let Some(Entry::Slice(s)) = slices_of.and_then(|m| m.get(key)) {
+                        out.slices.push(s.clone());
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    /// Every Ingress known now, shared.
+    pub fn ingresses(&self) -> Vec<Arc<IngressInput>> {
+        self.with(|i| {
+            i.objects
+                .get(&Kind::Ingress)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter_map(|e| match e {
+                    Entry::Ingress(input, _) => Some(input.clone()),
+                    _ => None,
+                })
+                .collect()
         })
     }
 

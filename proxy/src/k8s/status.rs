@@ -379,7 +379,7 @@ mod tests {
                     message: "no".into(),
                 })
                 .collect(),
-            served: keys.iter().cloned().collect(),
+            served: Arc::new(keys.iter().cloned().collect()),
             ..Default::default()
         };
         w.update(Arc::new(report.clone()));
