@@ -11,7 +11,7 @@
 //! a change to EndpointSlices or Nodes alone moves no route, so the publisher only brings the
 //! affected pools up to date ([`crate::state::State::publish_store`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use std::sync::Arc;
@@ -152,7 +152,9 @@ struct Inner {
     /// What changed since the last [`Store::take_changes`].
     changes: Changes,
     /// The EndpointSlices of each Service, by (namespace, Service).
-    slices_by_service: BTreeMap<(String, String), BTreeSet<ObjectRef>>,
+    /// (A hash map of small sorted vectors: with one slice per Service, as most have, a B-tree
+    /// set per Service would hold a whole node for one key.)
+    slices_by_service: HashMap<(String, String), Vec<ObjectRef>>,
 }
 
 /// What changed in a store since the publisher last looked.
@@ -223,10 +225,12 @@ impl Inner {
         ] {
             let Some(service) = service else { continue };
             let keys = self.slices_by_service.entry(service.clone()).or_default();
-            if add {
-                keys.insert(key.clone());
-            } else {
-                keys.remove(key);
+            match (keys.binary_search(key), add) {
+                (Err(at), true) => keys.insert(at, key.clone()),
+                (Ok(at), false) => {
+                    keys.remove(at);
+                }
+                _ => {}
             }
             if keys.is_empty() {
                 self.slices_by_service.remove(&service);
@@ -240,11 +244,12 @@ impl Inner {
         self.slices_by_service.clear();
         if let Some(slices) = self.objects.get(&Kind::EndpointSlice) {
             for (key, entry) in slices {
+                // Keys come in order: each Service's list stays sorted.
                 if let Some(service) = slice_service(key, entry) {
                     self.slices_by_service
                         .entry(service)
                         .or_default()
-                        .insert(key.clone());
+                        .push(key.clone());
                 }
             }
         }
