@@ -10,7 +10,9 @@
 #   --rounds N                 interleaved rounds (default 3)
 #   --duration S               seconds per measured run (default 5)
 #   --conns "C1 C2"            wrk connection counts (default "32 128")
-#   --targets "direct nginx bare sluice"   which targets, in this order in every round
+#   --targets "direct nginx nginx-lua bare sluice"   which targets, in this order in every round
+#                              (nginx-lua: nginx with a Lua balancer and log phase, the
+#                              per-request machinery ingress-nginx adds)
 #   --extra-sluice NAME=PATH   also measure another sluice binary (e.g. a different allocator)
 #   --extra-sluice-alog NAME=PATH   the same, with its JSON access log on
 #   --extra-bare NAME=ARGS     also measure bare-pingora with extra arguments (e.g. --timeouts)
@@ -47,7 +49,7 @@ rounds=3
 duration=5
 warmup=2
 conns_list="32 128"
-targets="direct nginx bare sluice"
+targets="direct nginx nginx-lua bare sluice"
 build=1
 raw_out=""
 extra_sluice=()
@@ -122,6 +124,13 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 [ -z "$perf_target" ] || command -v perf >/dev/null 2>&1 || need+=(linux-perf)
 [ "$callgrind" -eq 0 ] || command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind)
+# The Lua-balanced nginx: Debian's Lua module (with the NDK it loads) and lua-resty-core, which
+# holds ngx.balancer.
+NGINX_MODULES=/usr/lib/nginx/modules
+if grep -qw nginx-lua <<<"$targets" && [ "$callgrind" -eq 0 ]; then
+  [ -e "$NGINX_MODULES/ngx_http_lua_module.so" ] || need+=(libnginx-mod-http-lua)
+  dpkg -s lua-resty-core >/dev/null 2>&1 || need+=(lua-resty-core)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -189,23 +198,63 @@ pids+=($!)
 # ---------------------------------------------------------------- targets
 declare -A port pidof_target
 tlist=()
-start_nginx_proxy() {
-  local p; alloc_port p
-  mkdir -p "$tmp/ngx"
-  cat >"$tmp/ngx/nginx.conf" <<EOF
+# nginx_proxy_conf NAME PORT [lua]: writes $tmp/NAME/nginx.conf, nginx proxying to the upstream.
+# With "lua", what ingress-nginx adds to every request, as a lower bound of its cost: the peer is
+# chosen by a Lua balancer (round robin in a Lua table, ngx.balancer.set_current_peer, as
+# ingress-nginx's balancer.lua does) and a Lua log phase gathers the request's figures into a
+# per-worker batch (ingress-nginx's monitor.lua batches them for its metrics socket; here the
+# batch is dropped when full instead of sent).
+nginx_proxy_conf() {
+  local name="$1" p="$2" lua="${3:-}" d="$tmp/$1" modules="" servers balancer="" logphase=""
+  mkdir -p "$d"
+  servers=$(printf '    server 127.0.0.1:%s;\n    server 127.0.0.1:%s;' "$up1" "$up2")
+  if [ "$lua" = lua ]; then
+    modules=$(printf 'load_module %s;\nload_module %s;' "$NGINX_MODULES/ndk_http_module.so" \
+      "$NGINX_MODULES/ngx_http_lua_module.so")
+    # The address is a placeholder nginx needs; the balancer below sets every peer.
+    servers="    server 0.0.0.1;"
+    balancer=$(cat <<EOF
+    balancer_by_lua_block {
+      local balancer = require "ngx.balancer"
+      local peers = { { "127.0.0.1", $up1 }, { "127.0.0.1", $up2 } }
+      local n = (package.loaded.rr_next or 0) % #peers + 1
+      package.loaded.rr_next = n
+      local ok, err = balancer.set_current_peer(peers[n][1], peers[n][2])
+      if not ok then ngx.log(ngx.ERR, "set_current_peer: ", err) return ngx.exit(502) end
+    }
+EOF
+)
+    logphase=$(cat <<'EOF'
+      log_by_lua_block {
+        local batch = package.loaded.metrics_batch
+        if not batch or #batch >= 1000 then batch = {} package.loaded.metrics_batch = batch end
+        batch[#batch + 1] = {
+          host = ngx.var.host, status = ngx.var.status, method = ngx.var.request_method,
+          path = ngx.var.uri, request_length = ngx.var.request_length,
+          request_time = tonumber(ngx.var.request_time),
+          upstream_addr = ngx.var.upstream_addr,
+          upstream_response_time = tonumber(ngx.var.upstream_response_time),
+          upstream_status = ngx.var.upstream_status, bytes_sent = ngx.var.bytes_sent,
+        }
+      }
+EOF
+)
+  fi
+  cat >"$d/nginx.conf" <<EOF
+$modules
 worker_processes 1;
 daemon off;
-pid $tmp/ngx/nginx.pid;
-error_log $tmp/ngx/error.log warn;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 75s;
-$(nginx_temp_paths "$tmp/ngx")
+$(nginx_temp_paths "$d")
   upstream backend {
-    server 127.0.0.1:$up1;
-    server 127.0.0.1:$up2;
+$servers
+$balancer
     keepalive 64;
     keepalive_requests 1000000;
   }
@@ -222,13 +271,18 @@ $(nginx_temp_paths "$tmp/ngx")
       proxy_set_header X-Forwarded-Proto \$scheme;
       proxy_set_header X-Forwarded-Host \$http_host;
       proxy_set_header X-Forwarded-Port \$server_port;
+$logphase
     }
   }
 }
 EOF
-  pin "$proxy_cpu" "$NGINX" -e "$tmp/ngx/error.log" -c "$tmp/ngx/nginx.conf" &
+}
+start_nginx_proxy() { # name [lua]
+  local name="$1" p; alloc_port p
+  nginx_proxy_conf "$name" "$p" "${2:-}"
+  pin "$proxy_cpu" "$NGINX" -e "$tmp/$name/error.log" -c "$tmp/$name/nginx.conf" &
   pids+=($!)
-  port[nginx]=$p; pidof_target[nginx]=$!
+  port[$name]=$p; pidof_target[$name]=$!
 }
 start_bare() { # name, binary, extra args...
   local name="$1" bin="$2"; shift 2
@@ -360,12 +414,13 @@ EOF
 if [ "$callgrind" -eq 1 ]; then
   wrap=(valgrind -q --tool=callgrind --instr-atstart=no "--callgrind-out-file=$tmp/callgrind.%p")
   # Under valgrind a start takes seconds: wait longer for readiness below.
-  targets=$(tr ' ' '\n' <<<"$targets" | grep -v -x -e direct -e nginx | tr '\n' ' ')
+  targets=$(tr ' ' '\n' <<<"$targets" | grep -v -x -e direct -e nginx -e nginx-lua | tr '\n' ' ')
 fi
 for t in $targets; do
   case "$t" in
     direct) port[direct]=$up1; pidof_target[direct]=""; tlist+=(direct) ;;
-    nginx) start_nginx_proxy; tlist+=(nginx) ;;
+    nginx) start_nginx_proxy nginx; tlist+=(nginx) ;;
+    nginx-lua) start_nginx_proxy nginx-lua lua; tlist+=(nginx-lua) ;;
     bare) start_bare bare "$BARE_BIN"; tlist+=(bare) ;;
     sluice) start_sluice sluice "$SLUICE_BIN"; tlist+=(sluice) ;;
     *) echo "compare.sh: unknown target $t" >&2; exit 2 ;;
@@ -500,10 +555,11 @@ for c in $conns_list; do
   done
   pairs=()
   for a in "${tlist[@]}"; do
-    case "$a" in direct|nginx|bare) continue ;; esac
-    for b in bare nginx; do [ -n "${rps[$b]:-}" ] && pairs+=("$a/$b"); done
+    case "$a" in direct|nginx|nginx-lua|bare) continue ;; esac
+    for b in bare nginx nginx-lua; do [ -n "${rps[$b]:-}" ] && pairs+=("$a/$b"); done
   done
-  [ -n "${rps[bare]:-}" ] && [ -n "${rps[nginx]:-}" ] && pairs+=("bare/nginx")
+  for b in nginx nginx-lua; do [ -n "${rps[bare]:-}" ] && [ -n "${rps[$b]:-}" ] && pairs+=("bare/$b"); done
+  [ -n "${rps[nginx-lua]:-}" ] && [ -n "${rps[nginx]:-}" ] && pairs+=("nginx-lua/nginx")
   if [ "${#pairs[@]}" -gt 0 ]; then
     printf '%-24s %10s %10s %12s\n' "ratio (c=$c)" "req/s" "p99" "cpu/req"
     for pr in "${pairs[@]}"; do
