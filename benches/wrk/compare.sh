@@ -24,6 +24,8 @@
 #   --nice N                   run every process started here at niceness N (root may use e.g.
 #                              -15 so compiles by others on a shared machine disturb less)
 #   --raw FILE                 also write every run as tab-separated values to FILE
+#   --body-bytes N             wrk asks for a response body of N bytes (the upstream serves a
+#                              file at /body) instead of the 6-byte "hello\n" (0..1048576)
 #   --browser-headers          requests carry a browser's headers (User-Agent, Accept, cookies,
 #                              ...: 11 in all, names in mixed case) instead of wrk's Host alone
 #   --callgrind                instead of timed rounds, count the user-space instructions each
@@ -61,6 +63,7 @@ nice_n=0
 perf_data=""
 callgrind=0
 callgrind_keep=""
+body_bytes=0
 # What every request carries; --browser-headers adds a browser's usual headers.
 wrk_headers=(-H 'Host: bench.local')
 browser_headers=(
@@ -90,6 +93,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --raw) raw_out="$2"; shift ;;
     --browser-headers) wrk_headers+=("${browser_headers[@]}") ;;
+    --body-bytes) body_bytes="$2"; shift ;;
     --nice) nice_n="$2"; shift ;;
     --perf) perf_target="$2"; shift ;;
     --perf-data) perf_data="$2"; shift ;;
@@ -103,6 +107,7 @@ done
 # Bounds: every run is short and the whole script stays within a few minutes.
 [ "$rounds" -ge 1 ] && [ "$rounds" -le 10 ] || { echo "--rounds must be 1..10" >&2; exit 2; }
 [ "$duration" -ge 1 ] && [ "$duration" -le 30 ] || { echo "--duration must be 1..30" >&2; exit 2; }
+[[ "$body_bytes" =~ ^[0-9]+$ ]] && [ "$body_bytes" -le 1048576 ] || { echo "--body-bytes must be 0..1048576" >&2; exit 2; }
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 
@@ -192,6 +197,14 @@ alloc_port up1; alloc_port up2
 
 # ---------------------------------------------------------------- upstream
 hello_upstream_conf "$tmp/up" "$up1" "$up2"
+# What wrk asks for: "/" answers "hello\n"; with --body-bytes, "/body" answers a file that size.
+wrk_path=/
+if [ "$body_bytes" -gt 0 ]; then
+  head -c "$body_bytes" /dev/zero | tr '\0' x >"$tmp/up/body.txt"
+  sed -i "s#^    location / {#    location = /body { default_type text/plain; alias $tmp/up/body.txt; }\n    location / {#" \
+    "$tmp/up/nginx.conf"
+  wrk_path=/body
+fi
 pin "$load_cpu" "$NGINX" -e "$tmp/up/error.log" -c "$tmp/up/nginx.conf" &
 pids+=($!)
 
@@ -449,6 +462,12 @@ for t in "${tlist[@]}"; do
     sleep 0.1
   done
   [ "$ok" -eq 1 ] || { echo "compare.sh: $t (port ${port[$t]}) does not answer 200 hello: '$body'" >&2; exit 1; }
+  if [ "$body_bytes" -gt 0 ]; then
+    got=$(curl -s -o /dev/null --max-time 5 -H 'Host: bench.local' -w '%{http_code} %{size_download}' \
+      "http://127.0.0.1:${port[$t]}$wrk_path" || true)
+    [ "$got" = "200 $body_bytes" ] || {
+      echo "compare.sh: $t does not serve the $body_bytes-byte body: '$got'" >&2; exit 1; }
+  fi
   log "$t answers 200 on 127.0.0.1:${port[$t]}"
 done
 
@@ -467,7 +486,7 @@ run_wrk() { # target conns seconds round -> appends a row unless round is "warmu
   local t="$1" c="$2" d="$3" r="$4" out before after
   before=$(cpu_ticks "$t")
   out=$(pin "$load_cpu" timeout $((d + 10)) wrk -t1 -c"$c" -d"${d}s" --latency \
-    "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/" 2>&1) || {
+    "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}$wrk_path" 2>&1) || {
     echo "compare.sh: wrk failed on $t: $out" >&2; exit 1; }
   after=$(cpu_ticks "$t")
   [ "$r" = warmup ] && return 0
@@ -498,10 +517,10 @@ if [ "$callgrind" -eq 1 ]; then
   for t in "${tlist[@]}"; do
     pid="${pidof_target[$t]}"
     (pin "$load_cpu" timeout $((warmup + 30)) wrk -t1 -c"$c1" -d"${warmup}s" \
-      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/") >/dev/null 2>&1 || true
+      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}$wrk_path") >/dev/null 2>&1 || true
     callgrind_control -i on "$pid" >/dev/null
     out=$(pin "$load_cpu" timeout $((duration + 30)) wrk -t1 -c"$c1" -d"${duration}s" \
-      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/" 2>&1) || {
+      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}$wrk_path" 2>&1) || {
       echo "compare.sh: wrk failed on $t: $out" >&2; exit 1; }
     # Dump first: switching instrumentation off first leaves an empty dump.
     callgrind_control -d "$pid" >/dev/null
@@ -543,7 +562,7 @@ col() { awk -F'\t' -v t="$1" -v c="$2" -v k="$3" '$1 == t && $2 == c && $k != "-
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 echo
-echo "wrk -t1, ${duration}s runs, median of $rounds interleaved round(s); proxy on core $proxy_cpu, wrk + upstream on core $load_cpu"
+echo "wrk -t1, ${duration}s runs, median of $rounds interleaved round(s); proxy on core $proxy_cpu, wrk + upstream on core $load_cpu; response body $([ "$body_bytes" -gt 0 ] && echo "$body_bytes bytes" || echo 6 bytes)"
 for c in $conns_list; do
   echo
   printf '%-14s %6s %12s %10s %10s %14s %10s\n' target conns "req/s" "p50 us" "p99 us" "cpu us/req" "core %"
@@ -585,7 +604,7 @@ if [ -n "$perf_target" ]; then
   # In a subshell: pin execs, and run directly it would replace this script (no report, no
   # cleanup of the servers started here).
   (pin "$load_cpu" timeout $((duration + 10)) wrk -t1 -c"$c1" -d"$((duration - 1))s" \
-    "${wrk_headers[@]}" "http://127.0.0.1:${port[$perf_target]}/") >/dev/null 2>&1 || true
+    "${wrk_headers[@]}" "http://127.0.0.1:${port[$perf_target]}$wrk_path") >/dev/null 2>&1 || true
   wait "$perf_pid" || true
   echo
   echo "== perf: $perf_target, self time by symbol (top 45)"
