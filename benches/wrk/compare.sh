@@ -10,7 +10,9 @@
 #   --rounds N                 interleaved rounds (default 3)
 #   --duration S               seconds per measured run (default 5)
 #   --conns "C1 C2"            wrk connection counts (default "32 128")
-#   --targets "direct nginx bare sluice"   which targets, in this order in every round
+#   --targets "direct nginx nginx-lua bare sluice"   which targets, in this order in every round
+#                              (nginx-lua: nginx with a Lua balancer and log phase, the
+#                              per-request machinery ingress-nginx adds)
 #   --extra-sluice NAME=PATH   also measure another sluice binary (e.g. a different allocator)
 #   --extra-sluice-alog NAME=PATH   the same, with its JSON access log on
 #   --extra-bare NAME=ARGS     also measure bare-pingora with extra arguments (e.g. --timeouts)
@@ -22,6 +24,8 @@
 #   --nice N                   run every process started here at niceness N (root may use e.g.
 #                              -15 so compiles by others on a shared machine disturb less)
 #   --raw FILE                 also write every run as tab-separated values to FILE
+#   --body-bytes N             wrk asks for a response body of N bytes (the upstream serves a
+#                              file at /body) instead of the 6-byte "hello\n" (0..1048576)
 #   --browser-headers          requests carry a browser's headers (User-Agent, Accept, cookies,
 #                              ...: 11 in all, names in mixed case) instead of wrk's Host alone
 #   --callgrind                instead of timed rounds, count the user-space instructions each
@@ -47,7 +51,7 @@ rounds=3
 duration=5
 warmup=2
 conns_list="32 128"
-targets="direct nginx bare sluice"
+targets="direct nginx nginx-lua bare sluice"
 build=1
 raw_out=""
 extra_sluice=()
@@ -59,6 +63,7 @@ nice_n=0
 perf_data=""
 callgrind=0
 callgrind_keep=""
+body_bytes=0
 # What every request carries; --browser-headers adds a browser's usual headers.
 wrk_headers=(-H 'Host: bench.local')
 browser_headers=(
@@ -88,6 +93,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --raw) raw_out="$2"; shift ;;
     --browser-headers) wrk_headers+=("${browser_headers[@]}") ;;
+    --body-bytes) body_bytes="$2"; shift ;;
     --nice) nice_n="$2"; shift ;;
     --perf) perf_target="$2"; shift ;;
     --perf-data) perf_data="$2"; shift ;;
@@ -101,6 +107,7 @@ done
 # Bounds: every run is short and the whole script stays within a few minutes.
 [ "$rounds" -ge 1 ] && [ "$rounds" -le 10 ] || { echo "--rounds must be 1..10" >&2; exit 2; }
 [ "$duration" -ge 1 ] && [ "$duration" -le 30 ] || { echo "--duration must be 1..30" >&2; exit 2; }
+[[ "$body_bytes" =~ ^[0-9]+$ ]] && [ "$body_bytes" -le 1048576 ] || { echo "--body-bytes must be 0..1048576" >&2; exit 2; }
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 
@@ -122,6 +129,13 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 [ -z "$perf_target" ] || command -v perf >/dev/null 2>&1 || need+=(linux-perf)
 [ "$callgrind" -eq 0 ] || command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind)
+# The Lua-balanced nginx: Debian's Lua module (with the NDK it loads) and lua-resty-core, which
+# holds ngx.balancer.
+NGINX_MODULES=/usr/lib/nginx/modules
+if grep -qw nginx-lua <<<"$targets" && [ "$callgrind" -eq 0 ]; then
+  [ -e "$NGINX_MODULES/ngx_http_lua_module.so" ] || need+=(libnginx-mod-http-lua)
+  dpkg -s lua-resty-core >/dev/null 2>&1 || need+=(lua-resty-core)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -183,29 +197,77 @@ alloc_port up1; alloc_port up2
 
 # ---------------------------------------------------------------- upstream
 hello_upstream_conf "$tmp/up" "$up1" "$up2"
+# What wrk asks for: "/" answers "hello\n"; with --body-bytes, "/body" answers a file that size.
+wrk_path=/
+if [ "$body_bytes" -gt 0 ]; then
+  head -c "$body_bytes" /dev/zero | tr '\0' x >"$tmp/up/body.txt"
+  sed -i "s#^    location / {#    location = /body { default_type text/plain; alias $tmp/up/body.txt; }\n    location / {#" \
+    "$tmp/up/nginx.conf"
+  wrk_path=/body
+fi
 pin "$load_cpu" "$NGINX" -e "$tmp/up/error.log" -c "$tmp/up/nginx.conf" &
 pids+=($!)
 
 # ---------------------------------------------------------------- targets
 declare -A port pidof_target
 tlist=()
-start_nginx_proxy() {
-  local p; alloc_port p
-  mkdir -p "$tmp/ngx"
-  cat >"$tmp/ngx/nginx.conf" <<EOF
+# nginx_proxy_conf NAME PORT [lua]: writes $tmp/NAME/nginx.conf, nginx proxying to the upstream.
+# With "lua", what ingress-nginx adds to every request, as a lower bound of its cost: the peer is
+# chosen by a Lua balancer (round robin in a Lua table, ngx.balancer.set_current_peer, as
+# ingress-nginx's balancer.lua does) and a Lua log phase gathers the request's figures into a
+# per-worker batch (ingress-nginx's monitor.lua batches them for its metrics socket; here the
+# batch is dropped when full instead of sent).
+nginx_proxy_conf() {
+  local name="$1" p="$2" lua="${3:-}" d="$tmp/$1" modules="" servers balancer="" logphase=""
+  mkdir -p "$d"
+  servers=$(printf '    server 127.0.0.1:%s;\n    server 127.0.0.1:%s;' "$up1" "$up2")
+  if [ "$lua" = lua ]; then
+    modules=$(printf 'load_module %s;\nload_module %s;' "$NGINX_MODULES/ndk_http_module.so" \
+      "$NGINX_MODULES/ngx_http_lua_module.so")
+    # The address is a placeholder nginx needs; the balancer below sets every peer.
+    servers="    server 0.0.0.1;"
+    balancer=$(cat <<EOF
+    balancer_by_lua_block {
+      local balancer = require "ngx.balancer"
+      local peers = { { "127.0.0.1", $up1 }, { "127.0.0.1", $up2 } }
+      local n = (package.loaded.rr_next or 0) % #peers + 1
+      package.loaded.rr_next = n
+      local ok, err = balancer.set_current_peer(peers[n][1], peers[n][2])
+      if not ok then ngx.log(ngx.ERR, "set_current_peer: ", err) return ngx.exit(502) end
+    }
+EOF
+)
+    logphase=$(cat <<'EOF'
+      log_by_lua_block {
+        local batch = package.loaded.metrics_batch
+        if not batch or #batch >= 1000 then batch = {} package.loaded.metrics_batch = batch end
+        batch[#batch + 1] = {
+          host = ngx.var.host, status = ngx.var.status, method = ngx.var.request_method,
+          path = ngx.var.uri, request_length = ngx.var.request_length,
+          request_time = tonumber(ngx.var.request_time),
+          upstream_addr = ngx.var.upstream_addr,
+          upstream_response_time = tonumber(ngx.var.upstream_response_time),
+          upstream_status = ngx.var.upstream_status, bytes_sent = ngx.var.bytes_sent,
+        }
+      }
+EOF
+)
+  fi
+  cat >"$d/nginx.conf" <<EOF
+$modules
 worker_processes 1;
 daemon off;
-pid $tmp/ngx/nginx.pid;
-error_log $tmp/ngx/error.log warn;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 75s;
-$(nginx_temp_paths "$tmp/ngx")
+$(nginx_temp_paths "$d")
   upstream backend {
-    server 127.0.0.1:$up1;
-    server 127.0.0.1:$up2;
+$servers
+$balancer
     keepalive 64;
     keepalive_requests 1000000;
   }
@@ -222,13 +284,18 @@ $(nginx_temp_paths "$tmp/ngx")
       proxy_set_header X-Forwarded-Proto \$scheme;
       proxy_set_header X-Forwarded-Host \$http_host;
       proxy_set_header X-Forwarded-Port \$server_port;
+$logphase
     }
   }
 }
 EOF
-  pin "$proxy_cpu" "$NGINX" -e "$tmp/ngx/error.log" -c "$tmp/ngx/nginx.conf" &
+}
+start_nginx_proxy() { # name [lua]
+  local name="$1" p; alloc_port p
+  nginx_proxy_conf "$name" "$p" "${2:-}"
+  pin "$proxy_cpu" "$NGINX" -e "$tmp/$name/error.log" -c "$tmp/$name/nginx.conf" &
   pids+=($!)
-  port[nginx]=$p; pidof_target[nginx]=$!
+  port[$name]=$p; pidof_target[$name]=$!
 }
 start_bare() { # name, binary, extra args...
   local name="$1" bin="$2"; shift 2
@@ -360,12 +427,13 @@ EOF
 if [ "$callgrind" -eq 1 ]; then
   wrap=(valgrind -q --tool=callgrind --instr-atstart=no "--callgrind-out-file=$tmp/callgrind.%p")
   # Under valgrind a start takes seconds: wait longer for readiness below.
-  targets=$(tr ' ' '\n' <<<"$targets" | grep -v -x -e direct -e nginx | tr '\n' ' ')
+  targets=$(tr ' ' '\n' <<<"$targets" | grep -v -x -e direct -e nginx -e nginx-lua | tr '\n' ' ')
 fi
 for t in $targets; do
   case "$t" in
     direct) port[direct]=$up1; pidof_target[direct]=""; tlist+=(direct) ;;
-    nginx) start_nginx_proxy; tlist+=(nginx) ;;
+    nginx) start_nginx_proxy nginx; tlist+=(nginx) ;;
+    nginx-lua) start_nginx_proxy nginx-lua lua; tlist+=(nginx-lua) ;;
     bare) start_bare bare "$BARE_BIN"; tlist+=(bare) ;;
     sluice) start_sluice sluice "$SLUICE_BIN"; tlist+=(sluice) ;;
     *) echo "compare.sh: unknown target $t" >&2; exit 2 ;;
@@ -394,6 +462,12 @@ for t in "${tlist[@]}"; do
     sleep 0.1
   done
   [ "$ok" -eq 1 ] || { echo "compare.sh: $t (port ${port[$t]}) does not answer 200 hello: '$body'" >&2; exit 1; }
+  if [ "$body_bytes" -gt 0 ]; then
+    got=$(curl -s -o /dev/null --max-time 5 -H 'Host: bench.local' -w '%{http_code} %{size_download}' \
+      "http://127.0.0.1:${port[$t]}$wrk_path" || true)
+    [ "$got" = "200 $body_bytes" ] || {
+      echo "compare.sh: $t does not serve the $body_bytes-byte body: '$got'" >&2; exit 1; }
+  fi
   log "$t answers 200 on 127.0.0.1:${port[$t]}"
 done
 
@@ -412,7 +486,7 @@ run_wrk() { # target conns seconds round -> appends a row unless round is "warmu
   local t="$1" c="$2" d="$3" r="$4" out before after
   before=$(cpu_ticks "$t")
   out=$(pin "$load_cpu" timeout $((d + 10)) wrk -t1 -c"$c" -d"${d}s" --latency \
-    "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/" 2>&1) || {
+    "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}$wrk_path" 2>&1) || {
     echo "compare.sh: wrk failed on $t: $out" >&2; exit 1; }
   after=$(cpu_ticks "$t")
   [ "$r" = warmup ] && return 0
@@ -443,10 +517,10 @@ if [ "$callgrind" -eq 1 ]; then
   for t in "${tlist[@]}"; do
     pid="${pidof_target[$t]}"
     (pin "$load_cpu" timeout $((warmup + 30)) wrk -t1 -c"$c1" -d"${warmup}s" \
-      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/") >/dev/null 2>&1 || true
+      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}$wrk_path") >/dev/null 2>&1 || true
     callgrind_control -i on "$pid" >/dev/null
     out=$(pin "$load_cpu" timeout $((duration + 30)) wrk -t1 -c"$c1" -d"${duration}s" \
-      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}/" 2>&1) || {
+      "${wrk_headers[@]}" "http://127.0.0.1:${port[$t]}$wrk_path" 2>&1) || {
       echo "compare.sh: wrk failed on $t: $out" >&2; exit 1; }
     # Dump first: switching instrumentation off first leaves an empty dump.
     callgrind_control -d "$pid" >/dev/null
@@ -488,7 +562,7 @@ col() { awk -F'\t' -v t="$1" -v c="$2" -v k="$3" '$1 == t && $2 == c && $k != "-
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 echo
-echo "wrk -t1, ${duration}s runs, median of $rounds interleaved round(s); proxy on core $proxy_cpu, wrk + upstream on core $load_cpu"
+echo "wrk -t1, ${duration}s runs, median of $rounds interleaved round(s); proxy on core $proxy_cpu, wrk + upstream on core $load_cpu; response body $([ "$body_bytes" -gt 0 ] && echo "$body_bytes bytes" || echo 6 bytes)"
 for c in $conns_list; do
   echo
   printf '%-14s %6s %12s %10s %10s %14s %10s\n' target conns "req/s" "p50 us" "p99 us" "cpu us/req" "core %"
@@ -500,10 +574,11 @@ for c in $conns_list; do
   done
   pairs=()
   for a in "${tlist[@]}"; do
-    case "$a" in direct|nginx|bare) continue ;; esac
-    for b in bare nginx; do [ -n "${rps[$b]:-}" ] && pairs+=("$a/$b"); done
+    case "$a" in direct|nginx|nginx-lua|bare) continue ;; esac
+    for b in bare nginx nginx-lua; do [ -n "${rps[$b]:-}" ] && pairs+=("$a/$b"); done
   done
-  [ -n "${rps[bare]:-}" ] && [ -n "${rps[nginx]:-}" ] && pairs+=("bare/nginx")
+  for b in nginx nginx-lua; do [ -n "${rps[bare]:-}" ] && [ -n "${rps[$b]:-}" ] && pairs+=("bare/$b"); done
+  [ -n "${rps[nginx-lua]:-}" ] && [ -n "${rps[nginx]:-}" ] && pairs+=("nginx-lua/nginx")
   if [ "${#pairs[@]}" -gt 0 ]; then
     printf '%-24s %10s %10s %12s\n' "ratio (c=$c)" "req/s" "p99" "cpu/req"
     for pr in "${pairs[@]}"; do
@@ -529,7 +604,7 @@ if [ -n "$perf_target" ]; then
   # In a subshell: pin execs, and run directly it would replace this script (no report, no
   # cleanup of the servers started here).
   (pin "$load_cpu" timeout $((duration + 10)) wrk -t1 -c"$c1" -d"$((duration - 1))s" \
-    "${wrk_headers[@]}" "http://127.0.0.1:${port[$perf_target]}/") >/dev/null 2>&1 || true
+    "${wrk_headers[@]}" "http://127.0.0.1:${port[$perf_target]}$wrk_path") >/dev/null 2>&1 || true
   wait "$perf_pid" || true
   echo
   echo "== perf: $perf_target, self time by symbol (top 45)"

@@ -280,6 +280,10 @@ impl Router {
 impl ProxyHttp for Router {
     type CTX = RequestCtx;
 
+    /// No downstream modules: Pingora's default adds a response compression module, disabled,
+    /// which sluice never enables; it still cost each request a context and four hook calls.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),

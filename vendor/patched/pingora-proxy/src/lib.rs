@@ -45,6 +45,7 @@ use once_cell::sync::Lazy;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::str;
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
@@ -1563,7 +1564,72 @@ where
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        session: HttpSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        // Written out instead of by `async_trait`, which boxes the request's future with
+        // `Box::pin(future)`: the future (the whole proxy request, several KiB) is built on the
+        // stack and then copied whole into the box, once per request. Building it in an
+        // allocated slot lets the compiler write only the few fields it starts with.
+        box_future_in_place(move || self.process_new_http_inner(session, shutdown))
+    }
+
+    async fn http_cleanup(&self) {
+        self.shutdown_flag.store(true, Ordering::Release);
+        // Notify all keepalived requests blocking on read_request() to abort
+        self.shutdown.notify_waiters();
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.server_options.as_ref()
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.h2_options.clone()
+    }
+    async fn process_custom_session(
+        self: Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let app = self.clone();
+
+        let Some(process_custom_session) = app.process_custom_session.as_ref() else {
+            warn!("custom was called on an empty on_custom");
+            return None;
+        };
+
+        process_custom_session(self.clone(), stream, shutdown).await
+    }
+
+    // TODO implement h2_options
+}
+
+/// Boxes the future `make` returns, building it in the allocated slot: `Box::pin(make())`
+/// builds it on the stack first and copies its whole size into the box, even though a future
+/// that has not started holds only its arguments.
+#[inline(always)]
+fn box_future_in_place<F: Future, M: FnOnce() -> F>(make: M) -> Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: the slot was written just above.
+    Box::into_pin(unsafe { slot.assume_init() })
+}
+
+impl<SV, C> HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    async fn process_new_http_inner(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1600,36 +1666,6 @@ where
 
         self.process_request(session, ctx).await
     }
-
-    async fn http_cleanup(&self) {
-        self.shutdown_flag.store(true, Ordering::Release);
-        // Notify all keepalived requests blocking on read_request() to abort
-        self.shutdown.notify_waiters();
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.server_options.as_ref()
-    }
-
-    fn h2_options(&self) -> Option<H2Options> {
-        self.h2_options.clone()
-    }
-    async fn process_custom_session(
-        self: Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let app = self.clone();
-
-        let Some(process_custom_session) = app.process_custom_session.as_ref() else {
-            warn!("custom was called on an empty on_custom");
-            return None;
-        };
-
-        process_custom_session(self.clone(), stream, shutdown).await
-    }
-
-    // TODO implement h2_options
 }
 
 use pingora_core::services::listening::{RuntimeOptsOverride, Service};

@@ -175,17 +175,45 @@ impl ConnectionNominations {
     }
 }
 
+/// The standard hop-by-hop fields a proxy removes before forwarding a request.
+const STANDARD_HOP_BY_HOP: [&str; 10] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    HTTP2_SETTINGS,
+];
+
+/// The fields of an HTTP/1 upgrade handshake, removed unless the upgrade is forwarded.
+const UPGRADE_FIELDS: [&str; 3] = ["connection", "upgrade", HTTP2_SETTINGS];
+
+/// Removes from `req` every field named in `names` (lowercase, at most 16).
+///
+/// The request's field names are looked over once and only the names present are removed:
+/// most requests carry none of them, and a removal by name hashes the name in the header map
+/// and again in its case map (a `&str` name is parsed into a `HeaderName` first).
+fn remove_headers_present(req: &mut RequestHeader, names: &[&str]) {
+    debug_assert!(names.len() <= 16);
+    let mut present = 0u16;
+    for name in req.headers.keys() {
+        if let Some(i) = names.iter().position(|n| *n == name.as_str()) {
+            present |= 1 << i;
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            req.remove_header(*name);
+        }
+    }
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    remove_headers_present(req, &STANDARD_HOP_BY_HOP);
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
@@ -360,19 +388,13 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            remove_headers_present(req, &UPGRADE_FIELDS);
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
-        H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
-        }
+        H1UpgradePolicy::Deny => remove_headers_present(req, &UPGRADE_FIELDS),
         H1UpgradePolicy::Preserve => {}
     }
 
