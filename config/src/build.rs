@@ -10,6 +10,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
 use crate::finding::{Finding, Reason};
@@ -20,6 +21,7 @@ use crate::model::{
 };
 use crate::ownership::{host_text, CrossNamespacePaths, HostOwners, Ownership};
 use crate::routes::{parse_rule_host, MatchKind, RouteEntry, RouteTable, TargetId};
+use crate::rules::Filter;
 use crate::targets::TargetType;
 use crate::tls::TlsPolicy;
 
@@ -104,6 +106,9 @@ pub struct ServedIngress {
     /// Whether its routes redirect plain HTTP to https on hosts with TLS
     /// (`sluice.dev/ssl-redirect`).
     pub ssl_redirect: bool,
+    /// The per-route rules of its policy annotations ([`crate::rules`]), carried by each of its
+    /// routes.
+    pub filters: Arc<[Filter]>,
 }
 
 /// An immutable description of everything the proxy should do, built whole and swapped whole.
@@ -128,6 +133,8 @@ pub struct Snapshot {
     pub tls: TlsPolicy,
     /// Everything not served as written, sorted.
     pub skipped: Vec<Finding>,
+    /// Hosts that `sluice.dev/from-to-www-redirect` sends to a rule host: (from, to).
+    pub host_redirects: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -229,13 +236,20 @@ pub fn build_refs(
             b.skip(ingress, Reason::InvalidAnnotation, message);
             true
         });
+        let (filters, bad) = crate::rules::filters(&ingress.annotations);
+        for bad in bad {
+            b.skip(ingress, Reason::InvalidPolicy, bad.to_string());
+        }
         b.snapshot.ingresses.push(ServedIngress {
             object: ingress.object_ref(),
             annotations: ingress.annotations.clone(),
             ssl_redirect,
+            filters: filters.into(),
         });
         b.add_ingress(index, ingress);
     }
+    b.snapshot.host_redirects =
+        crate::rules::www_redirects(&served, &b.snapshot.routes, &b.ownership);
     b.snapshot.tls = crate::tls::policy(
         &served,
         &inputs.secrets,

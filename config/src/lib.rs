@@ -13,6 +13,8 @@
 //! - [`health`]: per-Service active health checks (annotations and their settings defaults).
 //! - [`ownership`]: which namespace owns a host (its TLS policy, and with `deny` its routes).
 //! - [`path`]: request paths normalized before matching (dot segments, slashes, escapes).
+//! - [`rules`]: per-route traffic rules (redirects, rewrites, header changes) of the policy
+//!   annotations, which fail closed.
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
@@ -32,6 +34,7 @@ pub mod ownership;
 pub mod path;
 pub mod report;
 pub mod routes;
+pub mod rules;
 pub mod settings;
 pub mod targets;
 pub mod tls;

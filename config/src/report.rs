@@ -32,6 +32,8 @@ pub struct IngressReport {
     pub default_backend: Option<String>,
     /// TLS lines: which Secret serves which names, and client authentication.
     pub tls: Vec<String>,
+    /// Hosts redirected to one of its rule hosts (`from-to-www-redirect`), as `from -> to`.
+    pub host_redirects: Vec<String>,
     /// (reason, message) of every rule skipped.
     pub skipped: Vec<(String, String)>,
 }
@@ -47,9 +49,15 @@ fn describe_target(snapshot: &Snapshot, entry: &RouteEntry) -> String {
                 t => Some(t.to_string()),
             };
             let policy = snapshot.policy(entry).map(describe_policy);
+            let filters = snapshot
+                .ingresses
+                .get(entry.ingress)
+                .into_iter()
+                .flat_map(|i| i.filters.iter().map(ToString::to_string));
             let policy = mode
                 .into_iter()
                 .chain(policy)
+                .chain(filters)
                 .filter(|p| !p.is_empty())
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -153,6 +161,22 @@ pub fn report(snapshot: &Snapshot) -> BTreeMap<ObjectRef, IngressReport> {
             ));
         }
     }
+    for (from, to) in &snapshot.host_redirects {
+        let by = snapshot.routes.host_routes(to).and_then(|h| {
+            h.iter()
+                .filter_map(|(_, _, e)| snapshot.ingresses.get(e.ingress))
+                .find(|i| {
+                    i.annotations
+                        .contains_key(crate::rules::FROM_TO_WWW_REDIRECT)
+                })
+        });
+        if let Some(i) = by {
+            out.entry(i.object.clone())
+                .or_default()
+                .host_redirects
+                .push(format!("{from} -> {to} (308)"));
+        }
+    }
     for s in &snapshot.skipped {
         out.entry(s.ingress.clone())
             .or_default()
@@ -171,6 +195,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             && r.default_backend.is_none()
             && r.skipped.is_empty()
             && r.tls.is_empty()
+            && r.host_redirects.is_empty()
         {
             let _ = writeln!(text, "  (no rules)");
         }
@@ -187,6 +212,9 @@ pub fn render(snapshot: &Snapshot) -> String {
         }
         if let Some(d) = &r.default_backend {
             let _ = writeln!(text, "  default  -> {d}");
+        }
+        for line in &r.host_redirects {
+            let _ = writeln!(text, "  redirect {line}");
         }
         for line in &r.tls {
             let _ = writeln!(text, "  tls      {line}");

@@ -117,10 +117,17 @@ impl<R> HostRoutes<R> {
 
     /// The rule that serves `path` (no query string), per the precedence in the module docs.
     pub fn find(&self, path: &str) -> Option<&R> {
+        self.find_match(path).map(|(e, _)| e)
+    }
+
+    /// [`HostRoutes::find`], with the length of the path that the rule matched: the whole path
+    /// for `Exact`, the rule's prefix for `Prefix` (no trailing slash; 0 for `/`). A prefix
+    /// rewrite replaces that much of the path.
+    pub fn find_match(&self, path: &str) -> Option<(&R, usize)> {
         // An Exact match covers the whole path, so it is at least as long as any Prefix match and
         // wins ties: it can be checked first.
         if let Some(e) = self.exact.get(path) {
-            return Some(e);
+            return Some((e, path.len()));
         }
         if !self.prefix.is_empty() {
             // Element-wise: try the path without trailing slashes, then cut one element at a time.
@@ -128,7 +135,7 @@ impl<R> HostRoutes<R> {
             while !candidate.is_empty() {
                 if candidate.len() <= self.max_prefix_len {
                     if let Some(e) = self.prefix.get(candidate) {
-                        return Some(e);
+                        return Some((e, candidate.len()));
                     }
                 }
                 match candidate.rfind('/') {
@@ -137,7 +144,7 @@ impl<R> HostRoutes<R> {
                 }
             }
         }
-        self.root.as_ref()
+        self.root.as_ref().map(|e| (e, 0))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -257,10 +264,16 @@ impl<R> RouteTable<R> {
     /// [`RouteTable::find`] for a host already normalized, as [`parse_request_host`] returns
     /// it once per request.
     pub fn find_normalized(&self, host: &str, path: &str) -> Option<&R> {
+        self.find_match(host, path).map(|(e, _)| e)
+    }
+
+    /// [`RouteTable::find_normalized`] with the length of the path the rule matched
+    /// ([`HostRoutes::find_match`]; 0 for the default backend).
+    pub fn find_match(&self, host: &str, path: &str) -> Option<(&R, usize)> {
         self.hosts
             .get(host)
-            .and_then(|h| h.find(path))
-            .or(self.default_backend.as_ref())
+            .and_then(|h| h.find_match(path))
+            .or(self.default_backend.as_ref().map(|e| (e, 0)))
     }
 
     /// Every host entry as (written host, routes), sorted by host, the rules without a host
@@ -449,6 +462,24 @@ mod tests {
             ("/ab", 1),
         ] {
             assert_eq!(h.find(path).map(|e| e.target), Some(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_match_says_how_much_of_the_path_the_rule_covered() {
+        let h = host(&[("/", Prefix, 1), ("/api/", Prefix, 2), ("/x", Exact, 3)]);
+        for (path, want) in [
+            ("/api", (2, 4)),
+            ("/api/", (2, 4)),
+            ("/api/users", (2, 4)),
+            ("/apix", (1, 0)),
+            ("/x", (3, 2)),
+        ] {
+            assert_eq!(
+                h.find_match(path).map(|(e, n)| (e.target, n)),
+                Some(want),
+                "{path}"
+            );
         }
     }
 

@@ -12,11 +12,14 @@
 
 use std::sync::Arc;
 
+use http::header::{HeaderName, HeaderValue};
 use sluice_config::annotations::UpstreamPolicy;
 use sluice_config::model::ObjectRef;
+use sluice_config::rules;
 
 use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
+use crate::router::RedirectStatus;
 
 /// One matched rule, resolved.
 pub struct Route {
@@ -35,11 +38,94 @@ pub struct Route {
     pub filters: Box<[Filter]>,
 }
 
-/// A per-route rule applied to a request before it is forwarded, or to its response. None
-/// exists yet: rewrites, redirects, header changes, canaries, access control and rate limits
-/// are added here, each carried by the routes of the Ingresses that ask for it.
+/// A per-route rule applied to a request before it is forwarded, or to its response: the
+/// Ingress's policy annotations ([`sluice_config::rules`]) compiled once at publish, so the
+/// request path parses no name or value. A route without filters pays nothing for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {}
+pub enum Filter {
+    /// A policy annotation of the Ingress is invalid: 503, never another route's backend.
+    Invalid,
+    /// Answer with a redirect; the backend is not contacted.
+    Redirect {
+        status: RedirectStatus,
+        location: String,
+        keep_query: bool,
+    },
+    /// A request for exactly `/` is redirected (302) to this path.
+    AppRoot(String),
+    /// The path sent upstream becomes this target, `$1`..`$9` the regex path's groups.
+    RewriteTarget(String),
+    /// The matched prefix of the path is replaced by this path.
+    RewritePrefix(String),
+    /// The `Host` sent upstream, and the server name of a TLS upstream (no port).
+    UpstreamVhost { host: HeaderValue, sni: String },
+    /// Headers set on and removed from the upstream request.
+    RequestHeaders(HeaderChanges),
+    /// Headers set on and removed from the response to the client.
+    ResponseHeaders(HeaderChanges),
+}
+
+/// Header changes with names and values already parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderChanges {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+/// The route filters of an Ingress's rules. The names and values were validated when the
+/// snapshot was built; should one still not parse here, the route fails closed
+/// ([`Filter::Invalid`]).
+pub fn compile(rules: &[rules::Filter]) -> Box<[Filter]> {
+    let compiled: Option<Vec<Filter>> = rules.iter().map(compile_one).collect();
+    compiled.unwrap_or_else(|| vec![Filter::Invalid]).into()
+}
+
+fn compile_one(rule: &rules::Filter) -> Option<Filter> {
+    let value = |v: &str| HeaderValue::from_str(v).ok();
+    let changes = |c: &rules::HeaderChanges| -> Option<HeaderChanges> {
+        let set = c
+            .set
+            .iter()
+            .map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, value(v)?)))
+            .collect::<Option<_>>()?;
+        let remove = c
+            .remove
+            .iter()
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect::<Option<_>>()?;
+        Some(HeaderChanges { set, remove })
+    };
+    Some(match rule {
+        rules::Filter::Invalid => Filter::Invalid,
+        rules::Filter::Redirect {
+            code,
+            location,
+            keep_query,
+        } => Filter::Redirect {
+            status: RedirectStatus::from_code(*code)?,
+            location: location.clone(),
+            keep_query: *keep_query,
+        },
+        rules::Filter::AppRoot(p) => Filter::AppRoot(p.clone()),
+        rules::Filter::RewriteTarget(t) => Filter::RewriteTarget(t.clone()),
+        rules::Filter::RewritePrefix(p) => Filter::RewritePrefix(p.clone()),
+        rules::Filter::ForwardedPrefix(p) => Filter::RequestHeaders(HeaderChanges {
+            set: vec![(X_FORWARDED_PREFIX.clone(), value(p)?)],
+            remove: Vec::new(),
+        }),
+        rules::Filter::UpstreamVhost(h) => Filter::UpstreamVhost {
+            host: value(h)?,
+            sni: h
+                .rsplit_once(':')
+                .map_or(h.as_str(), |(n, _)| n)
+                .to_string(),
+        },
+        rules::Filter::RequestHeaders(c) => Filter::RequestHeaders(changes(c)?),
+        rules::Filter::ResponseHeaders(c) => Filter::ResponseHeaders(changes(c)?),
+    })
+}
+
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 impl Route {
     /// Whether `other` says the same as this route: same Ingress, policy, redirect, filters, and

@@ -34,7 +34,7 @@ use sluice_config::{
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pool::Pool;
-use crate::route::Route;
+use crate::route::{compile, Route};
 use crate::store::{Changes, Kind, Store};
 use crate::tls::{SecretMaterial, TlsStore, TlsStoreBuilder};
 
@@ -51,6 +51,8 @@ pub struct Live {
     pub pools: Arc<HashMap<PoolKey, Arc<Pool>>>,
     /// Everything the snapshot did not serve as written, sorted.
     pub skipped: Arc<[Finding]>,
+    /// Hosts redirected to another (`sluice.dev/from-to-www-redirect`): from, to.
+    pub host_redirects: Arc<HashMap<String, String>>,
 }
 
 /// Shared between the sync path (writer) and every request (readers).
@@ -136,6 +138,7 @@ impl State {
             tls: Arc::new(tls.initial()),
             pools: Arc::default(),
             skipped: Arc::new([]),
+            host_redirects: Arc::default(),
         };
         State {
             live: ArcSwap::from_pointee(live),
@@ -429,6 +432,7 @@ impl State {
             tls: Arc::new(tls),
             pools,
             skipped: snapshot.skipped.into(),
+            host_redirects: Arc::new(snapshot.host_redirects.into_iter().collect()),
         }));
         self.ready.store(true, Ordering::Release);
         self.published.notify_one();
@@ -599,7 +603,7 @@ fn resolve_routes(
             policy: identity.policy.clone(),
             ssl_redirect: identity.ssl_redirect,
             metrics,
-            filters: Box::new([]),
+            filters: ingress.map_or_else(|| Box::new([]) as Box<[_]>, |i| compile(&i.filters)),
         };
         // Every entry has its metrics (`route_metrics` walks the same table); a new handle
         // would only be a fallback.

@@ -10,7 +10,10 @@
 //! 4. over plain HTTP, a host in `verify` mode, or a host with TLS whose route's Ingress keeps
 //!    `sluice.dev/ssl-redirect` (and `tls.ssl_redirect` with an HTTPS listener): 308 to https
 //!    ([`Refusal::HttpsRequired`]);
-//! 5. the route's policy onto the request context (timeouts, protocol, body limit, balancing
+//! 5. the route's filters that answer by themselves: 503 for an invalid policy annotation
+//!    ([`Refusal::InvalidRoute`]), a redirect or the app root; a rewrite decides the upstream
+//!    request target (see `rules`; a `from-to-www-redirect` host is answered before step 3);
+//! 6. the route's policy onto the request context (timeouts, protocol, body limit, balancing
 //!    pick, affinity cookie), then its pool, else 503 ([`Refusal::NoEndpoint`]).
 
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use sluice_config::annotations::{BackendProtocol, Balance, CookieAffinity, HashB
 use sluice_config::path::match_path;
 use sluice_config::tls::ClientAuthMode;
 
-use super::{Refusal, RequestCtx, Router};
+use super::{rules, Refusal, RequestCtx, Router};
 use crate::pool::{hash_key, Pick, Pool};
 use crate::request::BodyLimit;
 use crate::tls::ConnTls;
@@ -147,8 +150,12 @@ impl Router {
             }
             None => {}
         }
-        let path = ctx.path.as_deref().unwrap_or(req.uri.path());
-        let Some(route) = live.routes.find_normalized(host, &match_path(path)) else {
+        if let Some(refusal) = rules::host_redirect(&live.host_redirects, host, req, tls.is_some())
+        {
+            return Decision::Refuse(refusal);
+        }
+        let path = match_path(ctx.path.as_deref().unwrap_or(req.uri.path()));
+        let Some((route, matched)) = live.routes.find_match(host, &path) else {
             return Decision::Refuse(Refusal::NoRoute);
         };
         if tls.is_none() && host_tls.is_some() && self.options.ssl_redirect {
@@ -157,6 +164,13 @@ impl Router {
         if redirect {
             let location = https_location(host, self.options.redirect_port, req);
             return Decision::Refuse(Refusal::HttpsRequired { location });
+        }
+        if !route.filters.is_empty() {
+            match rules::before_proxy(&route.filters, req, &path, matched, |_| None) {
+                Ok(target) => ctx.rewritten = target,
+                Err(refusal) => return Decision::Refuse(refusal),
+            }
+            ctx.filtered = Some(route.clone());
         }
         ctx.route = Some(route.metrics.clone());
         {

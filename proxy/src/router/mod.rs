@@ -52,6 +52,7 @@
 mod decide;
 mod forward;
 mod respond;
+mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -76,6 +77,7 @@ use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
 use crate::pool::{InFlightEndpoint, Pick, Pool};
 use crate::request::{content_length, raw_host, request_host, request_path, BodyLimit};
+use crate::route::Route;
 use crate::state::State;
 use decide::{affinity_cookie, head_size, Decision};
 use forward::{client_request_id, new_request_id};
@@ -222,6 +224,10 @@ pub struct RequestCtx {
     path: Option<String>,
     /// The route's Ingress asks for the raw path upstream.
     forward_raw_path: bool,
+    /// The route, when it has filters for the later phases (header changes, upstream host).
+    filtered: Option<Arc<Route>>,
+    /// The request target a rewrite filter sends upstream in place of the path.
+    rewritten: Option<String>,
     /// The route's body limit and the body bytes read so far.
     body: BodyLimit,
     /// Time allowed between two body reads; `None` for GRPC and GRPCS routes.
@@ -300,6 +306,8 @@ impl ProxyHttp for Router {
             host: String::new(),
             path: None,
             forward_raw_path: false,
+            filtered: None,
+            rewritten: None,
             body: BodyLimit::new(self.options.max_request_body_bytes),
             body_timeout: Some(self.options.client_body_timeout),
             upgraded: false,
@@ -403,7 +411,11 @@ impl ProxyHttp for Router {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forward::upstream_request(session, upstream, ctx, self.options.underscores_in_headers)
+        forward::upstream_request(session, upstream, ctx, self.options.underscores_in_headers)?;
+        if let Some(route) = &ctx.filtered {
+            rules::upstream_headers(&route.filters, upstream)?;
+        }
+        Ok(())
     }
 
     /// Retries a failed connect on another endpoint until the configured retries are spent.
@@ -474,7 +486,8 @@ impl ProxyHttp for Router {
         Ok(())
     }
 
-    /// Sets the affinity cookie when the client's cookie named no usable endpoint.
+    /// Sets the affinity cookie when the client's cookie named no usable endpoint, and applies
+    /// the route's response header changes.
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -484,6 +497,9 @@ impl ProxyHttp for Router {
         if let (Some((affinity, _)), Some(token)) = (&ctx.affinity, ctx.set_affinity) {
             upstream_response
                 .append_header(header::SET_COOKIE, affinity_cookie(affinity, token))?;
+        }
+        if let Some(route) = &ctx.filtered {
+            rules::response_headers(&route.filters, upstream_response)?;
         }
         Ok(())
     }

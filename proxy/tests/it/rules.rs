@@ -1,0 +1,307 @@
+//! Per-route traffic rules over real sockets: redirects, rewrites, header changes and the
+//! fail-closed answer of an invalid policy annotation.
+
+use crate::support::pki::{https_get, ClientTls};
+use crate::support::*;
+use crate::tls::{https, tls_ingress_in, tls_settings};
+
+/// One backend `web` and one Ingress `rules` on host `r.test` with `paths`, annotated.
+async fn one_ingress(paths: &[PathRule<'_>], annotations: &[(&str, &str)]) -> (Backend, Sluice) {
+    let web = Backend::start("web").await;
+    let manifests = [
+        service_with("default", "web", &[web.addr]),
+        annotate(
+            &ingress("default", "rules", Some("r.test"), paths),
+            annotations,
+        ),
+    ]
+    .concat();
+    (web, Sluice::start(&manifests).await)
+}
+
+/// Backends `web` and `other`: Ingress `rules` on `r.test` sends `path` (Prefix) to `web`,
+/// annotated; an older plain Ingress `rest` on the same host sends `/` to `other`.
+async fn beside_a_root_route(
+    path: &str,
+    annotations: &[(&str, &str)],
+) -> (Backend, Backend, Sluice) {
+    let web = Backend::start("web").await;
+    let other = Backend::start("other").await;
+    let manifests = [
+        service_with("default", "web", &[web.addr]),
+        service_with("default", "other", &[other.addr]),
+        annotate(
+            &ingress(
+                "default",
+                "rules",
+                Some("r.test"),
+                &[(path, "Prefix", "web")],
+            ),
+            annotations,
+        ),
+        ingress(
+            "default",
+            "rest",
+            Some("r.test"),
+            &[("/", "Prefix", "other")],
+        ),
+    ]
+    .concat();
+    (web, other, Sluice::start(&manifests).await)
+}
+
+fn uri(r: &Reply) -> String {
+    r.json()["uri"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_permanent_redirect_answers_with_its_code_and_keeps_the_query_only_when_asked() {
+    let (web, s) = one_ingress(
+        &[("/", "Prefix", "web")],
+        &[
+            ("sluice.dev/permanent-redirect", "https://new.test/landing"),
+            ("sluice.dev/permanent-redirect-code", "308"),
+            ("sluice.dev/redirect-keep-query", "true"),
+        ],
+    )
+    .await;
+    let r = s.get("r.test", "/any/path?a=1&b=2").await;
+    assert_eq!(r.status, 308, "{}", r.body);
+    assert_eq!(r.headers["location"], "https://new.test/landing?a=1&b=2");
+    assert_eq!(web.hits(), 0, "a redirect never reaches the backend");
+}
+
+#[tokio::test]
+async fn a_temporal_redirect_is_302_to_its_url_without_the_query() {
+    let (web, s) = one_ingress(
+        &[("/", "Prefix", "web")],
+        &[("sluice.dev/temporal-redirect", "/maintenance")],
+    )
+    .await;
+    let r = s.get("r.test", "/x?a=1").await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.headers["location"], "/maintenance");
+    assert_eq!(web.hits(), 0);
+}
+
+#[tokio::test]
+async fn every_permanent_redirect_code_is_answered_as_written() {
+    for code in ["301", "302", "303", "307", "308"] {
+        let (_web, s) = one_ingress(
+            &[("/", "Prefix", "web")],
+            &[
+                ("sluice.dev/permanent-redirect", "/to"),
+                ("sluice.dev/permanent-redirect-code", code),
+            ],
+        )
+        .await;
+        let r = s.get("r.test", "/").await;
+        assert_eq!(r.status.to_string(), code);
+        assert_eq!(r.headers["location"], "/to");
+    }
+}
+
+#[tokio::test]
+async fn app_root_redirects_only_the_root_path() {
+    let (_web, s) = one_ingress(
+        &[("/", "Prefix", "web")],
+        &[("sluice.dev/app-root", "/app")],
+    )
+    .await;
+    let r = s.get("r.test", "/").await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.headers["location"], "/app");
+    let r = s.get("r.test", "/app/x").await;
+    assert_eq!((r.status, uri(&r)), (200, "/app/x".to_string()));
+}
+
+#[tokio::test]
+async fn a_rewrite_target_replaces_the_whole_path_and_keeps_the_query_unless_it_has_one() {
+    let (_web, s) = one_ingress(
+        &[("/old", "Prefix", "web")],
+        &[("sluice.dev/rewrite-target", "/new/$1")],
+    )
+    .await;
+    // Without a regex path there is no group: `$1` is empty.
+    let r = s.get("r.test", "/old/deep/x?q=1").await;
+    assert_eq!((r.status, uri(&r)), (200, "/new/?q=1".to_string()));
+
+    let (_web, s) = one_ingress(
+        &[("/old", "Prefix", "web")],
+        &[("sluice.dev/rewrite-target", "/new?fixed=1")],
+    )
+    .await;
+    let r = s.get("r.test", "/old/x?q=1").await;
+    assert_eq!(uri(&r), "/new?fixed=1");
+}
+
+#[tokio::test]
+async fn a_prefix_rewrite_replaces_the_matched_prefix_at_the_element_boundary() {
+    let (_web, _other, s) =
+        beside_a_root_route("/api", &[("sluice.dev/rewrite-prefix", "/v2")]).await;
+    for (path, want) in [
+        ("/api/users?x=1", "/v2/users?x=1"),
+        ("/api", "/v2"),
+        ("/api/", "/v2/"),
+    ] {
+        let r = s.get("r.test", path).await;
+        assert_eq!(
+            (r.backend(), uri(&r)),
+            ("web".to_string(), want.to_string()),
+            "{path}"
+        );
+    }
+    // `/apix` is not under the `/api` element: another route, unrewritten.
+    let r = s.get("r.test", "/apix").await;
+    assert_eq!(
+        (r.backend(), uri(&r)),
+        ("other".to_string(), "/apix".to_string())
+    );
+}
+
+#[tokio::test]
+async fn request_headers_are_set_and_removed_on_the_way_upstream() {
+    let (_web, s) = one_ingress(
+        &[("/", "Prefix", "web")],
+        &[
+            (
+                "sluice.dev/request-headers",
+                "X-Tenant: blue\\nX-Mode: strict mode",
+            ),
+            ("sluice.dev/request-headers-remove", "X-Debug, Cookie"),
+            ("sluice.dev/x-forwarded-prefix", "/shop"),
+            ("sluice.dev/upstream-vhost", "internal.svc.test"),
+        ],
+    )
+    .await;
+    let mut req = request("r.test", "/");
+    let h = req.headers_mut();
+    h.insert("x-tenant", "red".parse().unwrap());
+    h.insert("x-debug", "1".parse().unwrap());
+    h.insert("cookie", "a=b".parse().unwrap());
+    h.insert("x-kept", "yes".parse().unwrap());
+    let r = H1::connect(s.addr).await.send(req).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.upstream_header("x-tenant"),
+        ["blue"],
+        "the client's value is replaced"
+    );
+    assert_eq!(r.upstream_header("x-mode"), ["strict mode"]);
+    assert!(r.upstream_header("x-debug").is_empty());
+    assert!(r.upstream_header("cookie").is_empty());
+    assert_eq!(r.upstream_header("x-kept"), ["yes"]);
+    assert_eq!(r.upstream_header("x-forwarded-prefix"), ["/shop"]);
+    assert_eq!(r.upstream_header("host"), ["internal.svc.test"]);
+    // The client's host still says where the request was sent.
+    assert_eq!(r.upstream_header("x-forwarded-host"), ["r.test"]);
+}
+
+#[tokio::test]
+async fn response_headers_are_set_and_removed_on_the_way_to_the_client() {
+    let (_web, s) = one_ingress(
+        &[("/", "Prefix", "web")],
+        &[
+            ("sluice.dev/response-headers", "X-Frame-Options: DENY"),
+            ("sluice.dev/response-headers-remove", "Content-Type"),
+        ],
+    )
+    .await;
+    let r = s.get("r.test", "/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-frame-options"], "DENY");
+    assert!(r.headers.get("content-type").is_none(), "{:?}", r.headers);
+}
+
+/// The fail-closed rule: a protected name makes the annotation invalid, and the Ingress's
+/// routes answer 503 instead of falling through to another Ingress's shorter path, while that
+/// other Ingress keeps serving. Making an invalid policy fall back to "no filters" fails it.
+#[tokio::test]
+async fn an_invalid_policy_annotation_answers_503_and_never_falls_through() {
+    let (web, other, s) = beside_a_root_route(
+        "/api",
+        &[("sluice.dev/request-headers", "X-Forwarded-For: 1.2.3.4")],
+    )
+    .await;
+    let r = s.get("r.test", "/api/x").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("configuration is invalid"), "{}", r.body);
+    assert_eq!(web.hits() + other.hits(), 0);
+    assert_eq!(s.get("r.test", "/else").await.backend(), "other");
+    let findings = s.skipped();
+    let finding = findings
+        .iter()
+        .find(|f| f.ingress.name == "rules")
+        .expect("the invalid annotation is reported");
+    assert_eq!(finding.reason.as_str(), "InvalidAnnotation");
+    assert!(
+        finding.message.contains("X-Forwarded-For"),
+        "{}",
+        finding.message
+    );
+}
+
+#[tokio::test]
+async fn from_to_www_redirect_sends_either_name_to_the_listed_one_over_http() {
+    let web = Backend::start("web").await;
+    let manifests = [
+        service_with("default", "web", &[web.addr]),
+        annotate(
+            &ingress(
+                "default",
+                "bare",
+                Some("bare.test"),
+                &[("/", "Prefix", "web")],
+            ),
+            &[("sluice.dev/from-to-www-redirect", "true")],
+        ),
+        annotate(
+            &ingress(
+                "default",
+                "www",
+                Some("www.prefixed.test"),
+                &[("/", "Prefix", "web")],
+            ),
+            &[("sluice.dev/from-to-www-redirect", "true")],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    let r = s.get("www.bare.test", "/p?q=1").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "http://bare.test/p?q=1");
+    let r = s.get("prefixed.test:8080", "/p").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "http://www.prefixed.test:8080/p");
+    assert_eq!(s.get("bare.test", "/p").await.status, 200);
+    assert_eq!(web.hits(), 1);
+}
+
+#[tokio::test]
+async fn from_to_www_redirect_keeps_https_for_a_name_in_the_same_tls_entry() {
+    let web = Backend::start("web").await;
+    let manifests = [
+        service_with("default", "web", &[web.addr]),
+        tls_ingress_in(
+            "default",
+            "site",
+            None,
+            &[("site.test", "web")],
+            &[(&["site.test", "www.site.test"], None)],
+            &[("sluice.dev/from-to-www-redirect", "true")],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start_with(&manifests, &tls_settings("")).await;
+    let (r, _) = https_get(
+        https(&s),
+        &ClientTls::sni("www.site.test"),
+        "www.site.test",
+        "/p?q=1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "https://site.test/p?q=1");
+    assert_eq!(web.hits(), 0);
+}
