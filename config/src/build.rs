@@ -248,6 +248,7 @@ pub fn build_refs(
         });
         b.add_ingress(index, ingress);
     }
+    b.snapshot.routes.compile_regex_paths();
     b.snapshot.host_redirects =
         crate::rules::www_redirects(&served, &b.snapshot.routes, &b.ownership);
     b.snapshot.tls = crate::tls::policy(
@@ -307,6 +308,7 @@ impl Builder<'_> {
 
     fn add_ingress(&mut self, index: usize, ingress: &IngressInput) {
         self.resolved.clear();
+        let use_regex = crate::rules::use_regex(ingress);
         let (policy, bad) = upstream_policy(&ingress.annotations);
         for b in bad {
             self.skip(ingress, Reason::InvalidAnnotation, b.to_string());
@@ -362,6 +364,7 @@ impl Builder<'_> {
                 let at = At::Path(ri, pi);
                 let kind = match p.path_type.as_deref() {
                     Some("Exact") => MatchKind::Exact,
+                    Some("ImplementationSpecific") if use_regex => MatchKind::Regex,
                     Some("Prefix") | Some("ImplementationSpecific") => MatchKind::Prefix,
                     Some(other) => {
                         self.skip(
@@ -403,8 +406,18 @@ impl Builder<'_> {
                     }
                 };
                 // Requests are matched by their normalized path, so rules are too; a rule
-                // written otherwise is reported, as it would never match as written.
+                // written otherwise is reported, as it would never match as written. A regex
+                // is matched against that path as written.
                 let path = match crate::path::rule_path(path) {
+                    _ if kind == MatchKind::Regex => {
+                        let checked =
+                            crate::rules::regex_path(&self.ownership, &host_key, ingress, path);
+                        if let Err((reason, message)) = checked {
+                            self.skip(ingress, reason, format!("{at}: {message}"));
+                            continue;
+                        }
+                        std::borrow::Cow::Borrowed(path)
+                    }
                     Ok(normal) if normal == path => normal,
                     Ok(normal) => {
                         self.skip(
@@ -427,7 +440,7 @@ impl Builder<'_> {
                 };
                 let path: &str = &path;
                 let normalized = match kind {
-                    MatchKind::Exact => path.to_string(),
+                    MatchKind::Exact | MatchKind::Regex => path.to_string(),
                     MatchKind::Prefix => crate::routes::normalize_prefix(path).to_string(),
                 };
                 let older = self

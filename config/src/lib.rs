@@ -15,6 +15,7 @@
 //! - [`path`]: request paths normalized before matching (dot segments, slashes, escapes).
 //! - [`rules`]: per-route traffic rules (redirects, rewrites, header changes) of the policy
 //!   annotations, which fail closed.
+//! - [`regex_paths`]: the regex paths of a host, matched in one pass.
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
@@ -32,6 +33,7 @@ pub mod hostmap;
 pub mod model;
 pub mod ownership;
 pub mod path;
+pub mod regex_paths;
 pub mod report;
 pub mod routes;
 pub mod rules;

@@ -203,6 +203,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             let kind = match line.kind {
                 MatchKind::Exact => "Exact",
                 MatchKind::Prefix => "Prefix",
+                MatchKind::Regex => "Regex",
             };
             let _ = writeln!(
                 text,

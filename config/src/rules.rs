@@ -9,6 +9,7 @@
 //!
 //! | annotation | value |
 //! |---|---|
+//! | `sluice.dev/use-regex` | `"true"`: the Ingress's `ImplementationSpecific` paths are regexes ([`regex_path`]) |
 //! | `sluice.dev/permanent-redirect` | a URL or a path: 301 there (the backend is not contacted) |
 //! | `sluice.dev/permanent-redirect-code` | 301, 302, 303, 307 or 308 |
 //! | `sluice.dev/temporal-redirect` | a URL or a path: 302 there |
@@ -31,10 +32,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::annotations::{parse_bool, AnnotationError};
+use crate::finding::Reason;
 use crate::model::IngressInput;
 use crate::ownership::Ownership;
 use crate::routes::{HostKey, RouteTable};
 
+pub const USE_REGEX: &str = "sluice.dev/use-regex";
 pub const PERMANENT_REDIRECT: &str = "sluice.dev/permanent-redirect";
 pub const PERMANENT_REDIRECT_CODE: &str = "sluice.dev/permanent-redirect-code";
 pub const TEMPORAL_REDIRECT: &str = "sluice.dev/temporal-redirect";
@@ -212,9 +215,11 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
     let mut out = Vec::new();
     out.extend(p.redirect());
     out.extend(p.get(APP_ROOT, parse_path).map(Filter::AppRoot));
-    // `from-to-www-redirect` acts on hosts, not routes (see [`www_redirects`]); its value is
-    // checked here so a bad one fails closed like the others.
+    // `from-to-www-redirect` acts on hosts, not routes (see [`www_redirects`]), and `use-regex`
+    // on paths ([`regex_path`]); their values are checked here so a bad one fails closed like
+    // the others.
     p.get(FROM_TO_WWW_REDIRECT, |v| Ok(parse_bool(v)?));
+    p.get(USE_REGEX, |v| Ok(parse_bool(v)?));
     let target = p.get(REWRITE_TARGET, parse_target);
     let prefix = p.get(REWRITE_PREFIX, parse_prefix);
     if target.is_some() && prefix.is_some() {
@@ -499,6 +504,37 @@ fn parse_header_names(text: &str) -> Result<Vec<String>, RuleError> {
         out.push(name);
     }
     Ok(out)
+}
+
+/// Whether the Ingress's `ImplementationSpecific` paths are regexes (a bad value is reported by
+/// [`filters`]).
+pub fn use_regex(ingress: &IngressInput) -> bool {
+    ingress
+        .annotations
+        .get(USE_REGEX)
+        .is_some_and(|v| parse_bool(v) == Ok(true))
+}
+
+/// Checks a regex path of `ingress` on `host`: only the namespace that owns the host may add
+/// one, whatever `controller.cross_namespace_paths` allows for plain paths (a foreign `/.*`
+/// must not capture the owner's `/admin`), and the pattern must compile. `Err` is the finding.
+pub fn regex_path(
+    ownership: &Ownership,
+    host: &HostKey<'_>,
+    ingress: &IngressInput,
+    pattern: &str,
+) -> Result<(), (Reason, String)> {
+    let owner = crate::ownership::host_text(host).and_then(|h| ownership.owner(&h));
+    if let Some(owner) = owner.filter(|o| o.namespace != ingress.namespace) {
+        return Err((
+            Reason::HostNotOwned,
+            format!("regex path `{pattern}` is not served: the host is owned by {owner}"),
+        ));
+    }
+    crate::regex_paths::check(pattern).map_err(|e| {
+        let e = e.to_string().replace('\n', " ");
+        (Reason::InvalidPath, format!("regex path `{pattern}`: {e}"))
+    })
 }
 
 /// The counterpart of a host for `from-to-www-redirect`: `www.` added or removed. `None` for a

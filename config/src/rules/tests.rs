@@ -159,3 +159,115 @@ fn www_counterparts_add_or_remove_one_www_label() {
     );
     assert_eq!(www_counterpart("www.com"), None);
 }
+
+mod regex_paths {
+    use crate::build::build_with;
+    use crate::fixtures::{backend, class_policy, ingress, service};
+    use crate::model::Inputs;
+    use crate::ownership::CrossNamespacePaths;
+    use crate::BuildDefaults;
+
+    fn snapshot(ingresses: Vec<crate::model::IngressInput>) -> crate::Snapshot {
+        let inputs = Inputs {
+            ingresses,
+            services: ["a", "b"]
+                .iter()
+                .flat_map(|ns| {
+                    ["web", "admin", "api"].map(|s| service(ns, s).port("http", 80).build())
+                })
+                .collect(),
+            ..Inputs::default()
+        };
+        let defaults = BuildDefaults {
+            cross_namespace_paths: CrossNamespacePaths::Allow,
+            ..BuildDefaults::default()
+        };
+        build_with(&inputs, &class_policy(), &defaults)
+    }
+
+    fn service_of(s: &crate::Snapshot, path: &str) -> Option<String> {
+        let e = s.routes.find("h.test", path)?;
+        match s.target(e)? {
+            crate::Target::Pool(k) => Some(k.service.clone()),
+            crate::Target::Unresolved { .. } => None,
+        }
+    }
+
+    #[test]
+    fn exact_beats_regex_which_beats_prefix_across_ingresses() {
+        let s = snapshot(vec![
+            ingress("a", "plain")
+                .created(1)
+                .host("h.test")
+                .path("/", "Prefix", backend("web", 80))
+                .path("/api/v1/health", "Exact", backend("admin", 80))
+                .path("/api/v1/users", "Prefix", backend("web", 80))
+                .build(),
+            ingress("a", "regex")
+                .created(2)
+                .annotation("sluice.dev/use-regex", "true")
+                .host("h.test")
+                .path(
+                    "/api/v[0-9]+/",
+                    "ImplementationSpecific",
+                    backend("api", 80),
+                )
+                .path(
+                    "/api/v1/(admin|root)$",
+                    "ImplementationSpecific",
+                    backend("admin", 80),
+                )
+                .build(),
+        ]);
+        for (path, want) in [
+            ("/api/v1/health", "admin"),
+            ("/api/v1/users", "api"),
+            ("/api/v2/x", "api"),
+            ("/api/v1/admin", "admin"),
+            ("/api/v1/admin/x", "api"),
+            ("/other", "web"),
+        ] {
+            assert_eq!(service_of(&s, path).as_deref(), Some(want), "{path}");
+        }
+        assert!(s.skipped.is_empty(), "{:?}", s.skipped);
+    }
+
+    #[test]
+    fn a_foreign_namespace_cannot_add_regex_paths_even_where_plain_paths_are_allowed() {
+        let s = snapshot(vec![
+            ingress("a", "owner")
+                .created(1)
+                .host("h.test")
+                .path("/admin", "Prefix", backend("admin", 80))
+                .build(),
+            ingress("b", "foreign")
+                .created(2)
+                .annotation("sluice.dev/use-regex", "true")
+                .host("h.test")
+                .path("/.*", "ImplementationSpecific", backend("web", 80))
+                .path("/plain", "Prefix", backend("web", 80))
+                .build(),
+        ]);
+        assert_eq!(service_of(&s, "/admin/x").as_deref(), Some("admin"));
+        assert_eq!(service_of(&s, "/elsewhere"), None);
+        // Its plain path is served: `cross_namespace_paths` allows those.
+        assert_eq!(service_of(&s, "/plain").as_deref(), Some("web"));
+        let reasons: Vec<&str> = s.skipped.iter().map(|f| f.reason.as_str()).collect();
+        assert_eq!(reasons, ["HostNotOwned"]);
+    }
+
+    #[test]
+    fn an_invalid_regex_is_reported_and_its_path_left_out() {
+        let s = snapshot(vec![ingress("a", "bad")
+            .annotation("sluice.dev/use-regex", "true")
+            .host("h.test")
+            .path("/x(", "ImplementationSpecific", backend("web", 80))
+            .path("/ok/.*", "ImplementationSpecific", backend("api", 80))
+            .build()]);
+        assert_eq!(service_of(&s, "/ok/1").as_deref(), Some("api"));
+        assert_eq!(service_of(&s, "/x("), None);
+        assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+        assert_eq!(s.skipped[0].reason.as_str(), "InvalidPath");
+        assert!(s.skipped[0].message.contains("regex path `/x(`"));
+    }
+}

@@ -155,9 +155,10 @@ impl Router {
             return Decision::Refuse(refusal);
         }
         let path = match_path(ctx.path.as_deref().unwrap_or(req.uri.path()));
-        let Some((route, matched)) = live.routes.find_match(host, &path) else {
+        let Some(found) = live.routes.find_match(host, &path) else {
             return Decision::Refuse(Refusal::NoRoute);
         };
+        let route = found.route;
         if tls.is_none() && host_tls.is_some() && self.options.ssl_redirect {
             redirect |= route.ssl_redirect;
         }
@@ -166,7 +167,7 @@ impl Router {
             return Decision::Refuse(Refusal::HttpsRequired { location });
         }
         if !route.filters.is_empty() {
-            match rules::before_proxy(&route.filters, req, &path, matched, |_| None) {
+            match rules::before_proxy(&route.filters, req, &path, &found) {
                 Ok(target) => ctx.rewritten = target,
                 Err(refusal) => return Decision::Refuse(refusal),
             }

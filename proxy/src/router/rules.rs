@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use http::header;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
+use sluice_config::routes::PathMatch;
 
 use super::Refusal;
 use crate::route::{Filter, HeaderChanges};
@@ -53,14 +54,13 @@ pub(super) fn host_redirect(
 
 /// Applies the filters that act before anything is forwarded: `Err` with the answer (503 for an
 /// invalid policy, a redirect), else the request target to send upstream when a rewrite
-/// changes it. `path` is the path as matched, of which the rule covered the first `matched`
-/// bytes; `group(n)` is the regex path's capture group `n`, if any.
-pub(super) fn before_proxy<'a>(
+/// changes it. `path` is the path as matched and `found` what the rule matched of it (a regex
+/// path is run again for its capture groups only when a rewrite needs them).
+pub(super) fn before_proxy<R>(
     filters: &[Filter],
     req: &RequestHeader,
     path: &str,
-    matched: usize,
-    group: impl Fn(usize) -> Option<&'a str>,
+    found: &PathMatch<'_, R>,
 ) -> Result<Option<String>, Refusal> {
     let query = req.uri.query();
     let mut target = None;
@@ -89,8 +89,18 @@ pub(super) fn before_proxy<'a>(
                     location: root.clone(),
                 });
             }
-            Filter::RewriteTarget(t) => target = Some(rewrite_target(t, query, &group)),
-            Filter::RewritePrefix(p) => target = Some(rewrite_prefix(p, path, matched, query)),
+            Filter::RewriteTarget(t) => {
+                let captures = found.regex.and_then(|r| r.captures(path));
+                let group = |n| Some(captures.as_ref()?.get(n)?.as_str());
+                target = Some(rewrite_target(t, query, group));
+            }
+            Filter::RewritePrefix(p) => {
+                let matched = match found.regex {
+                    Some(r) => r.find(path).map_or(0, |m| m.end()),
+                    None => found.len,
+                };
+                target = Some(rewrite_prefix(p, path, matched, query));
+            }
             _ => {}
         }
     }

@@ -19,7 +19,8 @@ async fn one_ingress(paths: &[PathRule<'_>], annotations: &[(&str, &str)]) -> (B
     (web, Sluice::start(&manifests).await)
 }
 
-/// Backends `web` and `other`: Ingress `rules` on `r.test` sends `path` (Prefix) to `web`,
+/// Backends `web` and `other`: Ingress `rules` on `r.test` sends `path` (ImplementationSpecific:
+/// a prefix, or a regex with `use-regex`) to `web`,
 /// annotated; an older plain Ingress `rest` on the same host sends `/` to `other`.
 async fn beside_a_root_route(
     path: &str,
@@ -35,7 +36,7 @@ async fn beside_a_root_route(
                 "default",
                 "rules",
                 Some("r.test"),
-                &[(path, "Prefix", "web")],
+                &[(path, "ImplementationSpecific", "web")],
             ),
             annotations,
         ),
@@ -133,6 +134,51 @@ async fn a_rewrite_target_replaces_the_whole_path_and_keeps_the_query_unless_it_
     .await;
     let r = s.get("r.test", "/old/x?q=1").await;
     assert_eq!(uri(&r), "/new?fixed=1");
+}
+
+#[tokio::test]
+async fn a_rewrite_target_takes_the_capture_groups_of_a_regex_path() {
+    let (_web, other, s) = beside_a_root_route(
+        "/api(/|$)(.*)",
+        &[
+            ("sluice.dev/use-regex", "true"),
+            ("sluice.dev/rewrite-target", "/v2/$2"),
+        ],
+    )
+    .await;
+    for (path, want) in [
+        ("/api/users/7?x=1", "/v2/users/7?x=1"),
+        ("/api", "/v2/"),
+        ("/api/", "/v2/"),
+    ] {
+        let r = s.get("r.test", path).await;
+        assert_eq!(
+            (r.backend(), uri(&r)),
+            ("web".to_string(), want.to_string()),
+            "{path}"
+        );
+    }
+    // `(/|$)` keeps `/apix` out of the regex path: the root route serves it as sent.
+    let r = s.get("r.test", "/apix").await;
+    assert_eq!(
+        (r.backend(), uri(&r)),
+        ("other".to_string(), "/apix".to_string())
+    );
+    assert_eq!(other.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_dollar_anchors_a_regex_path_at_the_end() {
+    let (_web, _other, s) =
+        beside_a_root_route("/exact/[0-9]+$", &[("sluice.dev/use-regex", "true")]).await;
+    for (path, want) in [
+        ("/exact/42", "web"),
+        ("/exact/42/more", "other"),
+        ("/exact/x", "other"),
+        ("/pre/exact/42", "other"),
+    ] {
+        assert_eq!(s.get("r.test", path).await.backend(), want, "{path}");
+    }
 }
 
 #[tokio::test]
