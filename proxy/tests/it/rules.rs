@@ -51,6 +51,19 @@ async fn beside_a_root_route(
     (web, other, Sluice::start(&manifests).await)
 }
 
+/// Asserts, for each (path, backend, uri), which backend serves `r.test` + path and the
+/// request target it receives.
+async fn assert_served(s: &Sluice, cases: &[(&str, &str, &str)]) {
+    for (path, backend, want) in cases {
+        let r = s.get("r.test", path).await;
+        assert_eq!(
+            (r.backend(), uri(&r)),
+            (backend.to_string(), want.to_string()),
+            "{path}"
+        );
+    }
+}
+
 fn uri(r: &Reply) -> String {
     r.json()["uri"].as_str().unwrap_or_default().to_string()
 }
@@ -146,24 +159,17 @@ async fn a_rewrite_target_takes_the_capture_groups_of_a_regex_path() {
         ],
     )
     .await;
-    for (path, want) in [
-        ("/api/users/7?x=1", "/v2/users/7?x=1"),
-        ("/api", "/v2/"),
-        ("/api/", "/v2/"),
-    ] {
-        let r = s.get("r.test", path).await;
-        assert_eq!(
-            (r.backend(), uri(&r)),
-            ("web".to_string(), want.to_string()),
-            "{path}"
-        );
-    }
-    // `(/|$)` keeps `/apix` out of the regex path: the root route serves it as sent.
-    let r = s.get("r.test", "/apix").await;
-    assert_eq!(
-        (r.backend(), uri(&r)),
-        ("other".to_string(), "/apix".to_string())
-    );
+    assert_served(
+        &s,
+        &[
+            ("/api/users/7?x=1", "web", "/v2/users/7?x=1"),
+            ("/api", "web", "/v2/"),
+            ("/api/", "web", "/v2/"),
+            // `(/|$)` keeps `/apix` out of the regex path: the root route serves it as sent.
+            ("/apix", "other", "/apix"),
+        ],
+    )
+    .await;
     assert_eq!(other.hits(), 1);
 }
 
@@ -185,24 +191,17 @@ async fn a_dollar_anchors_a_regex_path_at_the_end() {
 async fn a_prefix_rewrite_replaces_the_matched_prefix_at_the_element_boundary() {
     let (_web, _other, s) =
         beside_a_root_route("/api", &[("sluice.dev/rewrite-prefix", "/v2")]).await;
-    for (path, want) in [
-        ("/api/users?x=1", "/v2/users?x=1"),
-        ("/api", "/v2"),
-        ("/api/", "/v2/"),
-    ] {
-        let r = s.get("r.test", path).await;
-        assert_eq!(
-            (r.backend(), uri(&r)),
-            ("web".to_string(), want.to_string()),
-            "{path}"
-        );
-    }
-    // `/apix` is not under the `/api` element: another route, unrewritten.
-    let r = s.get("r.test", "/apix").await;
-    assert_eq!(
-        (r.backend(), uri(&r)),
-        ("other".to_string(), "/apix".to_string())
-    );
+    assert_served(
+        &s,
+        &[
+            ("/api/users?x=1", "web", "/v2/users?x=1"),
+            ("/api", "web", "/v2"),
+            ("/api/", "web", "/v2/"),
+            // `/apix` is not under the `/api` element: another route, unrewritten.
+            ("/apix", "other", "/apix"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
