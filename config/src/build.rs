@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
+use crate::canary::{is_canary, Canary};
 use crate::finding::{Finding, Reason};
 use crate::health::{service_health_check, HealthCheckOverrides};
 use crate::model::{
@@ -133,6 +134,8 @@ pub struct Snapshot {
     pub tls: TlsPolicy,
     /// Everything not served as written, sorted.
     pub skipped: Vec<Finding>,
+    /// The canaries of rules, indexed by [`RouteEntry::canary`].
+    pub canaries: Vec<Canary>,
     /// Hosts that `sluice.dev/from-to-www-redirect` sends to a rule host: (from, to).
     pub host_redirects: BTreeMap<String, String>,
 }
@@ -204,6 +207,8 @@ pub fn build_refs(
         ))
     });
 
+    // Canaries own nothing: no host, no TLS name, no redirect (see [`crate::canary`]).
+    let primaries: Vec<&IngressInput> = served.iter().copied().filter(|i| !is_canary(i)).collect();
     let services: HashMap<(&str, &str), &ServiceInput> = inputs
         .services
         .iter()
@@ -227,11 +232,23 @@ pub fn build_refs(
         slices: &slices,
         nodes: &inputs.nodes,
         resolved: HashMap::new(),
-        ownership: Ownership::compute(&served, &defaults.host_owners),
+        ownership: Ownership::compute(&primaries, &defaults.host_owners),
         health_reported: BTreeSet::new(),
     };
 
+    let mut canaries = Vec::new();
     for (index, ingress) in served.iter().enumerate() {
+        if is_canary(ingress) {
+            // Added once every primary rule is in the table.
+            canaries.push(index);
+            b.snapshot.ingresses.push(ServedIngress {
+                object: ingress.object_ref(),
+                annotations: ingress.annotations.clone(),
+                ssl_redirect: false,
+                filters: Arc::new([]),
+            });
+            continue;
+        }
         let ssl_redirect = crate::tls::ssl_redirect(ingress).unwrap_or_else(|message| {
             b.skip(ingress, Reason::InvalidAnnotation, message);
             true
@@ -248,11 +265,14 @@ pub fn build_refs(
         });
         b.add_ingress(index, ingress);
     }
+    for index in canaries {
+        b.add_canary(index, served[index]);
+    }
     b.snapshot.routes.compile_regex_paths();
     b.snapshot.host_redirects =
-        crate::rules::www_redirects(&served, &b.snapshot.routes, &b.ownership);
+        crate::rules::www_redirects(&primaries, &b.snapshot.routes, &b.ownership);
     b.snapshot.tls = crate::tls::policy(
-        &served,
+        &primaries,
         &inputs.secrets,
         &b.ownership,
         &mut b.snapshot.skipped,
@@ -260,6 +280,8 @@ pub fn build_refs(
     b.snapshot.skipped.sort();
     b.snapshot
 }
+
+mod canaries;
 
 /// Where in an Ingress a finding is, formatted only when one is reported.
 #[derive(Debug, Clone, Copy)]
@@ -326,6 +348,7 @@ impl Builder<'_> {
             if !self.snapshot.routes.set_default_backend(RouteEntry {
                 target,
                 ingress: index,
+                canary: None,
             }) {
                 self.skip(
                     ingress,
@@ -464,6 +487,7 @@ impl Builder<'_> {
                     RouteEntry {
                         target,
                         ingress: index,
+                        canary: None,
                     },
                 );
                 debug_assert!(added, "a rule already served is refused above");

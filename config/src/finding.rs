@@ -63,6 +63,9 @@ pub enum Reason {
     HostNotOwned,
     /// A certificate whose names (SAN, or CN without SAN) do not cover a host it is listed for.
     CertificateNameMismatch,
+    /// A rule of a canary Ingress (`sluice.dev/canary`) without an identical rule of a
+    /// non-canary Ingress in the namespace that owns the host.
+    NoPrimary,
     /// A rule's path is not in normal form (`//`, `.`/`..` segments, escaped unreserved
     /// characters, path parameters): it is served as normalized, as requests are matched.
     NormalizedPath,
@@ -87,6 +90,7 @@ impl Reason {
             Reason::HostNotOwned => "HostNotOwned",
             Reason::CertificateNameMismatch => "CertificateNameMismatch",
             Reason::NormalizedPath => "NormalizedPath",
+            Reason::NoPrimary => "NoPrimary",
         }
     }
 }
@@ -119,7 +123,8 @@ impl Reason {
             | Reason::UnsupportedBackend
             | Reason::MissingNodePort
             | Reason::HostNotOwned
-            | Reason::InvalidPolicy => Effect::Skipped,
+            | Reason::InvalidPolicy
+            | Reason::NoPrimary => Effect::Skipped,
         }
     }
 }

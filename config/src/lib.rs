@@ -6,6 +6,7 @@
 //!   server) produce.
 //! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend
 //!   targets, ready endpoints, and every rule skipped with its reason.
+//! - [`canary`]: canary Ingresses, which split the traffic of another Ingress's rules.
 //! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
 //! - [`targets`]: `ip` or `instance` targets: a Service's pods, or its NodePort on Nodes.
 //! - `fixtures` (tests only, and the `fixtures` feature): builders of model inputs.
@@ -24,6 +25,7 @@
 
 pub mod annotations;
 pub mod build;
+pub mod canary;
 pub mod cidr;
 pub mod finding;
 #[cfg(any(test, feature = "fixtures"))]

@@ -122,6 +122,14 @@ impl<R> RegexPaths<R> {
             .map(|r| &r.entry)
     }
 
+    /// The entry of exactly this pattern, to change it.
+    pub fn get_mut(&mut self, pattern: &str) -> Option<&mut R> {
+        self.rules
+            .iter_mut()
+            .find(|r| &*r.pattern == pattern)
+            .map(|r| &mut r.entry)
+    }
+
     pub fn len(&self) -> usize {
         self.rules.len()
     }

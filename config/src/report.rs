@@ -54,10 +54,15 @@ fn describe_target(snapshot: &Snapshot, entry: &RouteEntry) -> String {
                 .get(entry.ingress)
                 .into_iter()
                 .flat_map(|i| i.filters.iter().map(ToString::to_string));
+            let canary = entry
+                .canary
+                .and_then(|c| snapshot.canaries.get(c))
+                .map(|c| describe_canary(snapshot, c));
             let policy = mode
                 .into_iter()
                 .chain(policy)
                 .chain(filters)
+                .chain(canary)
                 .filter(|p| !p.is_empty())
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -71,6 +76,34 @@ fn describe_target(snapshot: &Snapshot, entry: &RouteEntry) -> String {
         Some(Target::Unresolved { reason }) => format!("503: {reason}"),
         None => "503: unknown target".to_string(),
     }
+}
+
+/// A rule's canary: its Ingress, backend, and which requests it takes.
+fn describe_canary(snapshot: &Snapshot, canary: &crate::canary::Canary) -> String {
+    let ingress = snapshot
+        .ingresses
+        .get(canary.ingress)
+        .map(|i| i.object.to_string())
+        .unwrap_or_default();
+    let backend = match snapshot.targets.get(canary.target) {
+        Some(Target::Pool(key)) => key.to_string(),
+        _ => "503".to_string(),
+    };
+    let r = &canary.rule;
+    let mut by = Vec::new();
+    if let Some(h) = &r.header {
+        match &r.header_value {
+            Some(v) => by.push(format!("header {h}={v}")),
+            None => by.push(format!("header {h}")),
+        }
+    }
+    if let Some(c) = &r.cookie {
+        by.push(format!("cookie {c}"));
+    }
+    if r.weight > 0 {
+        by.push(format!("weight {}/{}", r.weight, r.total));
+    }
+    format!("canary {ingress} -> {backend} by {}", by.join(" "))
 }
 
 /// What an Ingress's annotations change for a route, empty when nothing is.

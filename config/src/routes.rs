@@ -47,6 +47,8 @@ pub struct RouteEntry {
     pub target: TargetId,
     /// Index of the Ingress that owns the rule in [`crate::build::Snapshot::ingresses`].
     pub ingress: usize,
+    /// Index of the rule's canary in [`crate::build::Snapshot::canaries`], if it has one.
+    pub canary: Option<usize>,
 }
 
 /// The paths of one host entry, each leading to an `R`: a [`RouteEntry`] in the snapshot, the
@@ -218,6 +220,16 @@ impl<R> HostRoutes<R> {
             MatchKind::Prefix if path == "/" => self.root.as_ref(),
             MatchKind::Prefix => self.prefix.get(path),
             MatchKind::Regex => self.regex.as_ref()?.get(path),
+        }
+    }
+
+    /// The entry of exactly this rule, to change it.
+    pub fn get_mut(&mut self, path: &str, kind: MatchKind) -> Option<&mut R> {
+        match kind {
+            MatchKind::Exact => self.exact.get_mut(path),
+            MatchKind::Prefix if path == "/" => self.root.as_mut(),
+            MatchKind::Prefix => self.prefix.get_mut(path),
+            MatchKind::Regex => self.regex.as_mut()?.get_mut(path),
         }
     }
 
@@ -451,7 +463,11 @@ mod tests {
     use super::*;
 
     fn entry(target: TargetId) -> RouteEntry {
-        RouteEntry { target, ingress: 0 }
+        RouteEntry {
+            target,
+            ingress: 0,
+            canary: None,
+        }
     }
 
     fn host(rules: &[(&str, MatchKind, TargetId)]) -> HostRoutes {

@@ -10,12 +10,15 @@
 //! Routes are shared between publishes: a route whose Ingress, policy and pool are unchanged is
 //! the same `Arc` in the next live state, and so is a host whose routes are all unchanged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use sluice_config::annotations::UpstreamPolicy;
+use sluice_config::canary::{Canary, CanaryRule};
 use sluice_config::model::ObjectRef;
 use sluice_config::rules;
+use sluice_config::{PoolKey, Snapshot, Target};
 
 use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
@@ -36,6 +39,39 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// Per-route request and response rules, applied in order.
     pub filters: Box<[Filter]>,
+    /// The rule's canary: another backend that takes some of its requests, after the filters.
+    pub canary: Option<CanaryRoute>,
+}
+
+/// The canary of a route ([`sluice_config::canary`]): its own pool, balancing and affinity
+/// (every other policy is its primary's), its own metrics, and which requests it takes.
+pub struct CanaryRoute {
+    /// The canary Ingress.
+    pub ingress: ObjectRef,
+    /// `None` when its backend could not be resolved: the requests it takes answer 503.
+    pub pool: Option<Arc<Pool>>,
+    pub policy: UpstreamPolicy,
+    pub rule: CanaryRule,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+impl CanaryRoute {
+    fn same_as(&self, other: &CanaryRoute) -> bool {
+        self.ingress == other.ingress
+            && self.policy == other.policy
+            && self.rule == other.rule
+            && Arc::ptr_eq(&self.metrics, &other.metrics)
+            && same_pool(&self.pool, &other.pool)
+    }
+}
+
+/// Whether two routes lead to the very same pool (or both to none).
+fn same_pool(a: &Option<Arc<Pool>>, b: &Option<Arc<Pool>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// A per-route rule applied to a request before it is forwarded, or to its response: the
@@ -125,19 +161,42 @@ fn compile_one(rule: &rules::Filter) -> Option<Filter> {
     })
 }
 
+/// The canary route of a snapshot's canary: its pool among `pools`, its metrics among
+/// `metrics` (by Ingress and target, as every route's). `None` when the snapshot holds no such
+/// Ingress or metrics.
+pub fn canary_route(
+    snapshot: &Snapshot,
+    canary: &Canary,
+    pools: &HashMap<PoolKey, Arc<Pool>>,
+    metrics: &HashMap<(usize, usize), Arc<RouteMetrics>>,
+) -> Option<CanaryRoute> {
+    let pool = match snapshot.targets.get(canary.target)? {
+        Target::Pool(key) => pools.get(key).cloned(),
+        Target::Unresolved { .. } => None,
+    };
+    Some(CanaryRoute {
+        ingress: snapshot.ingresses.get(canary.ingress)?.object.clone(),
+        pool,
+        policy: snapshot.policies.get(canary.target)?.clone(),
+        rule: canary.rule.clone(),
+        metrics: metrics.get(&(canary.ingress, canary.target))?.clone(),
+    })
+}
+
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 impl Route {
-    /// Whether `other` says the same as this route: same Ingress, policy, redirect, filters, and
-    /// the very same pool and metrics. A publish keeps the older `Arc` for such a route.
+    /// Whether `other` says the same as this route: same Ingress, policy, redirect, filters,
+    /// canary, and the very same pools and metrics. A publish keeps the older `Arc` for such a route.
     pub fn same_as(&self, other: &Route) -> bool {
         self.ingress == other.ingress
             && self.policy == other.policy
             && self.ssl_redirect == other.ssl_redirect
             && self.filters == other.filters
             && Arc::ptr_eq(&self.metrics, &other.metrics)
-            && match (&self.pool, &other.pool) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            && same_pool(&self.pool, &other.pool)
+            && match (&self.canary, &other.canary) {
+                (Some(a), Some(b)) => a.same_as(b),
                 (None, None) => true,
                 _ => false,
             }

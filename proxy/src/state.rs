@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use sluice_config::annotations::UpstreamPolicy;
+use sluice_config::canary::Canary;
 use sluice_config::health::{HealthCheck, HealthCheckOverrides};
 use sluice_config::model::{InputRefs, Inputs, ObjectRef};
 use sluice_config::routes::HostRoutes;
@@ -34,7 +35,7 @@ use sluice_config::{
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pool::Pool;
-use crate::route::{compile, Route};
+use crate::route::{canary_route, compile, Route};
 use crate::store::{Changes, Kind, Store};
 use crate::tls::{SecretMaterial, TlsStore, TlsStoreBuilder};
 
@@ -111,6 +112,8 @@ struct RouteIdentity {
     target: Target,
     policy: UpstreamPolicy,
     ssl_redirect: bool,
+    /// The rule's canary, as the snapshot describes it.
+    canary: Option<Canary>,
 }
 
 impl RouteIdentity {
@@ -524,7 +527,12 @@ fn route_metrics(
         .host_map()
         .iter()
         .flat_map(|(_, h)| h.iter().map(|(_, _, e)| *e))
-        .chain(snapshot.routes.default_backend().copied());
+        .chain(snapshot.routes.default_backend().copied())
+        .chain(snapshot.canaries.iter().map(|c| RouteEntry {
+            target: c.target,
+            ingress: c.ingress,
+            canary: None,
+        }));
     for e in entries {
         if out.contains_key(&(e.ingress, e.target)) {
             continue;
@@ -591,12 +599,17 @@ fn resolve_routes(
                 }),
             policy: snapshot.policy(e).cloned().unwrap_or_default(),
             ssl_redirect: ingress.is_none_or(|i| i.ssl_redirect),
+            canary: e.canary.and_then(|c| snapshot.canaries.get(c)).cloned(),
         };
         let pool = match &identity.target {
             Target::Pool(key) => writer.pools.get(key).cloned(),
             Target::Unresolved { .. } => None,
         };
         let route_metrics = metrics.get(&(e.ingress, e.target)).cloned();
+        let canary = identity
+            .canary
+            .as_ref()
+            .and_then(|c| canary_route(snapshot, c, &writer.pools, metrics));
         let fresh = |metrics: Arc<RouteMetrics>| Route {
             ingress: identity.ingress.clone(),
             pool: pool.clone(),
@@ -604,6 +617,7 @@ fn resolve_routes(
             ssl_redirect: identity.ssl_redirect,
             metrics,
             filters: ingress.map_or_else(|| Box::new([]) as Box<[_]>, |i| compile(&i.filters)),
+            canary,
         };
         // Every entry has its metrics (`route_metrics` walks the same table); a new handle
         // would only be a fallback.

@@ -13,7 +13,9 @@
 //! 5. the route's filters that answer by themselves: 503 for an invalid policy annotation
 //!    ([`Refusal::InvalidRoute`]), a redirect or the app root; a rewrite decides the upstream
 //!    request target (see `rules`; a `from-to-www-redirect` host is answered before step 3);
-//! 6. the route's policy onto the request context (timeouts, protocol, body limit, balancing
+//! 6. the route's canary, when it takes the request (by header, cookie, then weight), in place of
+//!    the route's pool, balancing, affinity and metrics;
+//! 7. the route's policy onto the request context (timeouts, protocol, body limit, balancing
 //!    pick, affinity cookie), then its pool, else 503 ([`Refusal::NoEndpoint`]).
 
 use std::sync::Arc;
@@ -22,11 +24,12 @@ use http::header;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use sluice_config::annotations::{BackendProtocol, Balance, CookieAffinity, HashBy};
+use sluice_config::canary::CanaryRule;
 use sluice_config::path::match_path;
 use sluice_config::tls::ClientAuthMode;
 
 use super::{rules, Refusal, RequestCtx, Router};
-use crate::pool::{hash_key, Pick, Pool};
+use crate::pool::{hash_key, random_unit, Pick, Pool};
 use crate::request::BodyLimit;
 use crate::tls::ConnTls;
 
@@ -93,6 +96,30 @@ pub(super) fn affinity_cookie(affinity: &CookieAffinity, token: u64) -> String {
         value.push_str(&format!("; Max-Age={}", age.as_secs().max(1)));
     }
     value
+}
+
+/// Whether a canary takes the request: by header, then by cookie, then by weight (see
+/// [`sluice_config::canary`]).
+fn canary_takes(rule: &CanaryRule, req: &RequestHeader) -> bool {
+    if let Some(value) = rule
+        .header
+        .as_ref()
+        .and_then(|h| req.headers.get(h.as_str()))
+    {
+        let value = value.as_bytes();
+        match &rule.header_value {
+            Some(want) if value == want.as_bytes() => return true,
+            None if value == b"always" => return true,
+            None if value == b"never" => return false,
+            _ => {}
+        }
+    }
+    match rule.cookie.as_ref().and_then(|c| cookie(req, c)) {
+        Some(b"always") => return true,
+        Some(b"never") => return false,
+        _ => {}
+    }
+    rule.weight > 0 && random_unit() * f64::from(rule.total) < f64::from(rule.weight)
 }
 
 /// Size of the request head as received: request line plus header lines.
@@ -173,9 +200,14 @@ impl Router {
             }
             ctx.filtered = Some(route.clone());
         }
-        ctx.route = Some(route.metrics.clone());
+        // The canary takes the request (after the primary's filters) with its own pool,
+        // balancing, affinity and metrics; every other policy is the primary's.
+        let (pool, policy, metrics) = match &route.canary {
+            Some(c) if canary_takes(&c.rule, req) => (&c.pool, &c.policy, &c.metrics),
+            _ => (&route.pool, &route.policy, &route.metrics),
+        };
+        ctx.route = Some(metrics.clone());
         {
-            let policy = &route.policy;
             ctx.timeouts = policy.timeouts;
             ctx.protocol = policy.protocol.unwrap_or_default();
             ctx.forward_raw_path = policy.forward_raw_path;
@@ -205,7 +237,7 @@ impl Router {
                 ctx.affinity = Some((a.clone(), token));
             }
         }
-        match &route.pool {
+        match pool {
             Some(pool) if !pool.is_empty() => Decision::Proxy(pool.clone()),
             _ => Decision::Refuse(Refusal::NoEndpoint),
         }

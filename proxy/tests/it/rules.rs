@@ -350,3 +350,111 @@ async fn from_to_www_redirect_keeps_https_for_a_name_in_the_same_tls_entry() {
     assert_eq!(r.headers["location"], "https://site.test/p?q=1");
     assert_eq!(web.hits(), 0);
 }
+
+/// Backends `stable` and `canary`; Ingress `web` on `c.test` sends `/` to `stable` with a
+/// response header, and Ingress `web-canary` is its canary to `canary`, annotated.
+async fn with_canary(annotations: &[(&str, &str)]) -> (Backend, Backend, Sluice) {
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let mut canary_annotations = vec![("sluice.dev/canary", "true")];
+    canary_annotations.extend_from_slice(annotations);
+    let manifests = [
+        service_with("default", "stable", &[stable.addr]),
+        service_with("default", "canary", &[canary.addr]),
+        annotate(
+            &ingress(
+                "default",
+                "web",
+                Some("c.test"),
+                &[("/", "Prefix", "stable")],
+            ),
+            &[("sluice.dev/response-headers", "X-Policy: primary")],
+        ),
+        annotate(
+            &ingress(
+                "default",
+                "web-canary",
+                Some("c.test"),
+                &[("/", "Prefix", "canary")],
+            ),
+            &canary_annotations,
+        ),
+    ]
+    .concat();
+    (stable, canary, Sluice::start(&manifests).await)
+}
+
+/// Which backend answers a request for `c.test` with these headers.
+async fn answered_by(s: &Sluice, headers: &[(&str, &str)]) -> String {
+    let mut req = request("c.test", "/");
+    for (k, v) in headers {
+        let name = hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap();
+        req.headers_mut().insert(name, v.parse().unwrap());
+    }
+    let r = H1::connect(s.addr).await.send(req).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The canary inherits the primary's filters.
+    assert_eq!(r.headers["x-policy"], "primary");
+    r.backend()
+}
+
+#[tokio::test]
+async fn a_canary_by_header_takes_always_and_leaves_never_and_the_rest_to_the_primary() {
+    let (_stable, _canary, s) = with_canary(&[("sluice.dev/canary-by-header", "X-Canary")]).await;
+    for (value, want) in [
+        (Some("always"), "canary"),
+        (Some("never"), "stable"),
+        (Some("other"), "stable"),
+        (None, "stable"),
+    ] {
+        let headers: Vec<(&str, &str)> = value.map(|v| ("x-canary", v)).into_iter().collect();
+        assert_eq!(answered_by(&s, &headers).await, want, "{value:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_canary_by_header_value_takes_only_that_value_then_the_cookie_decides() {
+    let (_stable, _canary, s) = with_canary(&[
+        ("sluice.dev/canary-by-header", "X-Canary"),
+        ("sluice.dev/canary-by-header-value", "blue"),
+        ("sluice.dev/canary-by-cookie", "canary"),
+    ])
+    .await;
+    for (headers, want) in [
+        (&[("x-canary", "blue")][..], "canary"),
+        (&[("x-canary", "always")][..], "stable"),
+        (
+            &[("x-canary", "green"), ("cookie", "canary=always")][..],
+            "canary",
+        ),
+        (
+            &[("x-canary", "blue"), ("cookie", "canary=never")][..],
+            "canary",
+        ),
+        (&[("cookie", "a=1; canary=always")][..], "canary"),
+        (&[("cookie", "canary=never")][..], "stable"),
+        (&[][..], "stable"),
+    ] {
+        assert_eq!(answered_by(&s, headers).await, want, "{headers:?}");
+    }
+}
+
+/// The weight's share measured over 2 000 requests lands within 3 points of it (the standard
+/// deviation of a 30% share over 2 000 draws is about 1 point). Ignoring the weight (0% or
+/// 100%) fails it.
+#[tokio::test]
+async fn a_canary_by_weight_takes_its_share_of_the_requests() {
+    let (stable, canary, s) = with_canary(&[("sluice.dev/canary-weight", "30")]).await;
+    let total = 2000;
+    // Connections are closed after `server.keepalive_requests` (1 000): one per 500 requests.
+    for _ in 0..total / 500 {
+        let mut conn = H1::connect(s.addr).await;
+        for _ in 0..500 {
+            let r = conn.get("c.test", "/").await.unwrap();
+            assert_eq!(r.status, 200);
+        }
+    }
+    assert_eq!(stable.hits() + canary.hits(), total);
+    let share = canary.hits() as f64 * 100.0 / total as f64;
+    assert!((share - 30.0).abs() <= 3.0, "canary share {share}%");
+}
