@@ -253,10 +253,11 @@ pub fn build_refs(
             b.skip(ingress, Reason::InvalidAnnotation, message);
             true
         });
-        let (filters, bad) = crate::rules::filters(&ingress.annotations);
+        let (mut filters, bad) = crate::rules::filters(&ingress.annotations);
         for bad in bad {
             b.skip(ingress, Reason::InvalidPolicy, bad.to_string());
         }
+        b.resolve_mirrors(ingress, &mut filters);
         b.snapshot.ingresses.push(ServedIngress {
             object: ingress.object_ref(),
             annotations: ingress.annotations.clone(),
@@ -282,6 +283,7 @@ pub fn build_refs(
 }
 
 mod canaries;
+mod mirrors;
 
 /// Where in an Ingress a finding is, formatted only when one is reported.
 #[derive(Debug, Clone, Copy)]

@@ -24,6 +24,7 @@
 //! | `sluice.dev/request-headers-remove` | `A, B`: removed from the upstream request |
 //! | `sluice.dev/response-headers` | `Name: value` lines set on the response |
 //! | `sluice.dev/response-headers-remove` | `A, B`: removed from the response |
+//! | `sluice.dev/mirror-target` | `service:port` (number or name): a copy of each request goes there |
 //!
 //! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target`, so an
 //! annotation cannot inject configuration.
@@ -32,8 +33,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::annotations::{parse_bool, AnnotationError};
+use crate::build::PoolKey;
 use crate::finding::Reason;
-use crate::model::IngressInput;
+use crate::model::{IngressInput, PortRef};
 use crate::ownership::Ownership;
 use crate::routes::{HostKey, RouteTable};
 
@@ -52,6 +54,7 @@ pub const REQUEST_HEADERS: &str = "sluice.dev/request-headers";
 pub const REQUEST_HEADERS_REMOVE: &str = "sluice.dev/request-headers-remove";
 pub const RESPONSE_HEADERS: &str = "sluice.dev/response-headers";
 pub const RESPONSE_HEADERS_REMOVE: &str = "sluice.dev/response-headers-remove";
+pub const MIRROR_TARGET: &str = "sluice.dev/mirror-target";
 
 /// The longest value of a URL, path or header an annotation may give, in bytes.
 pub const MAX_VALUE_BYTES: usize = 4096;
@@ -103,6 +106,14 @@ pub enum Filter {
     RequestHeaders(HeaderChanges),
     /// Headers set on and removed from the response to the client.
     ResponseHeaders(HeaderChanges),
+    /// A copy of each request (head and body) goes to one endpoint of this Service port of the
+    /// Ingress's namespace, fire-and-forget. `pool` is filled in when the snapshot resolves it;
+    /// `None`: it could not be (reported), and nothing is mirrored.
+    Mirror {
+        service: String,
+        port: PortRef,
+        pool: Option<PoolKey>,
+    },
 }
 
 /// Header names (lowercase) to set to a value, and to remove.
@@ -150,6 +161,7 @@ impl fmt::Display for Filter {
             Filter::UpstreamVhost(h) => write!(f, "upstream-vhost {h}"),
             Filter::RequestHeaders(c) => write!(f, "request headers {c}"),
             Filter::ResponseHeaders(c) => write!(f, "response headers {c}"),
+            Filter::Mirror { service, port, .. } => write!(f, "mirror {service}:{port}"),
         }
     }
 }
@@ -181,6 +193,8 @@ pub enum RuleError {
     TooLong,
     #[error("is set beside `{other}`; only one of the two may be")]
     Conflicts { other: &'static str },
+    #[error("is not `service:port` with a Service name and a port number or name")]
+    NotAServicePort,
     #[error("is set without `{needs}`")]
     Unused { needs: &'static str },
     #[error(transparent)]
@@ -244,6 +258,7 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
     out.extend(request.map(Filter::RequestHeaders));
     let response = p.header_changes(RESPONSE_HEADERS, RESPONSE_HEADERS_REMOVE);
     out.extend(response.map(Filter::ResponseHeaders));
+    out.extend(p.get(MIRROR_TARGET, parse_mirror));
     if p.bad.is_empty() {
         (out, p.bad)
     } else {
@@ -439,6 +454,28 @@ fn parse_vhost(text: &str) -> Result<String, RuleError> {
     } else {
         Err(RuleError::NotAHost)
     }
+}
+
+/// `service:port`, the port by number or by name.
+fn parse_mirror(text: &str) -> Result<Filter, RuleError> {
+    let (service, port) = text
+        .trim()
+        .split_once(':')
+        .ok_or(RuleError::NotAServicePort)?;
+    if !crate::routes::is_dns_label(service) || port.is_empty() {
+        return Err(RuleError::NotAServicePort);
+    }
+    let port = match port.parse::<i32>() {
+        Ok(n) if (1..=65535).contains(&n) => PortRef::Number(n),
+        Ok(_) => return Err(RuleError::NotAServicePort),
+        Err(_) if crate::routes::is_dns_label(port) => PortRef::Name(port.to_string()),
+        Err(_) => return Err(RuleError::NotAServicePort),
+    };
+    Ok(Filter::Mirror {
+        service: service.to_string(),
+        port,
+        pool: None,
+    })
 }
 
 /// An RFC 9110 token, as a header name is.

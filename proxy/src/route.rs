@@ -77,7 +77,7 @@ fn same_pool(a: &Option<Arc<Pool>>, b: &Option<Arc<Pool>>) -> bool {
 /// A per-route rule applied to a request before it is forwarded, or to its response: the
 /// Ingress's policy annotations ([`sluice_config::rules`]) compiled once at publish, so the
 /// request path parses no name or value. A route without filters pays nothing for them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Filter {
     /// A policy annotation of the Ingress is invalid: 503, never another route's backend.
     Invalid,
@@ -99,6 +99,41 @@ pub enum Filter {
     RequestHeaders(HeaderChanges),
     /// Headers set on and removed from the response to the client.
     ResponseHeaders(HeaderChanges),
+    /// A copy of each request goes to one endpoint of this pool ([`crate::mirror`]).
+    Mirror(Arc<Pool>),
+}
+
+impl PartialEq for Filter {
+    fn eq(&self, other: &Filter) -> bool {
+        use Filter::*;
+        match (self, other) {
+            (Invalid, Invalid) => true,
+            (
+                Redirect {
+                    status: a,
+                    location: b,
+                    keep_query: c,
+                },
+                Redirect {
+                    status: x,
+                    location: y,
+                    keep_query: z,
+                },
+            ) => (a, b, c) == (x, y, z),
+            (AppRoot(a), AppRoot(b))
+            | (RewriteTarget(a), RewriteTarget(b))
+            | (RewritePrefix(a), RewritePrefix(b)) => a == b,
+            (UpstreamVhost { host: a, sni: b }, UpstreamVhost { host: x, sni: y }) => {
+                (a, b) == (x, y)
+            }
+            (RequestHeaders(a), RequestHeaders(b)) | (ResponseHeaders(a), ResponseHeaders(b)) => {
+                a == b
+            }
+            // The same pool, not an equal one: a route is kept only with its very pools.
+            (Mirror(a), Mirror(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// Header changes with names and values already parsed.
@@ -108,11 +143,21 @@ pub struct HeaderChanges {
     pub remove: Vec<HeaderName>,
 }
 
-/// The route filters of an Ingress's rules. The names and values were validated when the
-/// snapshot was built; should one still not parse here, the route fails closed
-/// ([`Filter::Invalid`]).
-pub fn compile(rules: &[rules::Filter]) -> Box<[Filter]> {
-    let compiled: Option<Vec<Filter>> = rules.iter().map(compile_one).collect();
+/// The route filters of an Ingress's rules, mirrors sent to their pool among `pools`. The names
+/// and values were validated when the snapshot was built; should one still not parse here, the
+/// route fails closed ([`Filter::Invalid`]). A mirror whose pool the snapshot could not resolve
+/// (reported) is left out.
+pub fn compile(rules: &[rules::Filter], pools: &HashMap<PoolKey, Arc<Pool>>) -> Box<[Filter]> {
+    let compiled: Option<Vec<Filter>> = rules
+        .iter()
+        .filter_map(|rule| match rule {
+            rules::Filter::Mirror { pool, .. } => {
+                let pool = pools.get(pool.as_ref()?)?;
+                Some(Some(Filter::Mirror(pool.clone())))
+            }
+            rule => Some(compile_one(rule)),
+        })
+        .collect();
     compiled.unwrap_or_else(|| vec![Filter::Invalid]).into()
 }
 
@@ -158,6 +203,7 @@ fn compile_one(rule: &rules::Filter) -> Option<Filter> {
         },
         rules::Filter::RequestHeaders(c) => Filter::RequestHeaders(changes(c)?),
         rules::Filter::ResponseHeaders(c) => Filter::ResponseHeaders(changes(c)?),
+        rules::Filter::Mirror { .. } => return None,
     })
 }
 

@@ -616,7 +616,10 @@ fn resolve_routes(
             policy: identity.policy.clone(),
             ssl_redirect: identity.ssl_redirect,
             metrics,
-            filters: ingress.map_or_else(|| Box::new([]) as Box<[_]>, |i| compile(&i.filters)),
+            filters: ingress.map_or_else(
+                || Box::new([]) as Box<[_]>,
+                |i| compile(&i.filters, &writer.pools),
+            ),
             canary,
         };
         // Every entry has its metrics (`route_metrics` walks the same table); a new handle

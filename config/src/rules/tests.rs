@@ -271,3 +271,89 @@ mod regex_paths {
         assert!(s.skipped[0].message.contains("regex path `/x(`"));
     }
 }
+
+#[test]
+fn a_mirror_target_names_a_service_port_by_number_or_name() {
+    for (value, port) in [
+        ("shadow:8080", PortRef::Number(8080)),
+        ("shadow:http", PortRef::Name("http".into())),
+    ] {
+        let (f, bad) = parse(&[(MIRROR_TARGET, value)]);
+        assert_eq!(bad, vec![]);
+        assert_eq!(
+            f,
+            [Filter::Mirror {
+                service: "shadow".into(),
+                port,
+                pool: None
+            }]
+        );
+    }
+    for value in ["shadow", "shadow:0", "Shadow:80", "http://shadow/", ":80"] {
+        assert_eq!(
+            parse(&[(MIRROR_TARGET, value)]).0,
+            [Filter::Invalid],
+            "{value}"
+        );
+    }
+}
+
+#[test]
+fn a_mirror_resolves_to_its_pool_and_a_missing_service_is_reported_without_failing_closed() {
+    use crate::build::build;
+    use crate::fixtures::{backend, class_policy, ingress, service, slice};
+    use crate::model::Inputs;
+    let inputs = Inputs {
+        ingresses: vec![
+            ingress("a", "mirrored")
+                .annotation(MIRROR_TARGET, "shadow:80")
+                .host("m.test")
+                .path("/", "Prefix", backend("web", 80))
+                .build(),
+            ingress("a", "lost")
+                .annotation(MIRROR_TARGET, "ghost:80")
+                .host("l.test")
+                .path("/", "Prefix", backend("web", 80))
+                .build(),
+        ],
+        services: vec![
+            service("a", "web").port("http", 80).build(),
+            service("a", "shadow").port("http", 80).build(),
+        ],
+        slices: vec![slice("a", "shadow")
+            .port("http", 9000)
+            .endpoint("10.0.0.9", None)
+            .build()],
+        ..Inputs::default()
+    };
+    let s = build(&inputs, &class_policy());
+    let mirrored = s
+        .ingresses
+        .iter()
+        .find(|i| i.object.name == "mirrored")
+        .unwrap();
+    let Filter::Mirror {
+        pool: Some(key), ..
+    } = &mirrored.filters[0]
+    else {
+        panic!("{:?}", mirrored.filters);
+    };
+    assert_eq!(s.endpoints[key], ["10.0.0.9:9000".parse().unwrap()]);
+    let lost = s
+        .ingresses
+        .iter()
+        .find(|i| i.object.name == "lost")
+        .unwrap();
+    assert!(matches!(
+        &lost.filters[..],
+        [Filter::Mirror { pool: None, .. }]
+    ));
+    let found: Vec<(&str, &str)> = s
+        .skipped
+        .iter()
+        .map(|f| (f.ingress.name.as_str(), f.reason.as_str()))
+        .collect();
+    assert_eq!(found, [("lost", "MissingService")]);
+    // The Ingress keeps serving: a mirror never fails closed.
+    assert!(s.routes.find("l.test", "/").is_some());
+}

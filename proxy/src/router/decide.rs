@@ -29,6 +29,7 @@ use sluice_config::path::match_path;
 use sluice_config::tls::ClientAuthMode;
 
 use super::{rules, Refusal, RequestCtx, Router};
+use crate::mirror::Copy;
 use crate::pool::{hash_key, random_unit, Pick, Pool};
 use crate::request::BodyLimit;
 use crate::tls::ConnTls;
@@ -198,6 +199,7 @@ impl Router {
                 Ok(target) => ctx.rewritten = target,
                 Err(refusal) => return Decision::Refuse(refusal),
             }
+            ctx.mirror = rules::mirror(&route.filters).map(Copy::new);
             ctx.filtered = Some(route.clone());
         }
         // The canary takes the request (after the primary's filters) with its own pool,

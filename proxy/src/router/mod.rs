@@ -75,6 +75,7 @@ use tokio::sync::Notify;
 
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
+use crate::mirror::{Copy, Mirrors};
 use crate::pool::{InFlightEndpoint, Pick, Pool};
 use crate::request::{content_length, raw_host, request_host, request_path, BodyLimit};
 use crate::route::Route;
@@ -228,6 +229,8 @@ pub struct RequestCtx {
     filtered: Option<Arc<Route>>,
     /// The request target a rewrite filter sends upstream in place of the path.
     rewritten: Option<String>,
+    /// The copy of the request for the route's mirror, gathered while it is proxied.
+    mirror: Option<Copy>,
     /// The route's body limit and the body bytes read so far.
     body: BodyLimit,
     /// Time allowed between two body reads; `None` for GRPC and GRPCS routes.
@@ -262,6 +265,7 @@ pub struct Router {
     /// Metrics of requests that match no route.
     unrouted: Arc<RouteMetrics>,
     access_log: Option<AccessLog>,
+    mirrors: Mirrors,
 }
 
 impl Router {
@@ -272,7 +276,9 @@ impl Router {
         access_log: Option<AccessLog>,
     ) -> Router {
         let unrouted = Arc::new(state.metrics().route("", "", ""));
+        let mirrors = Mirrors::new(state.metrics().mirror_dropped.clone());
         Router {
+            mirrors,
             state,
             options,
             in_flight,
@@ -308,6 +314,7 @@ impl ProxyHttp for Router {
             forward_raw_path: false,
             filtered: None,
             rewritten: None,
+            mirror: None,
             body: BodyLimit::new(self.options.max_request_body_bytes),
             body_timeout: Some(self.options.client_body_timeout),
             upgraded: false,
@@ -415,6 +422,9 @@ impl ProxyHttp for Router {
         if let Some(route) = &ctx.filtered {
             rules::upstream_headers(&route.filters, upstream)?;
         }
+        if let Some(copy) = &mut ctx.mirror {
+            copy.head(upstream);
+        }
         Ok(())
     }
 
@@ -476,6 +486,9 @@ impl ProxyHttp for Router {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(chunk) = body {
+            if let Some(copy) = ctx.mirror.as_mut().filter(|_| !ctx.upgraded) {
+                copy.body(chunk);
+            }
             if !ctx.upgraded && ctx.body.add(chunk.len()) {
                 return Refusal::BodyTooLarge.raise(format!(
                     "request body over the limit of {} bytes",
@@ -557,6 +570,11 @@ impl ProxyHttp for Router {
 
     /// Counts the request and writes its access-log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // The mirror's copy leaves once the request has ended, so it never delays the client;
+        // a request whose body was refused is not copied.
+        if let Some(copy) = ctx.mirror.take().filter(|_| e.is_none()) {
+            self.mirrors.send(copy);
+        }
         let written = session.response_written().map(|r| r.status.as_u16());
         // A client that left before any response head was sent is a client abort, logged and
         // counted as 499 (as nginx does), never as an answer of the endpoint.

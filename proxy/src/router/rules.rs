@@ -9,11 +9,14 @@
 //!    the request target sent upstream;
 //! 3. when the upstream request is written, [`upstream_headers`] removes then sets its headers
 //!    and the upstream `Host`;
-//! 4. on the response head, [`response_headers`] removes then sets the client's headers.
+//! 4. on the response head, [`response_headers`] removes then sets the client's headers;
+//! 5. a route with a mirror gathers a copy of the request ([`mirror`], [`crate::mirror`]), sent
+//!    when the request ends.
 //!
 //! Rewrites start from the path as matched (normalized, path parameters removed).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::header;
 use pingora_error::Result;
@@ -21,6 +24,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use sluice_config::routes::PathMatch;
 
 use super::Refusal;
+use crate::pool::Pool;
 use crate::route::{Filter, HeaderChanges};
 use crate::router::RedirectStatus;
 
@@ -191,6 +195,14 @@ pub(super) fn response_headers(filters: &[Filter], response: &mut ResponseHeader
         }
     }
     Ok(())
+}
+
+/// The pool of the route's mirror, if it has one.
+pub(super) fn mirror(filters: &[Filter]) -> Option<Arc<Pool>> {
+    filters.iter().find_map(|f| match f {
+        Filter::Mirror(pool) => Some(pool.clone()),
+        _ => None,
+    })
 }
 
 /// The server name a TLS upstream is sent when `upstream-vhost` names one.

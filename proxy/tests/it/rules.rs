@@ -1,6 +1,7 @@
 //! Per-route traffic rules over real sockets: redirects, rewrites, header changes and the
 //! fail-closed answer of an invalid policy annotation.
 
+use crate::requests::Recorder;
 use crate::support::pki::{https_get, ClientTls};
 use crate::support::*;
 use crate::tls::{https, tls_ingress_in, tls_settings};
@@ -457,4 +458,88 @@ async fn a_canary_by_weight_takes_its_share_of_the_requests() {
     assert_eq!(stable.hits() + canary.hits(), total);
     let share = canary.hits() as f64 * 100.0 / total as f64;
     assert!((share - 30.0).abs() <= 3.0, "canary share {share}%");
+}
+
+async fn with_mirror(mirror: std::net::SocketAddr) -> (Backend, Sluice) {
+    let web = Backend::start("web").await;
+    let manifests = [
+        service_with("default", "web", &[web.addr]),
+        service_with("default", "mirror", &[mirror]),
+        annotate(
+            &ingress(
+                "default",
+                "rules",
+                Some("m.test"),
+                &[("/", "Prefix", "web")],
+            ),
+            &[
+                ("sluice.dev/mirror-target", "mirror:http"),
+                ("sluice.dev/request-headers", "X-Tenant: blue"),
+            ],
+        ),
+    ]
+    .concat();
+    (web, Sluice::start(&manifests).await)
+}
+
+fn post(path: &str, body: &'static str) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "m.test")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_mirror_receives_what_the_primary_receives() {
+    let mirror = Recorder::start().await;
+    let (_web, s) = with_mirror(mirror.addr).await;
+    let r = H1::connect(s.addr)
+        .await
+        .send(post("/orders?id=7", "{\"n\":1}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["uri"], "/orders?id=7");
+    let seen = eventually(STEP, "the mirror's copy", || {
+        let seen = mirror.received();
+        async move { (!seen.is_empty()).then_some(seen) }
+    })
+    .await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let copy = &seen[0];
+    assert_eq!(copy.line, "POST /orders?id=7 HTTP/1.1");
+    let header = |name: &str| {
+        copy.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    // What the primary received: the filters' headers and sluice's forwarding headers.
+    assert_eq!(r.upstream_header("x-tenant"), ["blue"]);
+    assert_eq!(header("x-tenant"), Some("blue"));
+    assert_eq!(header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(header("host"), Some("m.test"));
+    assert_eq!(copy.body, b"{\"n\":1}");
+}
+
+#[tokio::test]
+async fn a_dead_mirror_changes_nothing_for_the_client_and_is_counted() {
+    let (_web, s) = with_mirror(dead_addr().await).await;
+    for _ in 0..3 {
+        let r = H1::connect(s.addr)
+            .await
+            .send(post("/x", "body"))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.backend()), (200, "web".to_string()));
+    }
+    eventually(STEP, "three failed copies counted", || async {
+        let text = scrape(&s).await;
+        (sample(&text, "sluice_mirror_dropped_total{reason=\"failed\"}") == Some(3.0)).then_some(())
+    })
+    .await;
 }
