@@ -353,12 +353,18 @@ async fn from_to_www_redirect_keeps_https_for_a_name_in_the_same_tls_entry() {
 }
 
 /// Backends `stable` and `canary`; Ingress `web` on `c.test` sends `/` to `stable` with a
-/// response header, and Ingress `web-canary` is its canary to `canary`, annotated.
-async fn with_canary(annotations: &[(&str, &str)]) -> (Backend, Backend, Sluice) {
+/// response header (and `primary` annotations), and Ingress `web-canary` is its canary to
+/// `canary`, annotated.
+async fn with_canary(
+    primary: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> (Backend, Backend, Sluice) {
     let stable = Backend::start("stable").await;
     let canary = Backend::start("canary").await;
     let mut canary_annotations = vec![("sluice.dev/canary", "true")];
     canary_annotations.extend_from_slice(annotations);
+    let mut primary_annotations = vec![("sluice.dev/response-headers", "X-Policy: primary")];
+    primary_annotations.extend_from_slice(primary);
     let manifests = [
         service_with("default", "stable", &[stable.addr]),
         service_with("default", "canary", &[canary.addr]),
@@ -369,7 +375,7 @@ async fn with_canary(annotations: &[(&str, &str)]) -> (Backend, Backend, Sluice)
                 Some("c.test"),
                 &[("/", "Prefix", "stable")],
             ),
-            &[("sluice.dev/response-headers", "X-Policy: primary")],
+            &primary_annotations,
         ),
         annotate(
             &ingress(
@@ -401,7 +407,8 @@ async fn answered_by(s: &Sluice, headers: &[(&str, &str)]) -> String {
 
 #[tokio::test]
 async fn a_canary_by_header_takes_always_and_leaves_never_and_the_rest_to_the_primary() {
-    let (_stable, _canary, s) = with_canary(&[("sluice.dev/canary-by-header", "X-Canary")]).await;
+    let (_stable, _canary, s) =
+        with_canary(&[], &[("sluice.dev/canary-by-header", "X-Canary")]).await;
     for (value, want) in [
         (Some("always"), "canary"),
         (Some("never"), "stable"),
@@ -415,11 +422,14 @@ async fn a_canary_by_header_takes_always_and_leaves_never_and_the_rest_to_the_pr
 
 #[tokio::test]
 async fn a_canary_by_header_value_takes_only_that_value_then_the_cookie_decides() {
-    let (_stable, _canary, s) = with_canary(&[
-        ("sluice.dev/canary-by-header", "X-Canary"),
-        ("sluice.dev/canary-by-header-value", "blue"),
-        ("sluice.dev/canary-by-cookie", "canary"),
-    ])
+    let (_stable, _canary, s) = with_canary(
+        &[],
+        &[
+            ("sluice.dev/canary-by-header", "X-Canary"),
+            ("sluice.dev/canary-by-header-value", "blue"),
+            ("sluice.dev/canary-by-cookie", "canary"),
+        ],
+    )
     .await;
     for (headers, want) in [
         (&[("x-canary", "blue")][..], "canary"),
@@ -445,7 +455,7 @@ async fn a_canary_by_header_value_takes_only_that_value_then_the_cookie_decides(
 /// 100%) fails it.
 #[tokio::test]
 async fn a_canary_by_weight_takes_its_share_of_the_requests() {
-    let (stable, canary, s) = with_canary(&[("sluice.dev/canary-weight", "30")]).await;
+    let (stable, canary, s) = with_canary(&[], &[("sluice.dev/canary-weight", "30")]).await;
     let total = 2000;
     // Connections are closed after `server.keepalive_requests` (1 000): one per 500 requests.
     for _ in 0..total / 500 {
@@ -542,4 +552,41 @@ async fn a_dead_mirror_changes_nothing_for_the_client_and_is_counted() {
         (sample(&text, "sluice_mirror_dropped_total{reason=\"failed\"}") == Some(3.0)).then_some(())
     })
     .await;
+}
+
+/// Each pool keeps its own affinity cookie: the primary's never names a canary endpoint and the
+/// canary's never overwrites the primary's (both use the default name otherwise).
+#[tokio::test]
+async fn a_canarys_affinity_cookie_is_its_own() {
+    let affinity = [("sluice.dev/affinity", "cookie")];
+    let (_stable, _canary, s) = with_canary(
+        &affinity,
+        &[
+            ("sluice.dev/affinity", "cookie"),
+            ("sluice.dev/canary-by-header", "X-Canary"),
+        ],
+    )
+    .await;
+    let set_cookie = |r: &Reply| {
+        r.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split('=')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let r = s.get("c.test", "/").await;
+    assert_eq!(
+        (r.backend(), set_cookie(&r)),
+        ("stable".into(), "SLUICE_AFFINITY".into())
+    );
+    let mut req = request("c.test", "/");
+    req.headers_mut()
+        .insert("x-canary", "always".parse().unwrap());
+    let r = H1::connect(s.addr).await.send(req).await.unwrap();
+    assert_eq!(
+        (r.backend(), set_cookie(&r)),
+        ("canary".into(), "SLUICE_AFFINITY_CANARY".into())
+    );
 }
