@@ -41,10 +41,19 @@ pub(super) fn upstream_request(
 ) -> Result<()> {
     let original = session.req_header();
     let target = match &ctx.rewritten {
-        Some(t) => Some(
-            t.parse::<http::Uri>()
-                .or_err(ErrorType::InvalidHTTPHeader, "rewritten request target")?,
-        ),
+        // The rewritten target in place of the path and query; an HTTP/2 request keeps its
+        // scheme and authority, as `upstream_target` keeps them.
+        Some(t) => {
+            let mut parts = original.uri.clone().into_parts();
+            parts.path_and_query = Some(
+                t.parse()
+                    .or_err(ErrorType::InvalidHTTPHeader, "rewritten request target")?,
+            );
+            Some(
+                http::Uri::from_parts(parts)
+                    .or_err(ErrorType::InvalidHTTPHeader, "rewritten request target")?,
+            )
+        }
         None => upstream_target(original, ctx.path.as_deref(), ctx.forward_raw_path)?,
     };
     if let Some(uri) = target {

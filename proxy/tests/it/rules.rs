@@ -205,6 +205,17 @@ async fn a_prefix_rewrite_replaces_the_matched_prefix_at_the_element_boundary() 
     .await;
 }
 
+/// Over HTTP/2 the rewritten target keeps the request's scheme and authority: the backend
+/// gets the rewritten path for the routed host.
+#[tokio::test]
+async fn a_rewrite_applies_to_http2_requests_too() {
+    let (_web, _other, s) =
+        beside_a_root_route("/api", &[("sluice.dev/rewrite-prefix", "/v2")]).await;
+    let r = get_h2c(s.addr, "r.test", "/api/users?x=1").await;
+    assert_eq!((r.status, uri(&r)), (200, "/v2/users?x=1".to_string()));
+    assert_eq!(r.upstream_header("host"), ["r.test"]);
+}
+
 #[tokio::test]
 async fn request_headers_are_set_and_removed_on_the_way_upstream() {
     let (_web, s) = one_ingress(
