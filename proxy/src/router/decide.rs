@@ -199,7 +199,7 @@ impl Router {
                 Ok(target) => ctx.rewritten = target,
                 Err(refusal) => return Decision::Refuse(refusal),
             }
-            ctx.mirror = rules::mirror(&route.filters).map(Copy::new);
+            ctx.mirror = rules::mirror(&route.filters).map(|pool| Box::new(Copy::new(pool)));
             ctx.filtered = Some(route.clone());
         }
         // The canary takes the request (after the primary's filters) with its own pool,

@@ -229,8 +229,9 @@ pub struct RequestCtx {
     filtered: Option<Arc<Route>>,
     /// The request target a rewrite filter sends upstream in place of the path.
     rewritten: Option<String>,
-    /// The copy of the request for the route's mirror, gathered while it is proxied.
-    mirror: Option<Copy>,
+    /// The copy of the request for the route's mirror, gathered while it is proxied (boxed:
+    /// the context of every other request stays small).
+    mirror: Option<Box<Copy>>,
     /// The route's body limit and the body bytes read so far.
     body: BodyLimit,
     /// Time allowed between two body reads; `None` for GRPC and GRPCS routes.
@@ -573,7 +574,7 @@ impl ProxyHttp for Router {
         // The mirror's copy leaves once the request has ended, so it never delays the client;
         // a request whose body was refused is not copied.
         if let Some(copy) = ctx.mirror.take().filter(|_| e.is_none()) {
-            self.mirrors.send(copy);
+            self.mirrors.send(*copy);
         }
         let written = session.response_written().map(|r| r.status.as_u16());
         // A client that left before any response head was sent is a client abort, logged and
