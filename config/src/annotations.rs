@@ -226,6 +226,14 @@ pub enum AnnotationError {
     NotAThreshold,
     #[error("is not a list of statuses and ranges such as 200,204 or 200-399")]
     NotSuccessCodes,
+    #[error("is not a header name")]
+    NotAHeaderName,
+    #[error("is not a header value of visible characters")]
+    NotAHeaderValue,
+    #[error("is not a whole number (a total must be positive)")]
+    NotAWeight,
+    #[error("is over the weight total; the total is used")]
+    WeightOverTotal,
 }
 
 /// An annotation whose value is not used, with why.

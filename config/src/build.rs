@@ -10,8 +10,10 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use crate::annotations::{upstream_policy, BackendProtocol, UpstreamPolicy};
+use crate::canary::{is_canary, Canary};
 use crate::finding::{Finding, Reason};
 use crate::health::{service_health_check, HealthCheckOverrides};
 use crate::hostmap::{HostKey, HostName};
@@ -21,6 +23,7 @@ use crate::model::{
 };
 use crate::ownership::{host_text, CrossNamespacePaths, HostOwners, Ownership};
 use crate::routes::{parse_rule_host, MatchKind, RouteEntry, RouteTable, TargetId};
+use crate::rules::Filter;
 use crate::targets::TargetType;
 use crate::tls::TlsPolicy;
 
@@ -105,6 +108,9 @@ pub struct ServedIngress {
     /// Whether its routes redirect plain HTTP to https on hosts with TLS
     /// (`sluice.dev/ssl-redirect`).
     pub ssl_redirect: bool,
+    /// The per-route rules of its policy annotations ([`crate::rules`]), carried by each of its
+    /// routes.
+    pub filters: Arc<[Filter]>,
 }
 
 /// An immutable description of everything the proxy should do, built whole and swapped whole.
@@ -129,6 +135,10 @@ pub struct Snapshot {
     pub tls: TlsPolicy,
     /// Everything not served as written, sorted.
     pub skipped: Vec<Finding>,
+    /// The canaries of rules, indexed by [`RouteEntry::canary`].
+    pub canaries: Vec<Canary>,
+    /// Hosts that `sluice.dev/from-to-www-redirect` sends to a rule host: (from, to).
+    pub host_redirects: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -243,6 +253,8 @@ fn build_scoped(
 ) -> Snapshot {
     let served = served_oldest_first(inputs, policy);
 
+    // Canaries own nothing: no host, no TLS name, no redirect (see [`crate::canary`]).
+    let primaries: Vec<&IngressInput> = served.iter().copied().filter(|i| !is_canary(i)).collect();
     let services: HashMap<(&str, &str), &ServiceInput> = inputs
         .services
         .iter()
@@ -266,26 +278,51 @@ fn build_scoped(
         slices: &slices,
         nodes: &inputs.nodes,
         resolved: HashMap::new(),
-        ownership: Ownership::compute(&served, &defaults.host_owners),
+        ownership: Ownership::compute(&primaries, &defaults.host_owners),
         health_reported: BTreeSet::new(),
         only,
     };
 
+    let mut canaries = Vec::new();
     for (index, ingress) in served.iter().enumerate() {
+        if is_canary(ingress) {
+            // Added once every primary rule is in the table.
+            canaries.push(index);
+            b.snapshot.ingresses.push(ServedIngress {
+                object: ingress.object_ref(),
+                annotations: ingress.annotations.clone(),
+                ssl_redirect: false,
+                filters: Arc::new([]),
+            });
+            continue;
+        }
         let ssl_redirect = crate::tls::ssl_redirect(ingress).unwrap_or_else(|message| {
             b.skip(ingress, Reason::InvalidAnnotation, message);
             true
         });
+        let (mut filters, bad) = crate::rules::filters(&ingress.annotations);
+        for bad in bad {
+            b.skip(ingress, Reason::InvalidPolicy, bad.to_string());
+        }
+        b.resolve_mirrors(ingress, &mut filters);
         b.snapshot.ingresses.push(ServedIngress {
             object: ingress.object_ref(),
             annotations: ingress.annotations.clone(),
             ssl_redirect,
+            filters: filters.into(),
         });
         b.add_ingress(index, ingress);
     }
+    for index in canaries {
+        b.add_canary(index, served[index]);
+    }
+    b.snapshot.routes.compile_regex_paths();
+    // What crosses hosts is left to whole builds (see `build_hosts`).
     if only.is_none() {
+        b.snapshot.host_redirects =
+            crate::rules::www_redirects(&primaries, &b.snapshot.routes, &b.ownership);
         b.snapshot.tls = crate::tls::policy(
-            &served,
+            &primaries,
             &inputs.secrets,
             &b.ownership,
             &mut b.snapshot.skipped,
@@ -294,6 +331,9 @@ fn build_scoped(
     b.snapshot.skipped.sort();
     b.snapshot
 }
+
+mod canaries;
+mod mirrors;
 
 /// Where in an Ingress a finding is, formatted only when one is reported.
 #[derive(Debug, Clone, Copy)]
@@ -344,6 +384,7 @@ impl Builder<'_> {
 
     fn add_ingress(&mut self, index: usize, ingress: &IngressInput) {
         self.resolved.clear();
+        let use_regex = crate::rules::use_regex(ingress);
         let (policy, bad) = upstream_policy(&ingress.annotations);
         for b in bad {
             self.skip(ingress, Reason::InvalidAnnotation, b.to_string());
@@ -365,6 +406,7 @@ impl Builder<'_> {
             if !self.snapshot.routes.set_default_backend(RouteEntry {
                 target,
                 ingress: index,
+                canary: None,
             }) {
                 self.skip(
                     ingress,
@@ -409,6 +451,7 @@ impl Builder<'_> {
                 let at = At::Path(ri, pi);
                 let kind = match p.path_type.as_deref() {
                     Some("Exact") => MatchKind::Exact,
+                    Some("ImplementationSpecific") if use_regex => MatchKind::Regex,
                     Some("Prefix") | Some("ImplementationSpecific") => MatchKind::Prefix,
                     Some(other) => {
                         self.skip(
@@ -450,8 +493,18 @@ impl Builder<'_> {
                     }
                 };
                 // Requests are matched by their normalized path, so rules are too; a rule
-                // written otherwise is reported, as it would never match as written.
+                // written otherwise is reported, as it would never match as written. A regex
+                // is matched against that path as written.
                 let path = match crate::path::rule_path(path) {
+                    _ if kind == MatchKind::Regex => {
+                        let checked =
+                            crate::rules::regex_path(&self.ownership, &host_key, ingress, path);
+                        if let Err((reason, message)) = checked {
+                            self.skip(ingress, reason, format!("{at}: {message}"));
+                            continue;
+                        }
+                        std::borrow::Cow::Borrowed(path)
+                    }
                     Ok(normal) if normal == path => normal,
                     Ok(normal) => {
                         self.skip(
@@ -474,7 +527,7 @@ impl Builder<'_> {
                 };
                 let path: &str = &path;
                 let normalized = match kind {
-                    MatchKind::Exact => path.to_string(),
+                    MatchKind::Exact | MatchKind::Regex => path.to_string(),
                     MatchKind::Prefix => crate::routes::normalize_prefix(path).to_string(),
                 };
                 let older = self
@@ -498,6 +551,7 @@ impl Builder<'_> {
                     RouteEntry {
                         target,
                         ingress: index,
+                        canary: None,
                     },
                 );
                 debug_assert!(added, "a rule already served is refused above");

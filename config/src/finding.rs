@@ -11,7 +11,8 @@ use crate::model::ObjectRef;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Effect {
     /// The rule, path or entry is not served as written: it is left out, or answers 503 where
-    /// its backend cannot be resolved (never a shorter path's backend).
+    /// its backend cannot be resolved or a policy annotation of its Ingress is invalid (never a
+    /// shorter path's backend).
     Skipped,
     /// It is served with a default in place of the bad value: the default of an annotation (a
     /// client-auth annotation fails closed instead, see [`crate::tls`]), the default
@@ -44,6 +45,10 @@ pub enum Reason {
     ConflictingRule,
     /// A `sluice.dev/` annotation with a value sluice does not accept.
     InvalidAnnotation,
+    /// A `sluice.dev/` policy annotation ([`crate::rules`]) with a value sluice does not
+    /// accept: the Ingress's routes answer 503 (fail closed). Reported under the same name as
+    /// [`Reason::InvalidAnnotation`].
+    InvalidPolicy,
     /// A Secret named by `spec.tls` or an annotation does not exist.
     MissingSecret,
     /// A Secret that exists but cannot serve: wrong type, missing keys, malformed or mismatched
@@ -58,6 +63,9 @@ pub enum Reason {
     HostNotOwned,
     /// A certificate whose names (SAN, or CN without SAN) do not cover a host it is listed for.
     CertificateNameMismatch,
+    /// A rule of a canary Ingress (`sluice.dev/canary`) without an identical rule of a
+    /// non-canary Ingress in the namespace that owns the host.
+    NoPrimary,
     /// A rule's path is not in normal form (`//`, `.`/`..` segments, escaped unreserved
     /// characters, path parameters): it is served as normalized, as requests are matched.
     NormalizedPath,
@@ -74,7 +82,7 @@ impl Reason {
             Reason::MissingPort => "MissingPort",
             Reason::UnsupportedBackend => "UnsupportedBackend",
             Reason::ConflictingRule => "ConflictingRule",
-            Reason::InvalidAnnotation => "InvalidAnnotation",
+            Reason::InvalidAnnotation | Reason::InvalidPolicy => "InvalidAnnotation",
             Reason::MissingSecret => "MissingSecret",
             Reason::InvalidSecret => "InvalidSecret",
             Reason::UnknownAppProtocol => "UnknownAppProtocol",
@@ -82,6 +90,7 @@ impl Reason {
             Reason::HostNotOwned => "HostNotOwned",
             Reason::CertificateNameMismatch => "CertificateNameMismatch",
             Reason::NormalizedPath => "NormalizedPath",
+            Reason::NoPrimary => "NoPrimary",
         }
     }
 }
@@ -113,7 +122,9 @@ impl Reason {
             | Reason::MissingPort
             | Reason::UnsupportedBackend
             | Reason::MissingNodePort
-            | Reason::HostNotOwned => Effect::Skipped,
+            | Reason::HostNotOwned
+            | Reason::InvalidPolicy
+            | Reason::NoPrimary => Effect::Skipped,
         }
     }
 }

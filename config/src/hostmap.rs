@@ -220,6 +220,13 @@ impl<T> HostMap<T> {
             .chain(self.any.iter().map(|v| (HostKey::Any, v)))
     }
 
+    /// Calls `f` on every entry.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
+        self.exact.values_mut().for_each(&mut f);
+        self.wildcards.values_mut().for_each(&mut f);
+        self.any.iter_mut().for_each(f);
+    }
+
     /// Every entry as (host as written, value), sorted by host, the host-less entry last as `*`.
     pub fn sorted(&self) -> Vec<(String, &T)> {
         let mut out: Vec<(String, &T)> = self

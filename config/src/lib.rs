@@ -6,6 +6,7 @@
 //!   server) produce.
 //! - [`build`]: one pure function from inputs to an immutable [`Snapshot`]: routes, backend
 //!   targets, ready endpoints, and every rule skipped with its reason.
+//! - [`canary`]: canary Ingresses, which split the traffic of another Ingress's rules.
 //! - [`annotations`]: per-Ingress annotations (upstream timeouts), parsed while building.
 //! - [`targets`]: `ip` or `instance` targets: a Service's pods, or its NodePort on Nodes.
 //! - `fixtures` (tests only, and the `fixtures` feature): builders of model inputs.
@@ -13,6 +14,9 @@
 //! - [`health`]: per-Service active health checks (annotations and their settings defaults).
 //! - [`ownership`]: which namespace owns a host (its TLS policy, and with `deny` its routes).
 //! - [`path`]: request paths normalized before matching (dot segments, slashes, escapes).
+//! - [`rules`]: per-route traffic rules (redirects, rewrites, header changes) of the policy
+//!   annotations, which fail closed.
+//! - [`regex_paths`]: the regex paths of a host, matched in one pass.
 //! - [`routes`]: the route table and `find`, with the matching precedence documented there.
 //! - [`tls`]: which certificates serve which names, client authentication, redirects, and the
 //!   order in which certificates covering the same name are chosen.
@@ -21,6 +25,7 @@
 
 pub mod annotations;
 pub mod build;
+pub mod canary;
 pub mod cidr;
 pub mod finding;
 #[cfg(any(test, feature = "fixtures"))]
@@ -30,8 +35,10 @@ pub mod hostmap;
 pub mod model;
 pub mod ownership;
 pub mod path;
+pub mod regex_paths;
 pub mod report;
 pub mod routes;
+pub mod rules;
 pub mod settings;
 pub mod targets;
 pub mod tls;

@@ -32,6 +32,8 @@ pub struct IngressReport {
     pub default_backend: Option<String>,
     /// TLS lines: which Secret serves which names, and client authentication.
     pub tls: Vec<String>,
+    /// Hosts redirected to one of its rule hosts (`from-to-www-redirect`), as `from -> to`.
+    pub host_redirects: Vec<String>,
     /// (reason, message) of every rule skipped.
     pub skipped: Vec<(String, String)>,
 }
@@ -47,9 +49,20 @@ fn describe_target(snapshot: &Snapshot, entry: &RouteEntry) -> String {
                 t => Some(t.to_string()),
             };
             let policy = snapshot.policy(entry).map(describe_policy);
+            let filters = snapshot
+                .ingresses
+                .get(entry.ingress)
+                .into_iter()
+                .flat_map(|i| i.filters.iter().map(ToString::to_string));
+            let canary = entry
+                .canary
+                .and_then(|c| snapshot.canaries.get(c))
+                .map(|c| describe_canary(snapshot, c));
             let policy = mode
                 .into_iter()
                 .chain(policy)
+                .chain(filters)
+                .chain(canary)
                 .filter(|p| !p.is_empty())
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -63,6 +76,34 @@ fn describe_target(snapshot: &Snapshot, entry: &RouteEntry) -> String {
         Some(Target::Unresolved { reason }) => format!("503: {reason}"),
         None => "503: unknown target".to_string(),
     }
+}
+
+/// A rule's canary: its Ingress, backend, and which requests it takes.
+fn describe_canary(snapshot: &Snapshot, canary: &crate::canary::Canary) -> String {
+    let ingress = snapshot
+        .ingresses
+        .get(canary.ingress)
+        .map(|i| i.object.to_string())
+        .unwrap_or_default();
+    let backend = match snapshot.targets.get(canary.target) {
+        Some(Target::Pool(key)) => key.to_string(),
+        _ => "503".to_string(),
+    };
+    let r = &canary.rule;
+    let mut by = Vec::new();
+    if let Some(h) = &r.header {
+        match &r.header_value {
+            Some(v) => by.push(format!("header {h}={v}")),
+            None => by.push(format!("header {h}")),
+        }
+    }
+    if let Some(c) = &r.cookie {
+        by.push(format!("cookie {c}"));
+    }
+    if r.weight > 0 {
+        by.push(format!("weight {}/{}", r.weight, r.total));
+    }
+    format!("canary {ingress} -> {backend} by {}", by.join(" "))
 }
 
 /// What an Ingress's annotations change for a route, empty when nothing is.
@@ -153,6 +194,22 @@ pub fn report(snapshot: &Snapshot) -> BTreeMap<ObjectRef, IngressReport> {
             ));
         }
     }
+    for (from, to) in &snapshot.host_redirects {
+        let by = snapshot.routes.host_routes(to).and_then(|h| {
+            h.iter()
+                .filter_map(|(_, _, e)| snapshot.ingresses.get(e.ingress))
+                .find(|i| {
+                    i.annotations
+                        .contains_key(crate::rules::FROM_TO_WWW_REDIRECT)
+                })
+        });
+        if let Some(i) = by {
+            out.entry(i.object.clone())
+                .or_default()
+                .host_redirects
+                .push(format!("{from} -> {to} (308)"));
+        }
+    }
     for s in &snapshot.skipped {
         out.entry(s.ingress.clone())
             .or_default()
@@ -171,6 +228,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             && r.default_backend.is_none()
             && r.skipped.is_empty()
             && r.tls.is_empty()
+            && r.host_redirects.is_empty()
         {
             let _ = writeln!(text, "  (no rules)");
         }
@@ -178,6 +236,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             let kind = match line.kind {
                 MatchKind::Exact => "Exact",
                 MatchKind::Prefix => "Prefix",
+                MatchKind::Regex => "Regex",
             };
             let _ = writeln!(
                 text,
@@ -187,6 +246,9 @@ pub fn render(snapshot: &Snapshot) -> String {
         }
         if let Some(d) = &r.default_backend {
             let _ = writeln!(text, "  default  -> {d}");
+        }
+        for line in &r.host_redirects {
+            let _ = writeln!(text, "  redirect {line}");
         }
         for line in &r.tls {
             let _ = writeln!(text, "  tls      {line}");

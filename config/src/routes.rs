@@ -17,12 +17,16 @@
 //!    case-sensitive. `Prefix` (and `ImplementationSpecific`) compares path elements split on `/`:
 //!    `/foo` matches `/foo`, `/foo/` and `/foo/bar`, never `/foobar`; a trailing slash in the rule
 //!    is ignored and `/` matches every path. The query string never takes part.
+//!    Regex paths (`sluice.dev/use-regex`, [`crate::regex_paths`]) come between the two: `Exact`
+//!    first, then the regex paths by decreasing pattern length (ties: the oldest Ingress), the
+//!    first that matches from the start of the path wins, then `Prefix` by longest match.
 //! 3. **Default.** When no path matches, the `spec.defaultBackend` of the oldest served Ingress
 //!    that has one takes the request; without one, there is no route (404).
 //!
 //! Lookup cost does not grow with the number of hosts or Ingresses: one hash lookup per host
 //! candidate (at most three), then one hash lookup per path element of the request, bounded by
-//! the depth of the longest prefix rule of that host.
+//! the depth of the longest prefix rule of that host. A host with regex paths adds one pass of
+//! its `RegexSet` over the path; a host without them, one branch.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,6 +35,7 @@ use std::sync::Arc;
 pub(crate) use crate::hostmap::is_dns_label;
 use crate::hostmap::HostMap;
 pub use crate::hostmap::{normalize_host, parse_rule_host, HostKey};
+use crate::regex_paths::RegexPaths;
 
 /// Index of a backend target in [`crate::build::Snapshot::targets`].
 pub type TargetId = usize;
@@ -42,6 +47,8 @@ pub struct RouteEntry {
     pub target: TargetId,
     /// Index of the Ingress that owns the rule in [`crate::build::Snapshot::ingresses`].
     pub ingress: usize,
+    /// Index of the rule's canary in [`crate::build::Snapshot::canaries`], if it has one.
+    pub canary: Option<usize>,
 }
 
 /// The paths of one host entry, each leading to an `R`: a [`RouteEntry`] in the snapshot, the
@@ -55,6 +62,8 @@ pub struct HostRoutes<R = RouteEntry> {
     root: Option<R>,
     /// Length of the longest key in `prefix`: longer request prefixes are not looked up.
     max_prefix_len: usize,
+    /// Regex paths (`sluice.dev/use-regex`), absent for the hosts that have none.
+    regex: Option<Box<RegexPaths<R>>>,
 }
 
 impl<R> Default for HostRoutes<R> {
@@ -64,6 +73,7 @@ impl<R> Default for HostRoutes<R> {
             prefix: HashMap::new(),
             root: None,
             max_prefix_len: 0,
+            regex: None,
         }
     }
 }
@@ -73,6 +83,20 @@ impl<R> Default for HostRoutes<R> {
 pub enum MatchKind {
     Exact,
     Prefix,
+    /// An `ImplementationSpecific` path of an Ingress with `sluice.dev/use-regex: "true"`.
+    Regex,
+}
+
+/// The rule that serves a path, and what of the path it matched.
+#[derive(Debug, Clone, Copy)]
+pub struct PathMatch<'a, R> {
+    pub route: &'a R,
+    /// Bytes of the path the rule covered: the whole path for `Exact`, the rule's prefix for
+    /// `Prefix` (no trailing slash; 0 for `/` and the default backend). 0 for a regex path,
+    /// whose match `regex` tells.
+    pub len: usize,
+    /// The regex of a regex path, for its capture groups.
+    pub regex: Option<&'a regex::Regex>,
 }
 
 /// Removes the trailing slashes of a Prefix rule: `/foo/` and `/foo` are the same rule, `/` is
@@ -92,6 +116,11 @@ impl<R> HostRoutes<R> {
     pub fn insert(&mut self, path: &str, kind: MatchKind, entry: R) -> bool {
         use std::collections::hash_map::Entry;
         let slot = match kind {
+            // Snapshot building checks the pattern first: one that does not compile is not added.
+            MatchKind::Regex => {
+                let regex = self.regex.get_or_insert_with(Box::default);
+                return regex.insert(path, entry).unwrap_or(false);
+            }
             MatchKind::Exact => self.exact.entry(path.into()),
             MatchKind::Prefix => {
                 let p = normalize_prefix(path);
@@ -117,10 +146,30 @@ impl<R> HostRoutes<R> {
 
     /// The rule that serves `path` (no query string), per the precedence in the module docs.
     pub fn find(&self, path: &str) -> Option<&R> {
+        self.find_match(path).map(|m| m.route)
+    }
+
+    /// [`HostRoutes::find`], with the length of the path that the rule matched: the whole path
+    /// for `Exact`, the rule's prefix for `Prefix` (no trailing slash; 0 for `/`). A prefix
+    /// rewrite replaces that much of the path.
+    pub fn find_match(&self, path: &str) -> Option<PathMatch<'_, R>> {
+        let found = |route, len| PathMatch {
+            route,
+            len,
+            regex: None,
+        };
         // An Exact match covers the whole path, so it is at least as long as any Prefix match and
         // wins ties: it can be checked first.
         if let Some(e) = self.exact.get(path) {
-            return Some(e);
+            return Some(found(e, path.len()));
+        }
+        // Then regex paths, before any prefix; a host without them pays one branch.
+        if let Some((route, regex)) = self.regex.as_ref().and_then(|r| r.find(path)) {
+            return Some(PathMatch {
+                route,
+                len: 0,
+                regex: Some(regex),
+            });
         }
         if !self.prefix.is_empty() {
             // Element-wise: try the path without trailing slashes, then cut one element at a time.
@@ -128,7 +177,7 @@ impl<R> HostRoutes<R> {
             while !candidate.is_empty() {
                 if candidate.len() <= self.max_prefix_len {
                     if let Some(e) = self.prefix.get(candidate) {
-                        return Some(e);
+                        return Some(found(e, candidate.len()));
                     }
                 }
                 match candidate.rfind('/') {
@@ -137,16 +186,31 @@ impl<R> HostRoutes<R> {
                 }
             }
         }
-        self.root.as_ref()
+        self.root.as_ref().map(|e| found(e, 0))
+    }
+
+    /// Builds the set of this host's regex paths, when it has any not built yet.
+    pub fn compile_regex_paths(&mut self) {
+        if let Some(r) = &mut self.regex {
+            r.compile();
+        }
+    }
+
+    /// Whether [`HostRoutes::compile_regex_paths`] has nothing left to do.
+    pub fn regex_paths_compiled(&self) -> bool {
+        self.regex.as_ref().is_none_or(|r| r.is_compiled())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefix.is_empty() && self.root.is_none()
+        self.len() == 0
     }
 
     /// Number of rules.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.prefix.len() + usize::from(self.root.is_some())
+        self.exact.len()
+            + self.prefix.len()
+            + usize::from(self.root.is_some())
+            + self.regex.as_ref().map_or(0, |r| r.len())
     }
 
     /// The entry of exactly this rule (a Prefix path as [`normalize_prefix`] leaves it).
@@ -155,6 +219,17 @@ impl<R> HostRoutes<R> {
             MatchKind::Exact => self.exact.get(path),
             MatchKind::Prefix if path == "/" => self.root.as_ref(),
             MatchKind::Prefix => self.prefix.get(path),
+            MatchKind::Regex => self.regex.as_ref()?.get(path),
+        }
+    }
+
+    /// The entry of exactly this rule, to change it.
+    pub fn get_mut(&mut self, path: &str, kind: MatchKind) -> Option<&mut R> {
+        match kind {
+            MatchKind::Exact => self.exact.get_mut(path),
+            MatchKind::Prefix if path == "/" => self.root.as_mut(),
+            MatchKind::Prefix => self.prefix.get_mut(path),
+            MatchKind::Regex => self.regex.as_mut()?.get_mut(path),
         }
     }
 
@@ -182,6 +257,11 @@ impl<R> HostRoutes<R> {
                     .map(|(p, e)| (&**p, MatchKind::Prefix, e)),
             )
             .chain(self.root.iter().map(|e| ("/", MatchKind::Prefix, e)))
+            .chain(
+                self.regex
+                    .iter()
+                    .flat_map(|r| r.iter().map(|(p, e)| (p, MatchKind::Regex, e))),
+            )
     }
 
     /// The same rules with each entry mapped.
@@ -189,8 +269,9 @@ impl<R> HostRoutes<R> {
         HostRoutes {
             exact: self.exact.iter().map(|(p, e)| (p.clone(), f(e))).collect(),
             prefix: self.prefix.iter().map(|(p, e)| (p.clone(), f(e))).collect(),
-            root: self.root.as_ref().map(f),
+            root: self.root.as_ref().map(&mut f),
             max_prefix_len: self.max_prefix_len,
+            regex: self.regex.as_ref().map(|r| Box::new(r.map(&mut f))),
         }
     }
 }
@@ -217,6 +298,16 @@ impl<R: Clone> RouteTable<R> {
     /// The path rules of a host key, created when absent (copied first if shared).
     pub fn host_mut(&mut self, key: HostKey<'_>) -> &mut HostRoutes<R> {
         Arc::make_mut(self.hosts.entry(&key))
+    }
+
+    /// Builds the regex set of every host whose regex paths changed since it was last built:
+    /// once per snapshot, after its rules are added, so no request compiles anything.
+    pub fn compile_regex_paths(&mut self) {
+        self.hosts.for_each_mut(|host| {
+            if !host.regex_paths_compiled() {
+                Arc::make_mut(host).compile_regex_paths();
+            }
+        });
     }
 }
 
@@ -257,10 +348,20 @@ impl<R> RouteTable<R> {
     /// [`RouteTable::find`] for a host already normalized, as [`parse_request_host`] returns
     /// it once per request.
     pub fn find_normalized(&self, host: &str, path: &str) -> Option<&R> {
+        self.find_match(host, path).map(|m| m.route)
+    }
+
+    /// [`RouteTable::find_normalized`] with what of the path the rule matched
+    /// ([`HostRoutes::find_match`]; nothing for the default backend).
+    pub fn find_match(&self, host: &str, path: &str) -> Option<PathMatch<'_, R>> {
         self.hosts
             .get(host)
-            .and_then(|h| h.find(path))
-            .or(self.default_backend.as_ref())
+            .and_then(|h| h.find_match(path))
+            .or(self.default_backend.as_ref().map(|route| PathMatch {
+                route,
+                len: 0,
+                regex: None,
+            }))
     }
 
     /// Every host entry as (written host, routes), sorted by host, the rules without a host
@@ -362,7 +463,11 @@ mod tests {
     use super::*;
 
     fn entry(target: TargetId) -> RouteEntry {
-        RouteEntry { target, ingress: 0 }
+        RouteEntry {
+            target,
+            ingress: 0,
+            canary: None,
+        }
     }
 
     fn host(rules: &[(&str, MatchKind, TargetId)]) -> HostRoutes {
@@ -449,6 +554,24 @@ mod tests {
             ("/ab", 1),
         ] {
             assert_eq!(h.find(path).map(|e| e.target), Some(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_match_says_how_much_of_the_path_the_rule_covered() {
+        let h = host(&[("/", Prefix, 1), ("/api/", Prefix, 2), ("/x", Exact, 3)]);
+        for (path, want) in [
+            ("/api", (2, 4)),
+            ("/api/", (2, 4)),
+            ("/api/users", (2, 4)),
+            ("/apix", (1, 0)),
+            ("/x", (3, 2)),
+        ] {
+            assert_eq!(
+                h.find_match(path).map(|m| (m.route.target, m.len)),
+                Some(want),
+                "{path}"
+            );
         }
     }
 

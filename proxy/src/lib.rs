@@ -24,6 +24,7 @@ pub mod health;
 pub mod k8s;
 pub mod logging;
 pub mod metrics;
+pub mod mirror;
 pub mod objects;
 pub mod pool;
 pub mod request;

@@ -67,6 +67,9 @@ pub struct Metrics {
     pub watch_restarts: IntCounterVec,
     pub rules_skipped: IntGaugeVec,
     pub access_log_dropped: IntCounter,
+    /// Request copies of `sluice.dev/mirror-target` not delivered, by reason (`full`,
+    /// `no_endpoint`, `too_large`, `failed`).
+    pub mirror_dropped: IntCounterVec,
     /// Ingresses whose pending Events were dropped because the Event writer fell behind.
     pub events_dropped: IntCounter,
     /// Finished handshakes by result: `full`, `resumed`, `failed`.
@@ -189,6 +192,13 @@ impl Metrics {
             events_dropped: reg!(IntCounter::new(
                 "sluice_events_dropped_total",
                 "Ingresses whose pending Events were dropped because the Event writer fell behind"
+            )?),
+            mirror_dropped: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_mirror_dropped_total",
+                    "Request copies for mirror targets not delivered, by reason (full, no_endpoint, too_large, failed)"
+                ),
+                &["reason"],
             )?),
             access_log_dropped: reg!(IntCounter::new(
                 "sluice_access_log_dropped_total",

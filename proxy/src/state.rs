@@ -29,11 +29,13 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use sluice_config::annotations::UpstreamPolicy;
 use sluice_config::build::{build_hosts, is_served, rule_hosts, served_oldest_first};
+use sluice_config::canary::{is_canary, Canary};
 use sluice_config::health::{HealthCheck, HealthCheckOverrides};
 use sluice_config::hostmap::{parse_rule_host, HostKey, HostName};
 use sluice_config::model::{BackendInput, IngressInput, InputRefs, Inputs, ObjectRef};
 use sluice_config::ownership::Ownership;
 use sluice_config::routes::HostRoutes;
+use sluice_config::rules::{www_counterpart, FROM_TO_WWW_REDIRECT};
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
     build_refs, BuildDefaults, ClassPolicy, Ejection, Finding, PoolKey, RouteEntry, RouteTable,
@@ -42,7 +44,7 @@ use sluice_config::{
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pool::Pool;
-use crate::route::Route;
+use crate::route::{canary_route, compile, Filter, Route};
 use crate::store::{Changes, Kind, SharedInputs, Store};
 use crate::tls::{SecretMaterial, TlsStore, TlsStoreBuilder};
 
@@ -59,6 +61,8 @@ pub struct Live {
     pub pools: Arc<HashMap<PoolKey, Arc<Pool>>>,
     /// Everything the snapshot did not serve as written, sorted.
     pub skipped: Arc<[Finding]>,
+    /// Hosts redirected to another (`sluice.dev/from-to-www-redirect`): from, to.
+    pub host_redirects: Arc<HashMap<String, String>>,
 }
 
 /// Shared between the sync path (writer) and every request (readers).
@@ -117,6 +121,8 @@ struct RouteIdentity {
     target: Target,
     policy: UpstreamPolicy,
     ssl_redirect: bool,
+    /// The rule's canary, as the snapshot describes it.
+    canary: Option<Canary>,
 }
 
 impl RouteIdentity {
@@ -144,6 +150,7 @@ impl State {
             tls: Arc::new(tls.initial()),
             pools: Arc::default(),
             skipped: Arc::new([]),
+            host_redirects: Arc::default(),
         };
         State {
             live: ArcSwap::from_pointee(live),
@@ -392,6 +399,7 @@ impl State {
                 tls: Arc::new(tls),
                 pools: previous.pools.clone(),
                 skipped: snapshot.skipped.into(),
+                host_redirects: Arc::new(snapshot.host_redirects.into_iter().collect()),
             },
             pools_changed,
             served,
@@ -461,6 +469,24 @@ impl State {
                 .any(|k| matches!(k, HostKey::Exact(h) if exact.contains(h)))
         };
         let ingresses = store.ingresses();
+        // `from-to-www-redirect` sends a host's www counterpart (or the name without www) to
+        // it when no rule names the counterpart: a touched host, or its counterpart, named by
+        // an Ingress asking for that takes a whole build.
+        let counterparts: HashSet<String> =
+            exact.iter().filter_map(|h| www_counterpart(h)).collect();
+        let www = |i: &IngressInput| {
+            i.annotations.contains_key(FROM_TO_WWW_REDIRECT)
+                && rule_hosts(i).any(|k| {
+                    matches!(k, HostKey::Exact(h) if exact.contains(h) || counterparts.contains(h))
+                })
+        };
+        if edited
+            .iter()
+            .any(|i| i.annotations.contains_key(FROM_TO_WWW_REDIRECT))
+            || ingresses.iter().any(|i| www(i))
+        {
+            return None;
+        }
         let unchanged: Vec<&IngressInput> = ingresses
             .iter()
             .map(|i| &**i)
@@ -499,7 +525,9 @@ impl State {
             scoped_inputs(&shared, after),
         );
         let owners = |inputs: &InputRefs<'_>| {
-            let served = served_oldest_first(inputs, &self.policy);
+            let mut served = served_oldest_first(inputs, &self.policy);
+            // Canaries own nothing.
+            served.retain(|i| !is_canary(i));
             let ownership = Ownership::compute(&served, &self.defaults.host_owners);
             hosts
                 .iter()
@@ -623,6 +651,7 @@ impl State {
                 tls: previous.tls.clone(),
                 pools: previous.pools.clone(),
                 skipped: findings.into(),
+                host_redirects: previous.host_redirects.clone(),
             },
             pools_changed,
             served,
@@ -651,11 +680,24 @@ impl State {
             .flat_map(|(_, h)| h.iter().map(|(_, _, r)| r))
             .chain(routes.default_backend());
         for route in every_route {
-            if live_routes.insert(Arc::as_ptr(route)) {
-                live_metrics.insert(Arc::as_ptr(&route.metrics));
-                if let Some(pool) = &route.pool {
-                    live_pools.insert(Arc::as_ptr(pool));
-                }
+            if !live_routes.insert(Arc::as_ptr(route)) {
+                continue;
+            }
+            live_metrics.insert(Arc::as_ptr(&route.metrics));
+            let canary = route.canary.as_ref();
+            let pools = route
+                .pool
+                .iter()
+                .chain(canary.and_then(|c| c.pool.as_ref()))
+                .chain(route.filters.iter().filter_map(|f| match f {
+                    Filter::Mirror(pool) => Some(pool),
+                    _ => None,
+                }));
+            for pool in pools {
+                live_pools.insert(Arc::as_ptr(pool));
+            }
+            if let Some(c) = canary {
+                live_metrics.insert(Arc::as_ptr(&c.metrics));
             }
         }
         writer
@@ -875,7 +917,12 @@ fn route_metrics(
         .host_map()
         .iter()
         .flat_map(|(_, h)| h.iter().map(|(_, _, e)| *e))
-        .chain(snapshot.routes.default_backend().copied());
+        .chain(snapshot.routes.default_backend().copied())
+        .chain(snapshot.canaries.iter().map(|c| RouteEntry {
+            target: c.target,
+            ingress: c.ingress,
+            canary: None,
+        }));
     for e in entries {
         if out.contains_key(&(e.ingress, e.target)) {
             continue;
@@ -950,19 +997,28 @@ fn resolve_routes(
                 }),
             policy: snapshot.policy(e).cloned().unwrap_or_default(),
             ssl_redirect: ingress.is_none_or(|i| i.ssl_redirect),
+            canary: e.canary.and_then(|c| snapshot.canaries.get(c)).cloned(),
         };
         let pool = match &identity.target {
             Target::Pool(key) => writer.pools.get(key).cloned(),
             Target::Unresolved { .. } => None,
         };
         let route_metrics = metrics.get(&(e.ingress, e.target)).cloned();
+        let canary = identity
+            .canary
+            .as_ref()
+            .and_then(|c| canary_route(snapshot, c, &writer.pools, metrics));
         let fresh = |metrics: Arc<RouteMetrics>| Route {
             ingress: identity.ingress.clone(),
             pool: pool.clone(),
             policy: identity.policy.clone(),
             ssl_redirect: identity.ssl_redirect,
             metrics,
-            filters: Box::new([]),
+            filters: ingress.map_or_else(
+                || Box::new([]) as Box<[_]>,
+                |i| compile(&i.filters, &writer.pools),
+            ),
+            canary,
         };
         // Every entry has its metrics (`route_metrics` walks the same table); a new handle
         // would only be a fallback.

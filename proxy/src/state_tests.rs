@@ -32,18 +32,45 @@ fn state(defaults: &BuildDefaults) -> State {
 }
 
 /// Everything a request or a report can tell of a live state.
-fn describe(live: &Live) -> (Vec<String>, Vec<String>, Vec<Finding>) {
+#[allow(clippy::type_complexity)]
+fn describe(
+    live: &Live,
+) -> (
+    Vec<String>,
+    Vec<String>,
+    Vec<Finding>,
+    Vec<(String, String)>,
+) {
+    let pool = |p: Option<&Arc<crate::pool::Pool>>| {
+        p.map_or("none".to_string(), |p| {
+            format!("{} {:?}", p.key(), p.endpoints())
+        })
+    };
     let route = |r: &super::Route| {
+        let mirrors: Vec<String> = r
+            .filters
+            .iter()
+            .filter_map(|f| match f {
+                super::Filter::Mirror(p) => Some(pool(Some(p))),
+                _ => None,
+            })
+            .collect();
+        let canary = r.canary.as_ref().map(|c| {
+            format!(
+                "canary {} -> {} {:?} {:?}",
+                c.ingress,
+                pool(c.pool.as_ref()),
+                c.policy,
+                c.rule
+            )
+        });
         format!(
-            "{} -> {} {:?} ssl_redirect={}",
+            "{} -> {} {:?} ssl_redirect={} filters={} mirrors={mirrors:?} {canary:?}",
             r.ingress,
-            r.pool.as_ref().map_or("none".to_string(), |p| format!(
-                "{} {:?}",
-                p.key(),
-                p.endpoints()
-            )),
+            pool(r.pool.as_ref()),
             r.policy,
-            r.ssl_redirect
+            r.ssl_redirect,
+            r.filters.len(),
         )
     };
     let mut routes: Vec<String> = live
@@ -64,7 +91,13 @@ fn describe(live: &Live) -> (Vec<String>, Vec<String>, Vec<Finding>) {
     );
     let mut pools: Vec<String> = live.pools.keys().map(|k| k.to_string()).collect();
     pools.sort();
-    (routes, pools, live.skipped.to_vec())
+    let mut redirects: Vec<(String, String)> = live
+        .host_redirects
+        .iter()
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .collect();
+    redirects.sort();
+    (routes, pools, live.skipped.to_vec(), redirects)
 }
 
 fn publishes(s: &State, scope: &str) -> u64 {
@@ -331,4 +364,99 @@ fn a_change_of_host_owner_moves_the_namespace_rule_and_with_tls_builds_everythin
             .any(|m| m.contains("spec.tls[0]: host `a.test` is owned by namespace shop")),
         "{report:?}"
     );
+}
+
+#[test]
+fn per_route_rules_canaries_and_www_redirects_publish_what_a_whole_build_would() {
+    let c = Cluster::new(BuildDefaults::default());
+    // Policy annotations: a rewrite, a header, an invalid value (fails closed, reported).
+    c.ingress(
+        ingress("shop", "rules")
+            .created(200)
+            .annotation("sluice.dev/rewrite-target", "/v2")
+            .annotation("sluice.dev/request-headers", "X-Tenant: shop")
+            .host("r.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    c.publish("hosts");
+    c.ingress(
+        ingress("shop", "rules")
+            .created(200)
+            .annotation("sluice.dev/permanent-redirect-code", "299")
+            .annotation("sluice.dev/permanent-redirect", "https://elsewhere.test/")
+            .host("r.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    let report = c.publish("hosts");
+    assert!(!report.skipped.is_empty(), "{report:?}");
+    // Regex paths.
+    c.ingress(
+        ingress("shop", "regex")
+            .created(250)
+            .annotation("sluice.dev/use-regex", "true")
+            .host("a.test")
+            .path(
+                "/api/v[0-9]+/",
+                "ImplementationSpecific",
+                backend("api", 80),
+            )
+            .build(),
+    );
+    c.publish("hosts");
+    // A canary of a.test's root, then a weight change, then it goes.
+    let canary = |weight: &str| {
+        ingress("shop", "canary")
+            .created(300)
+            .annotation("sluice.dev/canary", "true")
+            .annotation("sluice.dev/canary-weight", weight)
+            .host("a.test")
+            .path("/", "Prefix", backend("api", 80))
+            .build()
+    };
+    c.ingress(canary("10"));
+    c.publish("hosts");
+    c.ingress(canary("30"));
+    c.publish("hosts");
+    // A mirror.
+    c.ingress(
+        ingress("shop", "first")
+            .created(100)
+            .annotation("sluice.dev/mirror-target", "api:80")
+            .host("a.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    c.publish("hosts");
+    c.delete("shop", "canary");
+    c.publish("hosts");
+    // from-to-www-redirect crosses hosts: a whole build, and so does a rule for a host such an
+    // Ingress redirects.
+    c.ingress(
+        ingress("blog", "www")
+            .created(400)
+            .annotation("sluice.dev/from-to-www-redirect", "true")
+            .host("www.blog.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    c.publish("full");
+    assert_eq!(
+        c.state
+            .live()
+            .host_redirects
+            .get("blog.test")
+            .map(String::as_str),
+        Some("www.blog.test")
+    );
+    c.ingress(
+        ingress("blog", "bare")
+            .created(500)
+            .host("blog.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    c.publish("full");
+    assert!(c.state.live().host_redirects.is_empty());
 }

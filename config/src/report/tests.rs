@@ -121,3 +121,39 @@ fn a_route_shows_what_its_annotations_change() {
 fn an_empty_snapshot_says_so() {
     assert_eq!(render(&Snapshot::default()), "no Ingress is served\n");
 }
+
+#[test]
+fn the_report_shows_each_routes_filters_and_the_www_redirect() {
+    let svc = service("web", "app").port("http", 80).build();
+    let site = ingress("web", "site")
+        .created(1)
+        .annotation("sluice.dev/rewrite-target", "/v2$1")
+        .annotation("sluice.dev/response-headers", "X-A: 1\nX-B: 2")
+        .annotation("sluice.dev/from-to-www-redirect", "true")
+        .host("site.test")
+        .path("/api", "Prefix", backend("app", 80))
+        .build();
+    let broken = ingress("web", "broken")
+        .created(2)
+        .annotation("sluice.dev/app-root", "app")
+        .host("site.test")
+        .path("/x", "Exact", backend("app", 80))
+        .build();
+    let snapshot = build(
+        &Inputs {
+            ingresses: vec![site, broken],
+            services: vec![svc],
+            ..Default::default()
+        },
+        &class_policy(),
+    );
+    let expected = "\
+Ingress web/broken
+  route    site.test /x (Exact) -> web/app:80 (0 ready endpoints) [503: invalid policy annotation]
+  skipped  InvalidAnnotation: annotation `sluice.dev/app-root`: `app` is not a path starting with /; the Ingress's routes answer 503
+Ingress web/site
+  route    site.test /api (Prefix) -> web/app:80 (0 ready endpoints) [rewrite /v2$1, response headers set x-a x-b]
+  redirect www.site.test -> site.test (308)
+";
+    assert_eq!(render(&snapshot), expected);
+}

@@ -10,7 +10,12 @@
 //! 4. over plain HTTP, a host in `verify` mode, or a host with TLS whose route's Ingress keeps
 //!    `sluice.dev/ssl-redirect` (and `tls.ssl_redirect` with an HTTPS listener): 308 to https
 //!    ([`Refusal::HttpsRequired`]);
-//! 5. the route's policy onto the request context (timeouts, protocol, body limit, balancing
+//! 5. the route's filters that answer by themselves: 503 for an invalid policy annotation
+//!    ([`Refusal::InvalidRoute`]), a redirect or the app root; a rewrite decides the upstream
+//!    request target (see `rules`; a `from-to-www-redirect` host is answered before step 3);
+//! 6. the route's canary, when it takes the request (by header, cookie, then weight), in place of
+//!    the route's pool, balancing, affinity and metrics;
+//! 7. the route's policy onto the request context (timeouts, protocol, body limit, balancing
 //!    pick, affinity cookie), then its pool, else 503 ([`Refusal::NoEndpoint`]).
 
 use std::sync::Arc;
@@ -19,11 +24,13 @@ use http::header;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use sluice_config::annotations::{BackendProtocol, Balance, CookieAffinity, HashBy};
+use sluice_config::canary::CanaryRule;
 use sluice_config::path::match_path;
 use sluice_config::tls::ClientAuthMode;
 
-use super::{Refusal, RequestCtx, Router};
-use crate::pool::{hash_key, Pick, Pool};
+use super::{rules, Refusal, RequestCtx, Router};
+use crate::mirror::Copy;
+use crate::pool::{hash_key, random_unit, Pick, Pool};
 use crate::request::BodyLimit;
 use crate::tls::ConnTls;
 
@@ -92,6 +99,30 @@ pub(super) fn affinity_cookie(affinity: &CookieAffinity, token: u64) -> String {
     value
 }
 
+/// Whether a canary takes the request: by header, then by cookie, then by weight (see
+/// [`sluice_config::canary`]).
+fn canary_takes(rule: &CanaryRule, req: &RequestHeader) -> bool {
+    if let Some(value) = rule
+        .header
+        .as_ref()
+        .and_then(|h| req.headers.get(h.as_str()))
+    {
+        let value = value.as_bytes();
+        match &rule.header_value {
+            Some(want) if value == want.as_bytes() => return true,
+            None if value == b"always" => return true,
+            None if value == b"never" => return false,
+            _ => {}
+        }
+    }
+    match rule.cookie.as_ref().and_then(|c| cookie(req, c)) {
+        Some(b"always") => return true,
+        Some(b"never") => return false,
+        _ => {}
+    }
+    rule.weight > 0 && random_unit() * f64::from(rule.total) < f64::from(rule.weight)
+}
+
 /// Size of the request head as received: request line plus header lines.
 pub(super) fn head_size(req: &RequestHeader) -> usize {
     let line = req.method.as_str().len() + req.raw_path().len() + 12;
@@ -147,10 +178,15 @@ impl Router {
             }
             None => {}
         }
-        let path = ctx.path.as_deref().unwrap_or(req.uri.path());
-        let Some(route) = live.routes.find_normalized(host, &match_path(path)) else {
+        if let Some(refusal) = rules::host_redirect(&live.host_redirects, host, req, tls.is_some())
+        {
+            return Decision::Refuse(refusal);
+        }
+        let path = match_path(ctx.path.as_deref().unwrap_or(req.uri.path()));
+        let Some(found) = live.routes.find_match(host, &path) else {
             return Decision::Refuse(Refusal::NoRoute);
         };
+        let route = found.route;
         if tls.is_none() && host_tls.is_some() && self.options.ssl_redirect {
             redirect |= route.ssl_redirect;
         }
@@ -158,9 +194,22 @@ impl Router {
             let location = https_location(host, self.options.redirect_port, req);
             return Decision::Refuse(Refusal::HttpsRequired { location });
         }
-        ctx.route = Some(route.metrics.clone());
+        if !route.filters.is_empty() {
+            match rules::before_proxy(&route.filters, req, &path, &found) {
+                Ok(target) => ctx.rewritten = target,
+                Err(refusal) => return Decision::Refuse(refusal),
+            }
+            ctx.mirror = rules::mirror(&route.filters).map(|pool| Box::new(Copy::new(pool)));
+            ctx.filtered = Some(route.clone());
+        }
+        // The canary takes the request (after the primary's filters) with its own pool,
+        // balancing, affinity and metrics; every other policy is the primary's.
+        let (pool, policy, metrics) = match &route.canary {
+            Some(c) if canary_takes(&c.rule, req) => (&c.pool, &c.policy, &c.metrics),
+            _ => (&route.pool, &route.policy, &route.metrics),
+        };
+        ctx.route = Some(metrics.clone());
         {
-            let policy = &route.policy;
             ctx.timeouts = policy.timeouts;
             ctx.protocol = policy.protocol.unwrap_or_default();
             ctx.forward_raw_path = policy.forward_raw_path;
@@ -190,7 +239,7 @@ impl Router {
                 ctx.affinity = Some((a.clone(), token));
             }
         }
-        match &route.pool {
+        match pool {
             Some(pool) if !pool.is_empty() => Decision::Proxy(pool.clone()),
             _ => Decision::Refuse(Refusal::NoEndpoint),
         }

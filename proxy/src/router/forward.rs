@@ -24,12 +24,13 @@ use sluice_config::annotations::BackendProtocol;
 use sluice_config::cidr::Cidr;
 
 use super::decide::conn_tls;
-use super::{RequestCtx, RouterOptions};
+use super::{rules, RequestCtx, RouterOptions};
 use crate::request::{has_underscore, target_authority, upstream_target};
 use crate::text::{push_hex, push_ip};
 use crate::tls::client_auth::CLIENT_CERT_HEADERS;
 
-/// Writes the upstream request: the path routing read, in origin form, the host routing read
+/// Writes the upstream request: the target a rewrite filter chose, else the path routing read,
+/// in origin form, the host routing read
 /// when the client sent none in `Host`, then the forwarding headers (see
 /// [`forwarding_headers`]).
 pub(super) fn upstream_request(
@@ -39,7 +40,23 @@ pub(super) fn upstream_request(
     underscores: bool,
 ) -> Result<()> {
     let original = session.req_header();
-    if let Some(uri) = upstream_target(original, ctx.path.as_deref(), ctx.forward_raw_path)? {
+    let target = match &ctx.rewritten {
+        // The rewritten target in place of the path and query; an HTTP/2 request keeps its
+        // scheme and authority, as `upstream_target` keeps them.
+        Some(t) => {
+            let mut parts = original.uri.clone().into_parts();
+            parts.path_and_query = Some(
+                t.parse()
+                    .or_err(ErrorType::InvalidHTTPHeader, "rewritten request target")?,
+            );
+            Some(
+                http::Uri::from_parts(parts)
+                    .or_err(ErrorType::InvalidHTTPHeader, "rewritten request target")?,
+            )
+        }
+        None => upstream_target(original, ctx.path.as_deref(), ctx.forward_raw_path)?,
+    };
+    if let Some(uri) = target {
         upstream.set_uri(uri);
     }
     if original.headers.get(header::HOST).is_none() {
@@ -84,7 +101,11 @@ pub(super) fn peer(
 ) -> HttpPeer {
     let tls = ctx.protocol.tls();
     let sni = if tls {
-        upstream_sni(&ctx.host)
+        let vhost = ctx
+            .filtered
+            .as_ref()
+            .and_then(|r| rules::upstream_sni(&r.filters));
+        upstream_sni(vhost.unwrap_or(&ctx.host))
     } else {
         String::new()
     };

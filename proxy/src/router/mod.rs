@@ -52,6 +52,7 @@
 mod decide;
 mod forward;
 mod respond;
+mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -74,8 +75,10 @@ use tokio::sync::Notify;
 
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::RouteMetrics;
+use crate::mirror::{Copy, Mirrors};
 use crate::pool::{InFlightEndpoint, Pick, Pool};
 use crate::request::{content_length, raw_host, request_host, request_path, BodyLimit};
+use crate::route::Route;
 use crate::state::State;
 use decide::{affinity_cookie, head_size, Decision};
 use forward::{client_request_id, new_request_id};
@@ -222,6 +225,13 @@ pub struct RequestCtx {
     path: Option<String>,
     /// The route's Ingress asks for the raw path upstream.
     forward_raw_path: bool,
+    /// The route, when it has filters for the later phases (header changes, upstream host).
+    filtered: Option<Arc<Route>>,
+    /// The request target a rewrite filter sends upstream in place of the path.
+    rewritten: Option<String>,
+    /// The copy of the request for the route's mirror, gathered while it is proxied (boxed:
+    /// the context of every other request stays small).
+    mirror: Option<Box<Copy>>,
     /// The route's body limit and the body bytes read so far.
     body: BodyLimit,
     /// Time allowed between two body reads; `None` for GRPC and GRPCS routes.
@@ -256,6 +266,7 @@ pub struct Router {
     /// Metrics of requests that match no route.
     unrouted: Arc<RouteMetrics>,
     access_log: Option<AccessLog>,
+    mirrors: Mirrors,
 }
 
 impl Router {
@@ -266,7 +277,9 @@ impl Router {
         access_log: Option<AccessLog>,
     ) -> Router {
         let unrouted = Arc::new(state.metrics().route("", "", ""));
+        let mirrors = Mirrors::new(state.metrics().mirror_dropped.clone());
         Router {
+            mirrors,
             state,
             options,
             in_flight,
@@ -304,6 +317,9 @@ impl ProxyHttp for Router {
             host: String::new(),
             path: None,
             forward_raw_path: false,
+            filtered: None,
+            rewritten: None,
+            mirror: None,
             body: BodyLimit::new(self.options.max_request_body_bytes),
             body_timeout: Some(self.options.client_body_timeout),
             upgraded: false,
@@ -407,7 +423,14 @@ impl ProxyHttp for Router {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forward::upstream_request(session, upstream, ctx, self.options.underscores_in_headers)
+        forward::upstream_request(session, upstream, ctx, self.options.underscores_in_headers)?;
+        if let Some(route) = &ctx.filtered {
+            rules::upstream_headers(&route.filters, upstream)?;
+        }
+        if let Some(copy) = &mut ctx.mirror {
+            copy.head(upstream);
+        }
+        Ok(())
     }
 
     /// Retries a failed connect on another endpoint until the configured retries are spent.
@@ -468,6 +491,9 @@ impl ProxyHttp for Router {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(chunk) = body {
+            if let Some(copy) = ctx.mirror.as_mut().filter(|_| !ctx.upgraded) {
+                copy.body(chunk);
+            }
             if !ctx.upgraded && ctx.body.add(chunk.len()) {
                 return Refusal::BodyTooLarge.raise(format!(
                     "request body over the limit of {} bytes",
@@ -478,7 +504,8 @@ impl ProxyHttp for Router {
         Ok(())
     }
 
-    /// Sets the affinity cookie when the client's cookie named no usable endpoint.
+    /// Sets the affinity cookie when the client's cookie named no usable endpoint, and applies
+    /// the route's response header changes.
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -488,6 +515,9 @@ impl ProxyHttp for Router {
         if let (Some((affinity, _)), Some(token)) = (&ctx.affinity, ctx.set_affinity) {
             upstream_response
                 .append_header(header::SET_COOKIE, affinity_cookie(affinity, token))?;
+        }
+        if let Some(route) = &ctx.filtered {
+            rules::response_headers(&route.filters, upstream_response)?;
         }
         Ok(())
     }
@@ -545,6 +575,11 @@ impl ProxyHttp for Router {
 
     /// Counts the request and writes its access-log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // The mirror's copy leaves once the request has ended, so it never delays the client;
+        // a request whose body was refused is not copied.
+        if let Some(copy) = ctx.mirror.take().filter(|_| e.is_none()) {
+            self.mirrors.send(*copy);
+        }
         let written = session.response_written().map(|r| r.status.as_u16());
         // A client that left before any response head was sent is a client abort, logged and
         // counted as 499 (as nginx does), never as an answer of the endpoint.

@@ -60,6 +60,8 @@ pub enum Refusal {
     UpstreamFailed,
     /// 503: the route's backend could not be resolved, or its pool has no ready endpoint.
     NoEndpoint,
+    /// 503: a policy annotation of the route's Ingress is invalid (the route fails closed).
+    InvalidRoute,
     /// 504: the endpoint timed out.
     UpstreamTimeout,
     /// 308 to the https URL of a plain-HTTP request to a host with TLS.
@@ -78,6 +80,8 @@ pub enum RedirectStatus {
     MovedPermanently,
     /// 302.
     Found,
+    /// 303.
+    SeeOther,
     /// 307.
     TemporaryRedirect,
     /// 308.
@@ -90,8 +94,23 @@ impl RedirectStatus {
         match self {
             RedirectStatus::MovedPermanently => 301,
             RedirectStatus::Found => 302,
+            RedirectStatus::SeeOther => 303,
             RedirectStatus::TemporaryRedirect => 307,
             RedirectStatus::PermanentRedirect => 308,
+        }
+    }
+}
+
+impl RedirectStatus {
+    /// The redirect of a status code, `None` for one that is not 301, 302, 303, 307 or 308.
+    pub const fn from_code(code: u16) -> Option<RedirectStatus> {
+        match code {
+            301 => Some(RedirectStatus::MovedPermanently),
+            302 => Some(RedirectStatus::Found),
+            303 => Some(RedirectStatus::SeeOther),
+            307 => Some(RedirectStatus::TemporaryRedirect),
+            308 => Some(RedirectStatus::PermanentRedirect),
+            _ => None,
         }
     }
 }
@@ -112,7 +131,7 @@ impl Refusal {
             Refusal::ClientClosed => 499,
             Refusal::Internal => 500,
             Refusal::UpstreamFailed => 502,
-            Refusal::NoEndpoint => 503,
+            Refusal::NoEndpoint | Refusal::InvalidRoute => 503,
             Refusal::UpstreamTimeout => 504,
             Refusal::HttpsRequired { .. } => 308,
             Refusal::Redirect { status, .. } => status.code(),
@@ -142,11 +161,15 @@ impl Refusal {
             Refusal::Internal => "500 Internal Server Error\n",
             Refusal::UpstreamFailed => "502 Bad Gateway\n",
             Refusal::NoEndpoint => "503 Service Unavailable: no ready endpoint for this route\n",
+            Refusal::InvalidRoute => {
+                "503 Service Unavailable: this route's configuration is invalid\n"
+            }
             Refusal::UpstreamTimeout => "504 Gateway Timeout\n",
             Refusal::HttpsRequired { .. } => "308 Permanent Redirect: use https\n",
             Refusal::Redirect { status, .. } => match status {
                 RedirectStatus::MovedPermanently => "301 Moved Permanently\n",
                 RedirectStatus::Found => "302 Found\n",
+                RedirectStatus::SeeOther => "303 See Other\n",
                 RedirectStatus::TemporaryRedirect => "307 Temporary Redirect\n",
                 RedirectStatus::PermanentRedirect => "308 Permanent Redirect\n",
             },

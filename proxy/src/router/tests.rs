@@ -121,6 +121,7 @@ fn every_refusal() -> Vec<Refusal> {
         Refusal::Internal,
         Refusal::UpstreamFailed,
         Refusal::NoEndpoint,
+        Refusal::InvalidRoute,
         Refusal::UpstreamTimeout,
         Refusal::HttpsRequired {
             location: location(),
@@ -129,6 +130,7 @@ fn every_refusal() -> Vec<Refusal> {
     for status in [
         RedirectStatus::MovedPermanently,
         RedirectStatus::Found,
+        RedirectStatus::SeeOther,
         RedirectStatus::TemporaryRedirect,
         RedirectStatus::PermanentRedirect,
     ] {
@@ -156,6 +158,7 @@ fn every_refusal() -> Vec<Refusal> {
             | Refusal::Internal
             | Refusal::UpstreamFailed
             | Refusal::NoEndpoint
+            | Refusal::InvalidRoute
             | Refusal::UpstreamTimeout
             | Refusal::HttpsRequired { .. }
             | Refusal::Redirect { .. } => {}

@@ -22,5 +22,6 @@ mod protocols;
 mod requests;
 mod resilience;
 mod routing;
+mod rules;
 mod tenancy;
 mod tls;

@@ -554,6 +554,31 @@ async fn an_https_backend_is_reached_over_tls_by_annotation_and_by_app_protocol(
     }
 }
 
+/// `sluice.dev/upstream-vhost` names both the `Host` and the TLS server name of the upstream
+/// request (the SNI without the port); without it both would be `public.test`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_vhost_is_the_host_and_the_tls_server_name_sent_upstream() {
+    let backend = ProtoBackend::start(Speaks::TlsH1).await;
+    let manifests = [
+        service_with("default", "svc", &[backend.addr]),
+        routed(
+            "a",
+            "public.test",
+            "svc",
+            "https",
+            &[("sluice.dev/upstream-vhost", "internal.test:8443")],
+        ),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    let r = s.get("public.test", "/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["tls"], true);
+    assert_eq!(j["sni"], "internal.test");
+    assert_eq!(j["host"], "internal.test:8443");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2c_backend_gets_http2_with_prior_knowledge_by_annotation_and_by_app_protocol() {
     let backend = ProtoBackend::start(Speaks::H2c).await;

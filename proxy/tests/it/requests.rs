@@ -109,17 +109,17 @@ fn get(target: &str, headers: &str) -> Vec<u8> {
 
 /// One request as a backend read it: the request line, the header lines, the body.
 #[derive(Debug, Clone)]
-struct Received {
-    line: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub(crate) line: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A loopback HTTP/1.1 backend that frames each request by its `Content-Length` or chunked
 /// encoding, records it whole, and answers `200 ok`. A request whose body never completes is
 /// not recorded.
-struct Recorder {
-    addr: std::net::SocketAddr,
+pub(crate) struct Recorder {
+    pub(crate) addr: std::net::SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -131,7 +131,7 @@ impl Drop for Recorder {
 }
 
 impl Recorder {
-    async fn start() -> Recorder {
+    pub(crate) async fn start() -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -219,7 +219,7 @@ impl Recorder {
         })
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 }
