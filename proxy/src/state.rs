@@ -27,14 +27,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use sluice_config::annotations::UpstreamPolicy;
 use sluice_config::build::{build_hosts, is_served, rule_hosts, served_oldest_first};
-use sluice_config::canary::{is_canary, Canary};
+use sluice_config::canary::is_canary;
 use sluice_config::health::{HealthCheck, HealthCheckOverrides};
 use sluice_config::hostmap::{parse_rule_host, HostKey, HostName};
 use sluice_config::model::{BackendInput, IngressInput, InputRefs, Inputs, ObjectRef};
 use sluice_config::ownership::Ownership;
-use sluice_config::routes::HostRoutes;
 use sluice_config::rules::{www_counterpart, FROM_TO_WWW_REDIRECT};
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
@@ -105,34 +103,10 @@ struct Writer {
     /// The metrics of every route now served, by (namespace, Ingress, Service): kept across
     /// publishes, retired when their route goes.
     route_metrics: HashMap<[String; 3], Arc<RouteMetrics>>,
-    /// The routes now served, by what they are made of: a route that a publish resolves again
-    /// unchanged is the same `Arc`.
-    routes: HashMap<RouteIdentity, Arc<Route>>,
     /// The pools of each Service, by (namespace, Service), for endpoint-only updates.
     pools_by_service: HashMap<(String, String), Vec<Arc<Pool>>>,
     /// What the last snapshot served and found, for publishes that change neither.
     last_report: ApplyReport,
-}
-
-/// What makes a resolved route: its Ingress, where it leads, and how.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct RouteIdentity {
-    ingress: ObjectRef,
-    target: Target,
-    policy: UpstreamPolicy,
-    ssl_redirect: bool,
-    /// The rule's canary, as the snapshot describes it.
-    canary: Option<Canary>,
-}
-
-impl RouteIdentity {
-    /// The Service of the route's pool, empty when it has none.
-    fn pool_service(&self) -> &str {
-        match &self.target {
-            Target::Pool(k) => &k.service,
-            Target::Unresolved { .. } => "",
-        }
-    }
 }
 
 impl State {
@@ -164,7 +138,6 @@ impl State {
                 served: Arc::default(),
                 tls,
                 route_metrics: HashMap::new(),
-                routes: HashMap::new(),
                 pools_by_service: HashMap::new(),
                 last_report: ApplyReport::default(),
             }),
@@ -369,14 +342,13 @@ impl State {
         retire_route_metrics(kept, &now);
         writer.route_metrics = now;
         let previous = self.live.load_full();
-        let (routes, now) = resolve_routes(
+        let routes = resolve_routes(
             &snapshot,
             &route_metrics,
             &self.metrics,
             &writer,
             &previous.routes,
         );
-        writer.routes = now;
         tracing::info!(
             ingresses = snapshot.ingresses.len(),
             hosts = snapshot.routes.host_count(),
@@ -587,14 +559,13 @@ impl State {
         let mut pools_changed = self.ensure_pools(&mut writer, &new.endpoints, &new.health_checks);
         let (route_metrics, now) = route_metrics(&new, &self.metrics, &writer.route_metrics);
         writer.route_metrics.extend(now);
-        let (partial, now) = resolve_routes(
+        let partial = resolve_routes(
             &new,
             &route_metrics,
             &self.metrics,
             &writer,
             &previous.routes,
         );
-        writer.routes.extend(now);
         let mut table = previous.routes.host_map().clone();
         for host in &hosts {
             table.remove(&host.key());
@@ -700,9 +671,6 @@ impl State {
                 live_metrics.insert(Arc::as_ptr(&c.metrics));
             }
         }
-        writer
-            .routes
-            .retain(|_, r| live_routes.contains(&Arc::as_ptr(r)));
         writer.route_metrics.retain(|labels, m| {
             // Empty labels are also those of unrouted requests, whose series always stay.
             let keep =
@@ -965,98 +933,79 @@ fn retire_route_metrics(
     }
 }
 
-/// The snapshot's route table with every entry resolved to its [`Route`], and its routes by
-/// identity. A route resolved unchanged since the last publish is the same `Arc` (found in
-/// `writer.routes`), and a host whose routes are all unchanged shares its entry with
-/// `previous`, so two coexisting live states hold one copy of what did not change.
-#[allow(clippy::type_complexity)]
+/// The snapshot's route table with every entry resolved to its [`Route`]. A rule that
+/// resolves to what the same rule (host, path, kind) of `previous` leads to keeps that route's
+/// `Arc`, and a host whose rules all do shares its entry with `previous`, so two coexisting live
+/// states hold one copy of what did not change. One entry of the snapshot is one route, however
+/// many hosts lead to it.
 fn resolve_routes(
     snapshot: &Snapshot,
     metrics: &HashMap<(usize, usize), Arc<RouteMetrics>>,
     registry: &Arc<Metrics>,
     writer: &Writer,
     previous: &RouteTable<Arc<Route>>,
-) -> (RouteTable<Arc<Route>>, HashMap<RouteIdentity, Arc<Route>>) {
+) -> RouteTable<Arc<Route>> {
     let mut by_entry: HashMap<RouteEntry, Arc<Route>> = HashMap::new();
-    let mut now: HashMap<RouteIdentity, Arc<Route>> = HashMap::new();
-    let mut resolve = |e: &RouteEntry| -> Arc<Route> {
+    let mut resolve = |e: &RouteEntry, old: Option<&Arc<Route>>| -> Arc<Route> {
         if let Some(r) = by_entry.get(e) {
             return r.clone();
         }
         let ingress = snapshot.ingresses.get(e.ingress);
-        let identity = RouteIdentity {
-            ingress: ingress
-                .map(|i| i.object.clone())
-                .unwrap_or_else(|| ObjectRef::new("", "")),
-            target: snapshot
-                .targets
-                .get(e.target)
-                .cloned()
-                .unwrap_or(Target::Unresolved {
-                    reason: String::new(),
-                }),
+        let object = ingress
+            .map(|i| i.object.clone())
+            .unwrap_or_else(|| ObjectRef::new("", ""));
+        let (pool, service) = match snapshot.targets.get(e.target) {
+            Some(Target::Pool(key)) => (writer.pools.get(key).cloned(), key.service.as_str()),
+            _ => (None, ""),
+        };
+        // Every entry has its metrics (`route_metrics` walks the same table); a new handle
+        // would only be a fallback.
+        let route_metrics = metrics
+            .get(&(e.ingress, e.target))
+            .cloned()
+            .unwrap_or_else(|| Arc::new(registry.route(&object.namespace, &object.name, service)));
+        let canary = e
+            .canary
+            .and_then(|c| snapshot.canaries.get(c))
+            .and_then(|c| canary_route(snapshot, c, &writer.pools, metrics));
+        let candidate = Route {
+            ingress: object,
+            pool,
             policy: snapshot.policy(e).cloned().unwrap_or_default(),
             ssl_redirect: ingress.is_none_or(|i| i.ssl_redirect),
-            canary: e.canary.and_then(|c| snapshot.canaries.get(c)).cloned(),
-        };
-        let pool = match &identity.target {
-            Target::Pool(key) => writer.pools.get(key).cloned(),
-            Target::Unresolved { .. } => None,
-        };
-        let route_metrics = metrics.get(&(e.ingress, e.target)).cloned();
-        let canary = identity
-            .canary
-            .as_ref()
-            .and_then(|c| canary_route(snapshot, c, &writer.pools, metrics));
-        let fresh = |metrics: Arc<RouteMetrics>| Route {
-            ingress: identity.ingress.clone(),
-            pool: pool.clone(),
-            policy: identity.policy.clone(),
-            ssl_redirect: identity.ssl_redirect,
-            metrics,
+            metrics: route_metrics,
             filters: ingress.map_or_else(
                 || Box::new([]) as Box<[_]>,
                 |i| compile(&i.filters, &writer.pools),
             ),
             canary,
         };
-        // Every entry has its metrics (`route_metrics` walks the same table); a new handle
-        // would only be a fallback.
-        let route_metrics = route_metrics.unwrap_or_else(|| {
-            let service = identity.pool_service();
-            Arc::new(registry.route(&identity.ingress.namespace, &identity.ingress.name, service))
-        });
-        let candidate = fresh(route_metrics);
-        let route = match writer.routes.get(&identity) {
+        let route = match old {
             Some(old) if old.same_as(&candidate) => old.clone(),
             _ => Arc::new(candidate),
         };
-        now.insert(identity, route.clone());
         by_entry.insert(*e, route.clone());
         route
     };
     let hosts = snapshot.routes.host_map().map(|key, host| {
         let old = previous.host_map().get_key(&key);
-        if let Some(old) = old.filter(|old| same_host(host, old, &mut resolve)) {
-            return old.clone();
+        let mut same = old.is_some_and(|o| o.len() == host.len());
+        for (path, kind, e) in host.iter() {
+            let was = old.and_then(|o| o.get(path, kind));
+            let now = resolve(e, was);
+            same &= was.is_some_and(|w| Arc::ptr_eq(w, &now));
         }
-        Arc::new(host.map(&mut resolve))
+        match old {
+            Some(old) if same => old.clone(),
+            // Every entry is resolved above: this only assembles the host.
+            _ => Arc::new(host.map(|e| resolve(e, None))),
+        }
     });
-    let default_backend = snapshot.routes.default_backend().map(&mut resolve);
-    (RouteTable::from_parts(hosts, default_backend), now)
-}
-
-/// Whether `old` has exactly the rules of `host`, each leading to the route it resolves to.
-fn same_host(
-    host: &HostRoutes,
-    old: &HostRoutes<Arc<Route>>,
-    resolve: &mut impl FnMut(&RouteEntry) -> Arc<Route>,
-) -> bool {
-    host.len() == old.len()
-        && host.iter().all(|(path, kind, e)| {
-            old.get(path, kind)
-                .is_some_and(|r| Arc::ptr_eq(r, &resolve(e)))
-        })
+    let default_backend = snapshot
+        .routes
+        .default_backend()
+        .map(|e| resolve(e, previous.default_backend()));
+    RouteTable::from_parts(hosts, default_backend)
 }
 
 #[cfg(test)]
