@@ -318,6 +318,16 @@ impl RouteMetrics {
         [ns, ing, svc]
     }
 
+    /// These metrics with their duration histograms created now, not by the first request.
+    pub fn with_durations(self) -> Self {
+        let labels = self.route_labels();
+        self.duration
+            .get_or_init(|| self.metrics.request_duration.with_label_values(&labels));
+        self.upstream
+            .get_or_init(|| self.metrics.upstream_duration.with_label_values(&labels));
+        self
+    }
+
     /// Observes a request's total duration.
     pub fn observe_duration(&self, seconds: f64) {
         self.observe(&self.metrics.request_duration, &self.duration, seconds);

@@ -276,7 +276,9 @@ impl Router {
         in_flight: Arc<InFlight>,
         access_log: Option<AccessLog>,
     ) -> Router {
-        let unrouted = Arc::new(state.metrics().route("", "", ""));
+        // Unrouted requests are one series that always exists: its durations are listed from
+        // the start, as they were before any route's were created on first use.
+        let unrouted = Arc::new(state.metrics().route("", "", "").with_durations());
         let mirrors = Mirrors::new(state.metrics().mirror_dropped.clone());
         Router {
             mirrors,
