@@ -12,7 +12,8 @@
 //!    proxy says the client reached it over https: 308 to https
 //!    ([`Refusal::HttpsRequired`]);
 //! 5. the route's filters that answer by themselves: 503 for an invalid policy annotation
-//!    ([`Refusal::InvalidRoute`]), a redirect or the app root; a rewrite decides the upstream
+//!    ([`Refusal::InvalidRoute`]), 403 for a client its source ranges refuse
+//!    ([`Refusal::Denied`]), a redirect or the app root; a rewrite decides the upstream
 //!    request target (see `rules`; a `from-to-www-redirect` host is answered before step 3);
 //! 6. the route's canary, when it takes the request (by header, cookie, then weight), in place of
 //!    the route's pool, balancing, affinity and metrics;
@@ -196,7 +197,7 @@ impl Router {
             return Decision::Refuse(Refusal::HttpsRequired { location });
         }
         if !route.filters.is_empty() {
-            match rules::before_proxy(&route.filters, req, &path, &found) {
+            match rules::before_proxy(&route.filters, req, &path, &found, ctx.client.ip) {
                 Ok(target) => ctx.rewritten = target,
                 Err(refusal) => return Decision::Refuse(refusal),
             }

@@ -120,6 +120,8 @@ pub struct RouterOptions {
     /// `server.trusted_proxies`: peers whose `X-Request-Id`, `X-Forwarded-For` and
     /// `X-Forwarded-Proto`/`-Host`/`-Port` are believed (see `client`).
     pub trusted_proxies: Vec<Cidr>,
+    /// `access.denylist_source_range`: clients refused on every route.
+    pub denylist_source_range: Vec<Cidr>,
 }
 
 impl From<&Settings> for RouterOptions {
@@ -140,6 +142,7 @@ impl From<&Settings> for RouterOptions {
             client_body_timeout: s.client_body_timeout,
             underscores_in_headers: s.underscores_in_headers,
             trusted_proxies: s.trusted_proxies.clone(),
+            denylist_source_range: s.denylist_source_range.clone(),
         }
     }
 }
@@ -351,6 +354,11 @@ impl ProxyHttp for Router {
         };
         if head_size(req) > self.options.max_request_header_bytes {
             return respond(session, Refusal::HeadTooLarge).await;
+        }
+        // The global deny list, before any route is looked up.
+        let denied = &self.options.denylist_source_range;
+        if !denied.is_empty() && !rules::admits(&[], denied, ctx.client.ip) {
+            return respond(session, Refusal::Denied).await;
         }
         let facts = request_host(req)
             .map(|h| h.into_owned())

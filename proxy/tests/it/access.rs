@@ -136,3 +136,154 @@ async fn a_forwarded_https_stops_the_https_redirect_only_from_a_trusted_peer() {
     );
     assert_eq!(a.hits(), 1);
 }
+
+/// One Ingress per (host, annotations) to one backend.
+fn guarded_routes(backend: &Backend, routes: &[(&str, &[(&str, &str)])]) -> String {
+    let mut out = service_with("default", "svc-a", &[backend.addr]);
+    for (i, (host, annotations)) in routes.iter().enumerate() {
+        let ing = ingress(
+            "default",
+            &format!("r{i}"),
+            Some(host),
+            &[("/", "Prefix", "svc-a")],
+        );
+        out.push_str(&annotate(&ing, annotations));
+    }
+    out
+}
+
+/// The status of a request to `host` from the client `from` names (through a trusted proxy on
+/// loopback), or from the connection's own address when `None`.
+async fn status_from(s: &Sluice, host: &str, from: Option<&str>) -> u16 {
+    let mut req = request(host, "/");
+    if let Some(ip) = from {
+        req.headers_mut()
+            .insert("x-forwarded-for", ip.parse().unwrap());
+    }
+    H1::connect(s.addr).await.send(req).await.unwrap().status
+}
+
+#[tokio::test]
+async fn source_ranges_admit_and_refuse_ipv4_clients_deny_first() {
+    let a = Backend::start("a").await;
+    let manifests = guarded_routes(
+        &a,
+        &[
+            ("open.test", &[]),
+            (
+                "loopback.test",
+                &[(
+                    "sluice.dev/allowlist-source-range",
+                    "10.0.0.0/8, 127.0.0.0/8",
+                )],
+            ),
+            (
+                "elsewhere.test",
+                &[("sluice.dev/allowlist-source-range", "10.0.0.0/8, ::1")],
+            ),
+            (
+                "denied.test",
+                &[("sluice.dev/denylist-source-range", "127.0.0.1")],
+            ),
+            (
+                "both.test",
+                &[
+                    ("sluice.dev/allowlist-source-range", "127.0.0.0/8"),
+                    ("sluice.dev/denylist-source-range", "127.0.0.1/32"),
+                ],
+            ),
+            (
+                "broken.test",
+                &[("sluice.dev/allowlist-source-range", "127.0.0.1/8")],
+            ),
+        ],
+    );
+    let s = Sluice::start(&manifests).await;
+    for (host, want) in [
+        ("open.test", 200),
+        ("loopback.test", 200),
+        ("elsewhere.test", 403),
+        ("denied.test", 403),
+        ("both.test", 403),
+        // A range with bits after its prefix fails closed.
+        ("broken.test", 503),
+    ] {
+        assert_eq!(status_from(&s, host, None).await, want, "{host}");
+    }
+    // Only the two admitted requests reached the backend.
+    assert_eq!(a.hits(), 2);
+    let r = s.get("denied.test", "/").await;
+    assert!(r.body.contains("403 Forbidden"), "{}", r.body);
+    let finding = s
+        .skipped()
+        .into_iter()
+        .find(|f| f.message.contains("allowlist-source-range"))
+        .expect("the bad range is reported");
+    assert!(
+        finding.message.contains("127.0.0.1/8"),
+        "{}",
+        finding.message
+    );
+}
+
+#[tokio::test]
+async fn source_ranges_apply_to_the_real_client_address_ipv6_included() {
+    let a = Backend::start("a").await;
+    let manifests = guarded_routes(
+        &a,
+        &[
+            (
+                "v6only.test",
+                &[("sluice.dev/allowlist-source-range", "::1")],
+            ),
+            (
+                "nov6.test",
+                &[("sluice.dev/denylist-source-range", "::1/128")],
+            ),
+        ],
+    );
+    // Loopback stands for a trusted proxy that names the client in X-Forwarded-For.
+    let settings = settings_with_server("trusted_proxies = [\"127.0.0.0/8\"]");
+    let s = Sluice::start_with(&manifests, &settings).await;
+    for (host, from, want) in [
+        ("v6only.test", Some("::1"), 200),
+        ("v6only.test", Some("127.0.0.2"), 403),
+        // The proxy itself, with no client named: its own address, outside the list.
+        ("v6only.test", None, 403),
+        ("nov6.test", Some("::1"), 403),
+        ("nov6.test", Some("127.0.0.2"), 200),
+    ] {
+        assert_eq!(status_from(&s, host, from).await, want, "{host} {from:?}");
+    }
+    assert_eq!(a.hits(), 2);
+}
+
+#[tokio::test]
+async fn the_global_denylist_refuses_its_clients_on_every_route() {
+    let a = Backend::start("a").await;
+    let manifests = guarded_routes(
+        &a,
+        &[
+            ("open.test", &[]),
+            (
+                "allowed.test",
+                &[("sluice.dev/allowlist-source-range", "::1, 127.0.0.0/8")],
+            ),
+        ],
+    );
+    let settings = settings_with_server("trusted_proxies = [\"127.0.0.1\"]")
+        + "[access]\ndenylist_source_range = [\"::1\", \"127.0.0.2\"]\n";
+    let s = Sluice::start_with(&manifests, &settings).await;
+    for (host, from, want) in [
+        ("open.test", Some("::1"), 403),
+        ("allowed.test", Some("::1"), 403),
+        ("allowed.test", Some("127.0.0.2"), 403),
+        // Even where no route matches: the client is refused first.
+        ("nowhere.test", Some("::1"), 403),
+        ("open.test", Some("127.0.0.3"), 200),
+        ("allowed.test", None, 200),
+    ] {
+        assert_eq!(status_from(&s, host, from).await, want, "{host} {from:?}");
+    }
+    assert_eq!(a.hits(), 2);
+}
