@@ -308,19 +308,23 @@ fn forwarding_headers(
     // is trusted (sluice then does no real-IP handling). An untrusted peer's list, once some
     // proxies are trusted, is replaced: it could name any address.
     let keep_list = ctx.client.trusted || options.trusted_proxies.is_empty();
-    // Every `X-Forwarded-For` line the client sent, in order, as one list.
-    let mut v = Vec::new();
-    if keep_list {
-        for prev in upstream.map().get_all(&X_FORWARDED_FOR) {
-            let prev = prev.as_bytes().trim_ascii();
-            if !prev.is_empty() {
-                v.extend_from_slice(prev);
+    // Every `X-Forwarded-For` line the client sent, in order, as one list, then the peer; the
+    // peer's buffer alone when there is no list (most requests: no copy).
+    let prev = upstream.map().get_all(&X_FORWARDED_FOR);
+    let xff = if keep_list && prev.iter().any(|p| !p.as_bytes().trim_ascii().is_empty()) {
+        let mut v = Vec::new();
+        for p in prev {
+            let p = p.as_bytes().trim_ascii();
+            if !p.is_empty() {
+                v.extend_from_slice(p);
                 v.extend_from_slice(b", ");
             }
         }
-    }
-    v.extend_from_slice(peer.as_bytes());
-    let xff = HeaderValue::from_maybe_shared(Bytes::from(v));
+        v.extend_from_slice(peer.as_bytes());
+        HeaderValue::from_maybe_shared(Bytes::from(v))
+    } else {
+        HeaderValue::from_maybe_shared(Bytes::from(peer))
+    };
     upstream.insert(
         &X_FORWARDED_FOR,
         xff.or_err(ErrorType::InvalidHTTPHeader, "x-forwarded-for")?,
