@@ -25,6 +25,8 @@
 //! | `sluice.dev/response-headers` | `Name: value` lines set on the response |
 //! | `sluice.dev/response-headers-remove` | `A, B`: removed from the response |
 //! | `sluice.dev/mirror-target` | `service:port` (number or name): a copy of each request goes there |
+//! | `sluice.dev/denylist-source-range` | `CIDR, CIDR`: clients in these ranges get 403 |
+//! | `sluice.dev/allowlist-source-range` | `CIDR, CIDR`: clients outside these ranges get 403 |
 //!
 //! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target`, so an
 //! annotation cannot inject configuration.
@@ -34,6 +36,7 @@ use std::fmt;
 
 use crate::annotations::{parse_bool, AnnotationError};
 use crate::build::PoolKey;
+use crate::cidr::Cidr;
 use crate::finding::Reason;
 use crate::model::{IngressInput, PortRef};
 use crate::ownership::Ownership;
@@ -55,6 +58,8 @@ pub const REQUEST_HEADERS_REMOVE: &str = "sluice.dev/request-headers-remove";
 pub const RESPONSE_HEADERS: &str = "sluice.dev/response-headers";
 pub const RESPONSE_HEADERS_REMOVE: &str = "sluice.dev/response-headers-remove";
 pub const MIRROR_TARGET: &str = "sluice.dev/mirror-target";
+pub const ALLOWLIST_SOURCE_RANGE: &str = "sluice.dev/allowlist-source-range";
+pub const DENYLIST_SOURCE_RANGE: &str = "sluice.dev/denylist-source-range";
 
 /// The longest value of a URL, path or header an annotation may give, in bytes.
 pub const MAX_VALUE_BYTES: usize = 4096;
@@ -84,6 +89,9 @@ const PROTECTED: &[&str] = &[
 pub enum Filter {
     /// A policy annotation of the Ingress is invalid: every request answers 503.
     Invalid,
+    /// Who may reach the route, by client address: one in `deny` gets 403; so does one outside
+    /// `allow` when `allow` is not empty. Deny is checked first.
+    SourceRange { allow: Vec<Cidr>, deny: Vec<Cidr> },
     /// Answer with a redirect to `location` (the query appended when `keep_query` and the
     /// location has none).
     Redirect {
@@ -143,6 +151,18 @@ impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Filter::Invalid => f.write_str("503: invalid policy annotation"),
+            Filter::SourceRange { allow, deny } => {
+                let list = |l: &[Cidr]| l.iter().map(ToString::to_string).collect::<Vec<_>>();
+                let mut sep = "";
+                if !deny.is_empty() {
+                    write!(f, "deny {}", list(deny).join(" "))?;
+                    sep = ", ";
+                }
+                if !allow.is_empty() {
+                    write!(f, "{sep}allow only {}", list(allow).join(" "))?;
+                }
+                Ok(())
+            }
             Filter::Redirect {
                 code,
                 location,
@@ -195,6 +215,8 @@ pub enum RuleError {
     Conflicts { other: &'static str },
     #[error("is not `service:port` with a Service name and a port number or name")]
     NotAServicePort,
+    #[error("is not a comma-separated list of address ranges: {0}")]
+    NotAddressRanges(String),
     #[error("is set without `{needs}`")]
     Unused { needs: &'static str },
     #[error(transparent)]
@@ -227,6 +249,15 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
         bad: Vec::new(),
     };
     let mut out = Vec::new();
+    // Who may reach the route, before anything else answers for it.
+    let allow = p.get(ALLOWLIST_SOURCE_RANGE, parse_ranges);
+    let deny = p.get(DENYLIST_SOURCE_RANGE, parse_ranges);
+    if allow.is_some() || deny.is_some() {
+        out.push(Filter::SourceRange {
+            allow: allow.unwrap_or_default(),
+            deny: deny.unwrap_or_default(),
+        });
+    }
     out.extend(p.redirect());
     out.extend(p.get(APP_ROOT, parse_path).map(Filter::AppRoot));
     // `from-to-www-redirect` acts on hosts, not routes (see [`www_redirects`]), and `use-regex`
@@ -454,6 +485,22 @@ fn parse_vhost(text: &str) -> Result<String, RuleError> {
     } else {
         Err(RuleError::NotAHost)
     }
+}
+
+/// `CIDR, CIDR, ...` (IPv4 and IPv6; a bare address is one host; empty items skipped): at
+/// least one.
+fn parse_ranges(text: &str) -> Result<Vec<Cidr>, RuleError> {
+    let ranges = text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::parse::<Cidr>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RuleError::NotAddressRanges(e.to_string()))?;
+    if ranges.is_empty() {
+        return Err(RuleError::NotAddressRanges("the list is empty".into()));
+    }
+    Ok(ranges)
 }
 
 /// `service:port`, the port by number or by name.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use sluice_config::annotations::UpstreamPolicy;
 use sluice_config::canary::{Canary, CanaryRule};
+use sluice_config::cidr::Cidr;
 use sluice_config::model::ObjectRef;
 use sluice_config::rules;
 use sluice_config::{PoolKey, Snapshot, Target};
@@ -81,6 +82,11 @@ fn same_pool(a: &Option<Arc<Pool>>, b: &Option<Arc<Pool>>) -> bool {
 pub enum Filter {
     /// A policy annotation of the Ingress is invalid: 503, never another route's backend.
     Invalid,
+    /// 403 for a client address in `deny`, or outside a non-empty `allow` (deny first).
+    SourceRange {
+        allow: Box<[Cidr]>,
+        deny: Box<[Cidr]>,
+    },
     /// Answer with a redirect; the backend is not contacted.
     Redirect {
         status: RedirectStatus,
@@ -108,6 +114,9 @@ impl PartialEq for Filter {
         use Filter::*;
         match (self, other) {
             (Invalid, Invalid) => true,
+            (SourceRange { allow: a, deny: b }, SourceRange { allow: x, deny: y }) => {
+                (a, b) == (x, y)
+            }
             (
                 Redirect {
                     status: a,
@@ -178,6 +187,10 @@ fn compile_one(rule: &rules::Filter) -> Option<Filter> {
     };
     Some(match rule {
         rules::Filter::Invalid => Filter::Invalid,
+        rules::Filter::SourceRange { allow, deny } => Filter::SourceRange {
+            allow: allow.as_slice().into(),
+            deny: deny.as_slice().into(),
+        },
         rules::Filter::Redirect {
             code,
             location,

@@ -357,3 +357,34 @@ fn a_mirror_resolves_to_its_pool_and_a_missing_service_is_reported_without_faili
     // The Ingress keeps serving: a mirror never fails closed.
     assert!(s.routes.find("l.test", "/").is_some());
 }
+
+#[test]
+fn source_ranges_become_one_filter_ahead_of_the_others_and_bad_ones_fail_closed() {
+    let (filters, bad) = parse(&[
+        (APP_ROOT, "/app"),
+        (ALLOWLIST_SOURCE_RANGE, "10.0.0.0/8, 192.0.2.7,, fd00::/8"),
+        (DENYLIST_SOURCE_RANGE, "10.1.0.0/16"),
+    ]);
+    assert_eq!(bad, vec![]);
+    let shown: Vec<String> = filters.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "deny 10.1.0.0/16, allow only 10.0.0.0/8 192.0.2.7/32 fd00::/8",
+            "app-root /app"
+        ]
+    );
+    let (filters, _) = parse(&[(DENYLIST_SOURCE_RANGE, "::1")]);
+    assert_eq!(filters[0].to_string(), "deny ::1/128");
+    for value in ["10.0.0.1/8", "10.0.0.0/8 192.0.2.7", " , ", "example.com"] {
+        let (filters, bad) = parse(&[(ALLOWLIST_SOURCE_RANGE, value)]);
+        assert_eq!(filters, vec![Filter::Invalid], "{value}");
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].key, ALLOWLIST_SOURCE_RANGE);
+        assert!(
+            bad[0].to_string().contains("list of address ranges"),
+            "{}",
+            bad[0]
+        );
+    }
+}

@@ -159,6 +159,15 @@ pub struct File {
     pub log: Log,
     pub access_log: AccessLog,
     pub tls: Tls,
+    pub access: Access,
+}
+
+/// `[access]`: who may reach any route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Access {
+    /// CIDR strings: clients in these ranges get 403 on every route.
+    pub denylist_source_range: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -194,8 +194,11 @@ pub struct Settings {
     pub client_body_timeout: Duration,
     /// Whether headers with `_` in their names are forwarded.
     pub underscores_in_headers: bool,
-    /// Peers whose `X-Request-Id` is kept; from any other peer a new id is generated.
+    /// Proxies whose forwarding headers are believed (the client address from
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`/`-Host`/`-Port`, `X-Request-Id`).
     pub trusted_proxies: Vec<Cidr>,
+    /// `access.denylist_source_range`: clients in these ranges get 403 on every route.
+    pub denylist_source_range: Vec<Cidr>,
     pub client_header_timeout: Duration,
     pub client_send_timeout: Duration,
     pub keepalive_timeout: Duration,

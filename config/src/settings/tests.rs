@@ -525,3 +525,25 @@ fn every_name_of_an_enumerated_value_is_accepted() {
     assert_eq!(s.access_log, None);
     assert_eq!(s.health_check.kind, CheckKind::None);
 }
+
+#[test]
+fn the_global_denylist_is_a_list_of_validated_ranges_named_by_its_key() {
+    assert!(parse("").unwrap().denylist_source_range.is_empty());
+    let s = parse("[access]\ndenylist_source_range = [\"192.0.2.0/24\", \"::1\"]\n").unwrap();
+    assert!(s.denylist_source_range[0].contains("192.0.2.9".parse().unwrap()));
+    assert!(s.denylist_source_range[1].contains("::1".parse().unwrap()));
+    let err = parse("[access]\ndenylist_source_range = [\"192.0.2.1/24\"]\n").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConfigError::Invalid {
+                key: "access.denylist_source_range",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("192.0.2.1/24"), "{err}");
+    let err = parse("[access]\nallowlist = []\n").unwrap_err();
+    assert!(err.to_string().contains("allowlist"), "{err}");
+}

@@ -89,6 +89,14 @@ impl At<'_> {
         self.positive(key, ms).map(Duration::from_millis)
     }
 
+    /// A list of CIDR strings (see [`Cidr`]).
+    fn ranges(self, key: &'static str, list: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+        list.iter()
+            .map(|s| s.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.invalid(key, e.to_string()))
+    }
+
     fn positive_secs(self, key: &'static str, secs: u64) -> Result<Duration, ConfigError> {
         self.positive(key, secs).map(Duration::from_secs)
     }
@@ -293,13 +301,11 @@ impl File {
             "server.client_body_timeout_secs",
             self.server.client_body_timeout_secs,
         )?;
-        let trusted_proxies = self
-            .server
-            .trusted_proxies
-            .iter()
-            .map(|s| s.parse::<Cidr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| at.invalid("server.trusted_proxies", e.to_string()))?;
+        let trusted_proxies = at.ranges("server.trusted_proxies", &self.server.trusted_proxies)?;
+        let denylist_source_range = at.ranges(
+            "access.denylist_source_range",
+            &self.access.denylist_source_range,
+        )?;
         if self.upstream.connect_retries > 16 {
             return Err(at.invalid("upstream.connect_retries", "must be at most 16".into()));
         }
@@ -429,6 +435,7 @@ impl File {
             client_body_timeout,
             underscores_in_headers: self.server.underscores_in_headers,
             trusted_proxies,
+            denylist_source_range,
             client_header_timeout,
             client_send_timeout,
             keepalive_timeout,

@@ -8,16 +8,19 @@
 //!    ([`Refusal::ClientCertificateRequired`]), else it is redirected in step 4;
 //! 3. the route for the host and path, else 404 ([`Refusal::NoRoute`]);
 //! 4. over plain HTTP, a host in `verify` mode, or a host with TLS whose route's Ingress keeps
-//!    `sluice.dev/ssl-redirect` (and `tls.ssl_redirect` with an HTTPS listener): 308 to https
+//!    `sluice.dev/ssl-redirect` (and `tls.ssl_redirect` with an HTTPS listener) unless a trusted
+//!    proxy says the client reached it over https: 308 to https
 //!    ([`Refusal::HttpsRequired`]);
 //! 5. the route's filters that answer by themselves: 503 for an invalid policy annotation
-//!    ([`Refusal::InvalidRoute`]), a redirect or the app root; a rewrite decides the upstream
+//!    ([`Refusal::InvalidRoute`]), 403 for a client its source ranges refuse
+//!    ([`Refusal::Denied`]), a redirect or the app root; a rewrite decides the upstream
 //!    request target (see `rules`; a `from-to-www-redirect` host is answered before step 3);
 //! 6. the route's canary, when it takes the request (by header, cookie, then weight), in place of
 //!    the route's pool, balancing, affinity and metrics;
 //! 7. the route's policy onto the request context (timeouts, protocol, body limit, balancing
 //!    pick, affinity cookie), then its pool, else 503 ([`Refusal::NoEndpoint`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header;
@@ -28,6 +31,7 @@ use sluice_config::canary::CanaryRule;
 use sluice_config::path::match_path;
 use sluice_config::tls::ClientAuthMode;
 
+use super::forward::forwarded_proto;
 use super::{rules, Refusal, RequestCtx, Router};
 use crate::mirror::Copy;
 use crate::pool::{hash_key, random_unit, Pick, Pool};
@@ -53,19 +57,15 @@ fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
 
 /// How a request picks its endpoint under `balance`: for consistent hashing, the hash of its
 /// key, or `None` when the request lacks the key.
-fn pick_for(
-    balance: &Balance,
-    req: &RequestHeader,
-    client: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
-) -> Pick {
+fn pick_for(balance: &Balance, req: &RequestHeader, client: Option<IpAddr>) -> Pick {
     match balance {
         Balance::RoundRobin => Pick::RoundRobin,
         Balance::LeastRequest => Pick::LeastRequest,
         Balance::Ewma => Pick::Ewma,
         Balance::ConsistentHash(by) => Pick::Hash(match by {
-            HashBy::RemoteAddr => client.and_then(|a| a.as_inet()).map(|a| match a.ip() {
-                std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
-                std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
+            HashBy::RemoteAddr => client.map(|ip| match ip {
+                IpAddr::V4(ip) => hash_key(&ip.octets()),
+                IpAddr::V6(ip) => hash_key(&ip.octets()),
             }),
             HashBy::Header(name) => req
                 .headers
@@ -160,6 +160,9 @@ impl Router {
         let host_tls = live.tls_policy.find_normalized(host);
         let host_mode = host_tls.map(|h| h.client_auth.mode).unwrap_or_default();
         let mut redirect = false;
+        // Over plain HTTP, a trusted proxy in front may say the client reached it over https.
+        let https =
+            tls.is_some() || (ctx.client.trusted && forwarded_proto(&req.headers) == Some("https"));
         match tls {
             Some(conn) => {
                 let sni_mode = conn.map(|c| c.mode).unwrap_or_default();
@@ -178,8 +181,7 @@ impl Router {
             }
             None => {}
         }
-        if let Some(refusal) = rules::host_redirect(&live.host_redirects, host, req, tls.is_some())
-        {
+        if let Some(refusal) = rules::host_redirect(&live.host_redirects, host, req, https) {
             return Decision::Refuse(refusal);
         }
         let path = match_path(ctx.path.as_deref().unwrap_or(req.uri.path()));
@@ -187,7 +189,7 @@ impl Router {
             return Decision::Refuse(Refusal::NoRoute);
         };
         let route = found.route;
-        if tls.is_none() && host_tls.is_some() && self.options.ssl_redirect {
+        if !https && host_tls.is_some() && self.options.ssl_redirect {
             redirect |= route.ssl_redirect;
         }
         if redirect {
@@ -195,7 +197,7 @@ impl Router {
             return Decision::Refuse(Refusal::HttpsRequired { location });
         }
         if !route.filters.is_empty() {
-            match rules::before_proxy(&route.filters, req, &path, &found) {
+            match rules::before_proxy(&route.filters, req, &path, &found, ctx.client.ip) {
                 Ok(target) => ctx.rewritten = target,
                 Err(refusal) => return Decision::Refuse(refusal),
             }
@@ -231,7 +233,7 @@ impl Router {
                 .balance
                 .as_ref()
                 .unwrap_or(&self.options.load_balance);
-            ctx.pick = pick_for(balance, req, session.client_addr());
+            ctx.pick = pick_for(balance, req, ctx.client.ip);
             if let Some(a) = &policy.affinity {
                 let token = cookie(req, &a.name)
                     .and_then(|v| std::str::from_utf8(v).ok())

@@ -4,7 +4,8 @@
 //! The upstream request carries the normalized path (unless the route's Ingress forwards the
 //! raw one) in origin form with the routed host, drops headers with `_` in their names (unless
 //! allowed), gets the request id (the client's only from a trusted peer), the `X-Forwarded-*`
-//! and `X-Real-IP` headers, and the connection's own `X-Client-Cert*` headers in place of any
+//! and `X-Real-IP` headers (a trusted peer's own `X-Forwarded-Proto`, `-Host` and `-Port` kept;
+//! `X-Real-IP` the real client address, see `client`), and the connection's own `X-Client-Cert*` headers in place of any
 //! the client sent (see [`crate::tls::client_auth`]). Pingora has already removed hop-by-hop
 //! headers and keeps the client's `Host`. Header names keep the client's case only where it
 //! differs from what Pingora would write ([`header_case_matters`]).
@@ -21,7 +22,6 @@ use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use sluice_config::annotations::BackendProtocol;
-use sluice_config::cidr::Cidr;
 
 use super::decide::conn_tls;
 use super::{rules, RequestCtx, RouterOptions};
@@ -37,7 +37,7 @@ pub(super) fn upstream_request(
     session: &Session,
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
-    underscores: bool,
+    options: &RouterOptions,
 ) -> Result<()> {
     let original = session.req_header();
     let target = match &ctx.rewritten {
@@ -69,7 +69,7 @@ pub(super) fn upstream_request(
         }
     }
     if header_case_matters(upstream) {
-        return forwarding_headers(session, UpstreamHeaders::Cased(upstream), ctx, underscores);
+        return forwarding_headers(session, UpstreamHeaders::Cased(upstream), ctx, options);
     }
     // No name's case needs keeping: take the header map out of Pingora's request, make
     // room for every header added at once, and put it back. Pingora's inserts would parse
@@ -81,7 +81,7 @@ pub(super) fn upstream_request(
         session,
         UpstreamHeaders::Plain(&mut parts.headers),
         ctx,
-        underscores,
+        options,
     );
     *upstream = RequestHeader::from(parts);
     if let Some(end_stream) = end_stream {
@@ -145,16 +145,8 @@ pub(super) fn new_request_id() -> String {
 /// The client's request id when it sent a usable one from a trusted peer
 /// (`server.trusted_proxies`); any other peer's id is replaced, so a client cannot pick the id
 /// that logs and backends correlate by.
-pub(super) fn client_request_id<'a>(
-    req: &'a RequestHeader,
-    peer: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
-    trusted: &[Cidr],
-) -> Option<&'a str> {
-    if trusted.is_empty() {
-        return None;
-    }
-    let ip = peer?.as_inet()?.ip();
-    if !trusted.iter().any(|c| c.contains(ip)) {
+pub(super) fn client_request_id(req: &RequestHeader, trusted_peer: bool) -> Option<&str> {
+    if !trusted_peer {
         return None;
     }
     req.headers
@@ -167,7 +159,7 @@ pub(super) fn client_request_id<'a>(
 // time and is never parsed or allocated per request).
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(super) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -259,8 +251,9 @@ fn forwarding_headers(
     session: &Session,
     mut upstream: UpstreamHeaders<'_>,
     ctx: &RequestCtx,
-    underscores: bool,
+    options: &RouterOptions,
 ) -> Result<()> {
+    let underscores = options.underscores_in_headers;
     if let UpstreamHeaders::Plain(map) = &mut upstream {
         map.try_reserve(ADDED_HEADERS)
             .or_err(ErrorType::InvalidHTTPHeader, "too many request headers")?;
@@ -301,25 +294,36 @@ fn forwarding_headers(
             upstream.insert(name, value)?;
         }
     }
-    // One buffer for the client address; the X-Forwarded-For value is written, not
-    // formatted through intermediate strings.
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+    // One buffer for each address; the X-Forwarded-For value is written, not formatted
+    // through intermediate strings.
     let mut ip = String::with_capacity(40);
-    if let Some(addr) = client_ip {
+    if let Some(addr) = ctx.client.ip {
         push_ip(&mut ip, addr);
     }
-    let xff = match upstream.map().get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
-        Some(prev) if !prev.trim_ascii().is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-            v.extend_from_slice(prev);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.as_bytes());
-            HeaderValue::from_maybe_shared(Bytes::from(v))
+    let mut peer = String::with_capacity(40);
+    if let Some(addr) = ctx.client.peer {
+        push_ip(&mut peer, addr);
+    }
+    // A trusted proxy's list goes on with its own address; so does any peer's while no proxy
+    // is trusted (sluice then does no real-IP handling). An untrusted peer's list, once some
+    // proxies are trusted, is replaced: it could name any address.
+    let keep_list = ctx.client.trusted || options.trusted_proxies.is_empty();
+    // Every `X-Forwarded-For` line the client sent, in order, as one list, then the peer; the
+    // peer's buffer alone when there is no list (most requests: no copy).
+    let prev = upstream.map().get_all(&X_FORWARDED_FOR);
+    let xff = if keep_list && prev.iter().any(|p| !p.as_bytes().trim_ascii().is_empty()) {
+        let mut v = Vec::new();
+        for p in prev {
+            let p = p.as_bytes().trim_ascii();
+            if !p.is_empty() {
+                v.extend_from_slice(p);
+                v.extend_from_slice(b", ");
+            }
         }
-        _ => HeaderValue::from_str(&ip),
+        v.extend_from_slice(peer.as_bytes());
+        HeaderValue::from_maybe_shared(Bytes::from(v))
+    } else {
+        HeaderValue::from_maybe_shared(Bytes::from(peer))
     };
     upstream.insert(
         &X_FORWARDED_FOR,
@@ -330,27 +334,56 @@ fn forwarding_headers(
         HeaderValue::from_maybe_shared(Bytes::from(ip))
             .or_err(ErrorType::InvalidHTTPHeader, "x-real-ip")?,
     )?;
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    upstream.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    )?;
-    // The client's host as received (a copy of its bytes; validated in `request_filter`).
-    let host = match target_authority(session.req_header()) {
-        Some(a) => HeaderValue::from_str(a).ok(),
-        None => session.req_header().headers.get(header::HOST).cloned(),
-    };
-    if let Some(host) = host {
-        upstream.insert(&X_FORWARDED_HOST, host)?;
+    // A trusted proxy's own `X-Forwarded-Proto`, `-Host` and `-Port` (when usable) say how the
+    // client reached it, and pass unchanged; anyone else's are replaced by what sluice saw.
+    let trusted = ctx.client.trusted;
+    if !(trusted && forwarded_proto(upstream.map()).is_some()) {
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream.insert(
+            &X_FORWARDED_PROTO,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        )?;
     }
-    if let Some(port) = session
-        .server_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.port())
-    {
-        upstream.insert(&X_FORWARDED_PORT, HeaderValue::from(port))?;
+    if !(trusted && upstream.map().contains_key(&X_FORWARDED_HOST)) {
+        // The client's host as received (a copy of its bytes; validated in `request_filter`).
+        let host = match target_authority(session.req_header()) {
+            Some(a) => HeaderValue::from_str(a).ok(),
+            None => session.req_header().headers.get(header::HOST).cloned(),
+        };
+        match host {
+            Some(host) => upstream.insert(&X_FORWARDED_HOST, host)?,
+            None => upstream.remove(&X_FORWARDED_HOST),
+        }
+    }
+    let port_stated = upstream
+        .map()
+        .get(&X_FORWARDED_PORT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.parse::<u16>().is_ok());
+    if !(trusted && port_stated) {
+        match session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port())
+        {
+            Some(port) => upstream.insert(&X_FORWARDED_PORT, HeaderValue::from(port))?,
+            None => upstream.remove(&X_FORWARDED_PORT),
+        }
     }
     Ok(())
+}
+
+/// The scheme a request's `X-Forwarded-Proto` states, when it is `http` or `https` (any case).
+/// Believed only from a trusted peer.
+pub(super) fn forwarded_proto(headers: &HeaderMap) -> Option<&'static str> {
+    let v = headers.get(&X_FORWARDED_PROTO)?.as_bytes().trim_ascii();
+    if v.eq_ignore_ascii_case(b"https") {
+        Some("https")
+    } else if v.eq_ignore_ascii_case(b"http") {
+        Some("http")
+    } else {
+        None
+    }
 }
 
 /// Streams opened at most on one upstream HTTP/2 connection before Pingora opens another: the

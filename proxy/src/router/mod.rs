@@ -49,6 +49,7 @@
 //! the validated host kept on the context (a path is copied only when normalizing changed it)
 //! and the peer Pingora requires as a `Box` (and, for a TLS endpoint, the SNI string in it).
 
+mod client;
 mod decide;
 mod forward;
 mod respond;
@@ -80,6 +81,7 @@ use crate::pool::{InFlightEndpoint, Pick, Pool};
 use crate::request::{content_length, raw_host, request_host, request_path, BodyLimit};
 use crate::route::Route;
 use crate::state::State;
+use client::Client;
 use decide::{affinity_cookie, head_size, Decision};
 use forward::{client_request_id, new_request_id};
 
@@ -115,8 +117,11 @@ pub struct RouterOptions {
     pub client_body_timeout: Duration,
     /// `server.underscores_in_headers`.
     pub underscores_in_headers: bool,
-    /// `server.trusted_proxies`: peers whose `X-Request-Id` is kept.
+    /// `server.trusted_proxies`: peers whose `X-Request-Id`, `X-Forwarded-For` and
+    /// `X-Forwarded-Proto`/`-Host`/`-Port` are believed (see `client`).
     pub trusted_proxies: Vec<Cidr>,
+    /// `access.denylist_source_range`: clients refused on every route.
+    pub denylist_source_range: Vec<Cidr>,
 }
 
 impl From<&Settings> for RouterOptions {
@@ -137,6 +142,7 @@ impl From<&Settings> for RouterOptions {
             client_body_timeout: s.client_body_timeout,
             underscores_in_headers: s.underscores_in_headers,
             trusted_proxies: s.trusted_proxies.clone(),
+            denylist_source_range: s.denylist_source_range.clone(),
         }
     }
 }
@@ -219,6 +225,8 @@ pub struct RequestCtx {
     upstream_start: Option<Instant>,
     upstream: Option<SocketAddr>,
     request_id: String,
+    /// The real client address, and whether the peer is a trusted proxy.
+    client: Client,
     /// The validated host the request was routed by (see [`crate::request`]).
     host: String,
     /// The normalized path, when it differs from the request's path.
@@ -316,6 +324,7 @@ impl ProxyHttp for Router {
             upstream_start: None,
             upstream: None,
             request_id: String::new(),
+            client: Client::default(),
             host: String::new(),
             path: None,
             forward_raw_path: false,
@@ -336,13 +345,22 @@ impl ProxyHttp for Router {
         // A client that stops reading must not hold buffers and an upstream connection forever.
         session.set_write_timeout(Some(self.options.client_send_timeout));
         let req = session.req_header();
-        let trusted = &self.options.trusted_proxies;
-        ctx.request_id = match client_request_id(req, session.client_addr(), trusted) {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.client = Client::of(req, peer, &self.options.trusted_proxies);
+        ctx.request_id = match client_request_id(req, ctx.client.trusted) {
             Some(id) => id.to_string(),
             None => new_request_id(),
         };
         if head_size(req) > self.options.max_request_header_bytes {
             return respond(session, Refusal::HeadTooLarge).await;
+        }
+        // The global deny list, before any route is looked up.
+        let denied = &self.options.denylist_source_range;
+        if !denied.is_empty() && !rules::admits(&[], denied, ctx.client.ip) {
+            return respond(session, Refusal::Denied).await;
         }
         let facts = request_host(req)
             .map(|h| h.into_owned())
@@ -425,7 +443,7 @@ impl ProxyHttp for Router {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forward::upstream_request(session, upstream, ctx, self.options.underscores_in_headers)?;
+        forward::upstream_request(session, upstream, ctx, &self.options)?;
         if let Some(route) = &ctx.filtered {
             rules::upstream_headers(&route.filters, upstream)?;
         }
@@ -626,10 +644,7 @@ impl ProxyHttp for Router {
         };
         log.log(&Record {
             time: k8s_openapi::jiff::Timestamp::now(),
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client: ctx.client.ip,
             method: req.method.as_str(),
             host: raw_host(req),
             path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),

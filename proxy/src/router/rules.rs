@@ -5,7 +5,7 @@
 //! 1. before the route is looked up, a host that `from-to-www-redirect` sends elsewhere gets 308
 //!    there ([`host_redirect`]), path and query kept;
 //! 2. once the route is found (and after the https redirect), [`before_proxy`]: an invalid
-//!    policy answers 503, a redirect or the app root answers by itself, and a rewrite computes
+//!    policy answers 503, a client the route's source ranges refuse 403, a redirect or the app root answers by itself, and a rewrite computes
 //!    the request target sent upstream;
 //! 3. when the upstream request is written, [`upstream_headers`] removes then sets its headers
 //!    and the upstream `Host`;
@@ -16,13 +16,16 @@
 //! Rewrites start from the path as matched (normalized, path parameters removed).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
+use sluice_config::cidr::Cidr;
 use sluice_config::routes::PathMatch;
 
+use super::client::in_ranges;
 use super::Refusal;
 use crate::pool::Pool;
 use crate::route::{Filter, HeaderChanges};
@@ -57,7 +60,7 @@ pub(super) fn host_redirect(
 }
 
 /// Applies the filters that act before anything is forwarded: `Err` with the answer (503 for an
-/// invalid policy, a redirect), else the request target to send upstream when a rewrite
+/// invalid policy, 403 for a `client` the source ranges refuse, a redirect), else the request target to send upstream when a rewrite
 /// changes it. `path` is the path as matched and `found` what the rule matched of it (a regex
 /// path is run again for its capture groups only when a rewrite needs them).
 pub(super) fn before_proxy<R>(
@@ -65,12 +68,16 @@ pub(super) fn before_proxy<R>(
     req: &RequestHeader,
     path: &str,
     found: &PathMatch<'_, R>,
+    client: Option<IpAddr>,
 ) -> Result<Option<String>, Refusal> {
     let query = req.uri.query();
     let mut target = None;
     for f in filters {
         match f {
             Filter::Invalid => return Err(Refusal::InvalidRoute),
+            Filter::SourceRange { allow, deny } if !admits(allow, deny, client) => {
+                return Err(Refusal::Denied);
+            }
             Filter::Redirect {
                 status,
                 location,
@@ -109,6 +116,15 @@ pub(super) fn before_proxy<R>(
         }
     }
     Ok(target)
+}
+
+/// Whether source ranges admit `client`: not in `deny`, and in `allow` unless it is empty. A
+/// request without a client address (no IP peer) is admitted only where no allow list applies.
+pub(super) fn admits(allow: &[Cidr], deny: &[Cidr], client: Option<IpAddr>) -> bool {
+    match client {
+        Some(ip) => !in_ranges(deny, ip) && (allow.is_empty() || in_ranges(allow, ip)),
+        None => allow.is_empty(),
+    }
 }
 
 /// The request target of `rewrite-target`: `template` with `$1`..`$9` replaced by the capture

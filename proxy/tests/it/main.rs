@@ -5,6 +5,7 @@
 
 mod support;
 
+mod access;
 mod balancing;
 mod binary;
 mod connections;

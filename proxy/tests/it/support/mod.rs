@@ -643,6 +643,11 @@ pub fn test_settings(extra_upstream: &str) -> String {
     )
 }
 
+/// [`test_settings`] with `extra_server` lines added to its `[server]` table.
+pub fn settings_with_server(extra_server: &str) -> String {
+    test_settings("").replacen("[server]\n", &format!("[server]\n{extra_server}\n"), 1)
+}
+
 impl Sluice {
     /// Starts sluice with `manifests` as `manifests/routes.yaml` and default test settings.
     pub async fn start(manifests: &str) -> Sluice {
