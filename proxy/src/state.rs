@@ -33,7 +33,7 @@ use sluice_config::health::{HealthCheck, HealthCheckOverrides};
 use sluice_config::hostmap::{parse_rule_host, HostKey, HostName};
 use sluice_config::model::{BackendInput, IngressInput, InputRefs, Inputs, ObjectRef};
 use sluice_config::ownership::Ownership;
-use sluice_config::rules::{www_counterpart, FROM_TO_WWW_REDIRECT};
+use sluice_config::rules::{self, www_counterpart, FROM_TO_WWW_REDIRECT};
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
     build_refs, BuildDefaults, ClassPolicy, Ejection, Finding, PoolKey, RouteEntry, RouteTable,
@@ -475,20 +475,32 @@ impl State {
             unchanged.iter().copied().chain(changed).collect()
         };
         let (before, after) = (side(false), side(true));
-        // Only the Services (and their slices) these Ingresses name.
+        // Only the Services (and their slices) these Ingresses name: in their rules, and as
+        // the target of their mirror.
         let wanted: BTreeSet<(String, String)> = before
             .iter()
             .chain(&after)
             .flat_map(|i| {
-                i.rules
-                    .iter()
-                    .flat_map(|r| &r.paths)
-                    .filter_map(|p| match &p.backend {
-                        BackendInput::Service { name, .. } => {
-                            Some((i.namespace.clone(), name.clone()))
-                        }
-                        BackendInput::Unsupported(_) => None,
-                    })
+                let rules =
+                    i.rules
+                        .iter()
+                        .flat_map(|r| &r.paths)
+                        .filter_map(|p| match &p.backend {
+                            BackendInput::Service { name, .. } => Some(name.clone()),
+                            BackendInput::Unsupported(_) => None,
+                        });
+                let mirrors =
+                    rules::filters(&i.annotations)
+                        .0
+                        .into_iter()
+                        .filter_map(|f| match f {
+                            rules::Filter::Mirror { service, .. } => Some(service),
+                            _ => None,
+                        });
+                rules
+                    .chain(mirrors)
+                    .map(|name| (i.namespace.clone(), name))
+                    .collect::<Vec<_>>()
             })
             .collect();
         let shared = store.shared_for(&wanted);

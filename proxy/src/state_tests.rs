@@ -391,6 +391,20 @@ fn per_route_rules_canaries_and_www_redirects_publish_what_a_whole_build_would()
     );
     let report = c.publish("hosts");
     assert!(!report.skipped.is_empty(), "{report:?}");
+    // A mirror to a Service no rule of the rebuilt host names.
+    c.ingress(
+        ingress("shop", "mirrored")
+            .created(220)
+            .annotation("sluice.dev/mirror-target", "api:80")
+            .host("m.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    let report = c.publish("hosts");
+    assert!(
+        !findings(&report).iter().any(|m| m.contains("mirror")),
+        "{report:?}"
+    );
     // Regex paths.
     c.ingress(
         ingress("shop", "regex")
