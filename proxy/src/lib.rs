@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod objects;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod request;
 pub mod route;
 pub mod router;

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub downstream_connections: IntGauge,
     /// Client connections closed at accept by a cap, by cap (`process`, `client`).
     pub downstream_connections_refused: IntCounterVec,
+    /// Connections closed before HTTP under `server.proxy_protocol`, by reason
+    /// (`untrusted_peer`, `invalid_header`, `closed`).
+    pub proxy_protocol_refused: IntCounterVec,
     pub pool_endpoints: IntGaugeVec,
     pub last_sync: prometheus::Gauge,
     pub snapshot_build: Histogram,
@@ -148,6 +151,13 @@ impl Metrics {
                     "Client connections closed at accept by a connection cap"
                 ),
                 &["limit"],
+            )?),
+            proxy_protocol_refused: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_proxy_protocol_refused_total",
+                    "Connections closed before HTTP for a missing, invalid or untrusted PROXY protocol header"
+                ),
+                &["reason"],
             )?),
             pool_endpoints: reg!(IntGaugeVec::new(
                 Opts::new(

@@ -19,7 +19,8 @@
 //!
 //! 1. accept: past `server.max_connections` (or the client's `server.max_connections_per_client`)
 //!    it is closed at once;
-//! 2. TLS handshake: `server.client_header_timeout_secs`;
+//! 2. PROXY protocol header (with `server.proxy_protocol`) and TLS handshake:
+//!    `server.client_header_timeout_secs` for both;
 //! 3. first request head, plain-text HTTP/2 detection and HTTP/2 handshake included:
 //!    `server.client_header_timeout_secs` in all, counted from the end of the TLS handshake;
 //!    a head over `server.max_request_header_bytes` gets 431 before more than twice that much
@@ -51,7 +52,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora_core::apps::{HttpServerOptions, ServerApp};
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora_core::listeners::{
+    L4BufferSettings, ListenerConfig, PreTlsCallback, DEFAULT_L4_WRITE_BUFFER_SIZE,
+};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Fds, ListenFds, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
@@ -67,6 +70,7 @@ use crate::connections::{Gate, Limits};
 use crate::files::FilesSource;
 use crate::k8s::{KubeOptions, KubeSource};
 use crate::metrics::{Metrics, MetricsError};
+use crate::proxy_protocol::ProxyProtocol;
 use crate::router::{InFlight, Router, RouterOptions};
 use crate::state::State;
 use crate::tls::certs::{CertError, CertFileError, ServingCert};
@@ -438,6 +442,17 @@ async fn run(
                 tracing::error!(addr = %a, error = %e, "cannot set up TLS; this listener is off")
             }
         }
+    }
+
+    if let Some(trusted) = &settings.proxy_protocol {
+        // Runs on every proxy listener, plain and TLS, within the handshake timeout above.
+        let callback = ProxyProtocol::new(
+            trusted.clone(),
+            state.metrics().proxy_protocol_refused.clone(),
+        );
+        proxy
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(callback) as PreTlsCallback);
     }
 
     let mut admin_app =

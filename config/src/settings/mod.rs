@@ -197,6 +197,9 @@ pub struct Settings {
     /// Proxies whose forwarding headers are believed (the client address from
     /// `X-Forwarded-For`, `X-Forwarded-Proto`/`-Host`/`-Port`, `X-Request-Id`).
     pub trusted_proxies: Vec<Cidr>,
+    /// `server.proxy_protocol`: `Some` with `server.proxy_protocol_trusted` (never empty) when
+    /// every connection must start with a PROXY protocol header from one of those peers.
+    pub proxy_protocol: Option<Vec<Cidr>>,
     /// `access.denylist_source_range`: clients in these ranges get 403 on every route.
     pub denylist_source_range: Vec<Cidr>,
     pub client_header_timeout: Duration,

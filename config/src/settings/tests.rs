@@ -143,6 +143,31 @@ fn request_limits_default_as_nginx_and_trusted_proxies_are_validated_ranges() {
 }
 
 #[test]
+fn proxy_protocol_is_off_by_default_and_needs_the_peers_it_believes() {
+    assert_eq!(parse("").unwrap().proxy_protocol, None);
+    let s = parse("[server]\nproxy_protocol = true\nproxy_protocol_trusted = [\"10.0.0.0/8\"]\n")
+        .unwrap();
+    let trusted = s.proxy_protocol.unwrap();
+    assert!(trusted[0].contains("10.9.8.7".parse().unwrap()));
+    for bad in [
+        "[server]\nproxy_protocol = true\n",
+        "[server]\nproxy_protocol = true\nproxy_protocol_trusted = [\"lb\"]\n",
+    ] {
+        let err = parse(bad).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    key: "server.proxy_protocol_trusted",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn an_unknown_key_is_named_with_its_line() {
     let err = parse("[server]\nworker_threads = 2\nworker_thread = 3\n").unwrap_err();
     let text = err.to_string();

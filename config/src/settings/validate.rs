@@ -302,6 +302,19 @@ impl File {
             self.server.client_body_timeout_secs,
         )?;
         let trusted_proxies = at.ranges("server.trusted_proxies", &self.server.trusted_proxies)?;
+        let proxy_protocol_trusted = at.ranges(
+            "server.proxy_protocol_trusted",
+            &self.server.proxy_protocol_trusted,
+        )?;
+        if self.server.proxy_protocol && proxy_protocol_trusted.is_empty() {
+            return Err(at.invalid(
+                "server.proxy_protocol_trusted",
+                "must list the load balancers whose PROXY protocol header is believed when \
+                 server.proxy_protocol is true ([\"0.0.0.0/0\", \"::/0\"] believes every peer)"
+                    .into(),
+            ));
+        }
+        let proxy_protocol = self.server.proxy_protocol.then_some(proxy_protocol_trusted);
         let denylist_source_range = at.ranges(
             "access.denylist_source_range",
             &self.access.denylist_source_range,
@@ -435,6 +448,7 @@ impl File {
             client_body_timeout,
             underscores_in_headers: self.server.underscores_in_headers,
             trusted_proxies,
+            proxy_protocol,
             denylist_source_range,
             client_header_timeout,
             client_send_timeout,

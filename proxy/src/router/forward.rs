@@ -304,10 +304,9 @@ fn forwarding_headers(
     if let Some(addr) = ctx.client.peer {
         push_ip(&mut peer, addr);
     }
-    // A trusted proxy's list goes on with its own address; so does any peer's while no proxy
-    // is trusted (sluice then does no real-IP handling). An untrusted peer's list, once some
-    // proxies are trusted, is replaced: it could name any address.
-    let keep_list = ctx.client.trusted || options.trusted_proxies.is_empty();
+    // A trusted proxy's list goes on with its own address. Any other peer's list is replaced:
+    // it could name any address.
+    let keep_list = ctx.client.trusted;
     // Every `X-Forwarded-For` line the client sent, in order, as one list, then the peer; the
     // peer's buffer alone when there is no list (most requests: no copy).
     let prev = upstream.map().get_all(&X_FORWARDED_FOR);

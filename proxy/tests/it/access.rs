@@ -2,7 +2,7 @@
 //! sockets.
 
 use crate::support::*;
-use crate::tls::{https, tls_ingress_in, tls_settings};
+use crate::tls::{https, secure_test_host, tls_settings};
 
 /// A request to host `x` with these headers.
 fn request_with(
@@ -93,18 +93,7 @@ async fn an_untrusted_peers_forwarding_headers_are_replaced_not_believed() {
 #[tokio::test]
 async fn a_forwarded_https_stops_the_https_redirect_only_from_a_trusted_peer() {
     let a = Backend::start("a").await;
-    let manifests = [
-        service_with("default", "web", &[a.addr]),
-        tls_ingress_in(
-            "default",
-            "secure",
-            None,
-            &[("secure.test", "web")],
-            &[(&["secure.test"], None)],
-            &[],
-        ),
-    ]
-    .concat();
+    let manifests = secure_test_host(&a);
     let behind_lb = |s: &Sluice| {
         let addr = s.addr;
         async move {

@@ -31,7 +31,7 @@ async fn forwarding_headers_describe_the_client_and_the_original_request() {
 }
 
 #[tokio::test]
-async fn an_existing_forwarded_for_is_appended_to_and_spoofed_values_are_replaced() {
+async fn a_clients_own_forwarding_headers_are_replaced_by_what_sluice_saw() {
     let (_a, s) = one_backend().await;
     let mut req = request("x", "/");
     let h = req.headers_mut();
@@ -40,10 +40,7 @@ async fn an_existing_forwarded_for_is_appended_to_and_spoofed_values_are_replace
     h.insert("x-forwarded-proto", "https".parse().unwrap());
     h.insert("x-forwarded-port", "1".parse().unwrap());
     let r = H1::connect(s.addr).await.send(req).await.unwrap();
-    assert_eq!(
-        r.upstream_header("x-forwarded-for"),
-        vec!["203.0.113.7, 127.0.0.1"]
-    );
+    assert_eq!(r.upstream_header("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(r.upstream_header("x-real-ip"), vec!["127.0.0.1"]);
     assert_eq!(r.upstream_header("x-forwarded-proto"), vec!["http"]);
     assert_eq!(

@@ -20,6 +20,7 @@ mod live;
 mod observe;
 mod pipeline;
 mod protocols;
+mod proxy_protocol;
 mod requests;
 mod resilience;
 mod routing;

@@ -71,6 +71,22 @@ pub(crate) fn tls_ingress_in(
     out
 }
 
+/// Host `secure.test` with TLS (the default certificate) in `default`, served by `backend`.
+pub(crate) fn secure_test_host(backend: &Backend) -> String {
+    [
+        service_with("default", "web", &[backend.addr]),
+        tls_ingress_in(
+            "default",
+            "secure",
+            None,
+            &[("secure.test", "web")],
+            &[(&["secure.test"], None)],
+            &[],
+        ),
+    ]
+    .concat()
+}
+
 pub(crate) fn https(s: &Sluice) -> SocketAddr {
     s.https.expect("an HTTPS listener")
 }

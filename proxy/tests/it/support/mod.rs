@@ -281,10 +281,17 @@ impl Drop for H1 {
 
 impl H1 {
     pub async fn connect(addr: SocketAddr) -> H1 {
-        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+        H1::connect_with(addr, &[]).await
+    }
+
+    /// A connection that sends `preface` (a PROXY protocol header) before any HTTP.
+    pub async fn connect_with(addr: SocketAddr, preface: &[u8]) -> H1 {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
             .await
             .expect("connect timed out")
             .expect("connect failed");
+        stream.write_all(preface).await.expect("preface written");
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();

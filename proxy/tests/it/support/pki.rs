@@ -308,6 +308,8 @@ pub struct ClientTls {
     /// TLS 1.2 only, with these cipher suites.
     pub tls12_ciphers: Option<String>,
     pub client_cert: Option<Issued>,
+    /// Bytes sent on the TCP connection before the handshake (a PROXY protocol header).
+    pub preface: Vec<u8>,
 }
 
 impl ClientTls {
@@ -335,6 +337,11 @@ impl ClientTls {
 
     pub fn cert(mut self, c: &Issued) -> Self {
         self.client_cert = Some(c.clone());
+        self
+    }
+
+    pub fn preface(mut self, bytes: &[u8]) -> Self {
+        self.preface = bytes.to_vec();
         self
     }
 }
@@ -383,9 +390,12 @@ pub async fn tls_connect(
     let ssl = cfg
         .into_ssl(opts.sni.as_deref().unwrap_or("ignored.invalid"))
         .map_err(|e| e.to_string())?;
-    let tcp = tokio::time::timeout(STEP, TcpStream::connect(addr))
+    let mut tcp = tokio::time::timeout(STEP, TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &opts.preface)
+        .await
         .map_err(|e| e.to_string())?;
     let mut stream = SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
     tokio::time::timeout(STEP, Pin::new(&mut stream).connect())

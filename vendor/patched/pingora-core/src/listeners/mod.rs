@@ -129,6 +129,8 @@ pub(crate) type SharedTlsAcceptCallbacks = Arc<dyn TlsAccept + Send + Sync>;
 /// before the TLS handshake occurs. This is useful for protocols like HAProxy's
 /// PROXY protocol, which sends client address information before TLS.
 ///
+/// On a listener without TLS the callback runs as well, before any HTTP is read.
+///
 /// # Example
 ///
 /// ```rust,ignore
@@ -315,12 +317,12 @@ pub(crate) struct UninitializedStream {
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
+        // Process data sent before TLS (or, on a plain listener, before HTTP) if a callback is
+        // configured (e.g., PROXY protocol, which a load balancer sends on either kind of port)
+        if let Some(ref callback) = self.pre_tls_callback {
+            callback.process(&mut self.l4).await?;
+        }
         if let Some(tls) = self.tls {
-            // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
-            if let Some(ref callback) = self.pre_tls_callback {
-                callback.process(&mut self.l4).await?;
-            }
-
             let tls_stream = tls.tls_handshake(self.l4).await?;
             Ok(Box::new(tls_stream))
         } else {
@@ -465,7 +467,8 @@ impl Listeners {
     ///
     /// The callback will be invoked after TCP accept but before the TLS handshake,
     /// allowing the application to read and process data such as PROXY protocol
-    /// headers that arrive before TLS.
+    /// headers that arrive before TLS. On endpoints without TLS it is invoked before
+    /// any HTTP is read.
     ///
     /// # Example
     ///
