@@ -440,7 +440,6 @@ impl State {
                 .filter_map(|h| parse_rule_host(Some(h)).ok())
                 .any(|k| matches!(k, HostKey::Exact(h) if exact.contains(h)))
         };
-        let ingresses = store.ingresses();
         // `from-to-www-redirect` sends a host's www counterpart (or the name without www) to
         // it when no rule names the counterpart: a touched host, or its counterpart, named by
         // an Ingress asking for that takes a whole build.
@@ -455,10 +454,19 @@ impl State {
         if edited
             .iter()
             .any(|i| i.annotations.contains_key(FROM_TO_WWW_REDIRECT))
-            || ingresses.iter().any(|i| www(i))
+            || store.www_ingresses().iter().any(|i| www(i))
         {
             return None;
         }
+        // Only the Ingresses indexed under a touched host, or under a wildcard one label up,
+        // can name one.
+        let wildcards: Vec<String> = parents.iter().map(|p| format!("*.{p}")).collect();
+        let indexed = exact
+            .iter()
+            .copied()
+            .chain(wildcards.iter().map(String::as_str))
+            .chain(any.then_some(""));
+        let ingresses = store.ingresses_naming(indexed);
         let unchanged: Vec<&IngressInput> = ingresses
             .iter()
             .map(|i| &**i)
@@ -594,15 +602,14 @@ impl State {
             .iter()
             .flat_map(|(_, h)| h.iter().map(|(_, _, r)| Arc::as_ptr(r)))
             .collect();
-        let dropped = hosts.iter().any(|h| {
-            previous
-                .routes
-                .host_map()
-                .get_key(&h.key())
-                .is_some_and(|old| old.iter().any(|(_, _, r)| !kept.contains(&Arc::as_ptr(r))))
-        });
-        if dropped {
-            pools_changed |= self.drop_unused(&mut writer, &routes);
+        let gone: Vec<&Arc<Route>> = hosts
+            .iter()
+            .filter_map(|h| previous.routes.host_map().get_key(&h.key()))
+            .flat_map(|old| old.iter().map(|(_, _, r)| r))
+            .filter(|r| !kept.contains(&Arc::as_ptr(r)))
+            .collect();
+        if !gone.is_empty() {
+            pools_changed |= self.drop_unused(&mut writer, &routes, &gone);
         }
         let mut served = writer.served.clone();
         for (key, change) in &changes.ingresses {
@@ -651,23 +658,23 @@ impl State {
         Some(report)
     }
 
-    /// Forgets the routes and retires the metrics that no route of `routes` has any more, and
-    /// drops the pools none leads to; returns whether a pool was dropped.
-    fn drop_unused(&self, writer: &mut Writer, routes: &RouteTable<Arc<Route>>) -> bool {
-        let mut live_routes: HashSet<*const Route> = HashSet::new();
-        let mut live_metrics: HashSet<*const RouteMetrics> = HashSet::new();
-        let mut live_pools: HashSet<*const Pool> = HashSet::new();
-        let every_route = routes
-            .host_map()
-            .iter()
-            .flat_map(|(_, h)| h.iter().map(|(_, _, r)| r))
-            .chain(routes.default_backend());
-        for route in every_route {
-            if !live_routes.insert(Arc::as_ptr(route)) {
-                continue;
-            }
-            live_metrics.insert(Arc::as_ptr(&route.metrics));
+    /// Retires the metrics and drops the pools of the `gone` routes that no route of `routes`
+    /// has any more; returns whether a pool was dropped. Only the gone routes' own metrics and
+    /// pools are candidates (a handful), so the walk over `routes` compares pointers with a
+    /// short list and ends once every candidate is found still in use.
+    fn drop_unused(
+        &self,
+        writer: &mut Writer,
+        routes: &RouteTable<Arc<Route>>,
+        gone: &[&Arc<Route>],
+    ) -> bool {
+        /// Calls `f` with each metrics handle and each pool `route` uses.
+        fn uses(route: &Route, f: &mut impl FnMut(Use)) {
             let canary = route.canary.as_ref();
+            f(Use::Metrics(Arc::as_ptr(&route.metrics)));
+            if let Some(c) = canary {
+                f(Use::Metrics(Arc::as_ptr(&c.metrics)));
+            }
             let pools = route
                 .pool
                 .iter()
@@ -677,31 +684,61 @@ impl State {
                     _ => None,
                 }));
             for pool in pools {
-                live_pools.insert(Arc::as_ptr(pool));
-            }
-            if let Some(c) = canary {
-                live_metrics.insert(Arc::as_ptr(&c.metrics));
+                f(Use::Pool(Arc::as_ptr(pool)));
             }
         }
-        writer.route_metrics.retain(|labels, m| {
-            // Empty labels are also those of unrouted requests, whose series always stay.
-            let keep =
-                live_metrics.contains(&Arc::as_ptr(m)) || labels.iter().all(|l| l.is_empty());
-            if !keep {
-                m.retire();
+        enum Use {
+            Metrics(*const RouteMetrics),
+            Pool(*const Pool),
+        }
+        let (mut metrics, mut pools) = (Vec::new(), Vec::new());
+        for route in gone {
+            uses(route, &mut |u| match u {
+                Use::Metrics(m) => metrics.push(m),
+                Use::Pool(p) => pools.push(p),
+            });
+        }
+        metrics.sort_unstable();
+        metrics.dedup();
+        pools.sort_unstable();
+        pools.dedup();
+        let every_route = routes
+            .host_map()
+            .iter()
+            .flat_map(|(_, h)| h.iter().map(|(_, _, r)| r))
+            .chain(routes.default_backend());
+        for route in every_route {
+            if metrics.is_empty() && pools.is_empty() {
+                break;
             }
-            keep
-        });
+            uses(route, &mut |u| match u {
+                Use::Metrics(m) => metrics.retain(|x| *x != m),
+                Use::Pool(p) => pools.retain(|x| *x != p),
+            });
+        }
+        if !metrics.is_empty() {
+            writer.route_metrics.retain(|labels, m| {
+                // Empty labels are also those of unrouted requests, whose series always stay.
+                let keep =
+                    !metrics.contains(&Arc::as_ptr(m)) || labels.iter().all(|l| l.is_empty());
+                if !keep {
+                    m.retire();
+                }
+                keep
+            });
+        }
         let metrics = &self.metrics;
         let mut dropped = false;
-        writer.pools.retain(|key, pool| {
-            let keep = live_pools.contains(&Arc::as_ptr(pool));
-            if !keep {
-                dropped = true;
-                remove_pool_gauges(metrics, key);
-            }
-            keep
-        });
+        if !pools.is_empty() {
+            writer.pools.retain(|key, pool| {
+                let keep = !pools.contains(&Arc::as_ptr(pool));
+                if !keep {
+                    dropped = true;
+                    remove_pool_gauges(metrics, key);
+                }
+                keep
+            });
+        }
         dropped
     }
 

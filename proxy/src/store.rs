@@ -16,11 +16,13 @@ use std::sync::Mutex;
 
 use std::sync::Arc;
 
-use sluice_config::build::pool_endpoints;
+use sluice_config::build::{pool_endpoints, rule_hosts};
+use sluice_config::hostmap::{parse_rule_host, HostKey};
 use sluice_config::model::{
     EndpointSliceInput, IngressClassInput, IngressInput, InputRefs, NodeInput, ObjectRef,
     SecretInput, ServiceInput,
 };
+use sluice_config::rules::FROM_TO_WWW_REDIRECT;
 use sluice_config::{PoolKey, TargetType};
 use tokio::sync::Notify;
 
@@ -155,6 +157,29 @@ struct Inner {
     /// (A hash map of small sorted vectors: with one slice per Service, as most have, a B-tree
     /// set per Service would hold a whole node for one key.)
     slices_by_service: HashMap<(String, String), Vec<ObjectRef>>,
+    /// The Ingresses naming each host, in a rule or in `spec.tls`, by [`host_index_keys`]: an
+    /// edit finds the Ingresses of the hosts it touches without reading every Ingress.
+    ingresses_by_host: HashMap<String, Vec<ObjectRef>>,
+    /// The Ingresses with `sluice.dev/from-to-www-redirect`, whose rules reach a second host.
+    www_ingresses: BTreeSet<ObjectRef>,
+}
+
+/// The keys an Ingress is indexed under: each valid host of its rules and of its `spec.tls`
+/// entries, as written (`a.example`, `*.example`), and `""` for a rule without a host.
+pub fn host_index_keys(ingress: &IngressInput) -> BTreeSet<String> {
+    let tls = ingress
+        .tls
+        .iter()
+        .flat_map(|t| &t.hosts)
+        .filter_map(|h| parse_rule_host(Some(h)).ok());
+    rule_hosts(ingress)
+        .chain(tls)
+        .map(|k| match k {
+            HostKey::Exact(name) => name.to_string(),
+            HostKey::Wildcard(suffix) => format!("*.{suffix}"),
+            HostKey::Any => String::new(),
+        })
+        .collect()
 }
 
 /// What changed in a store since the publisher last looked.
@@ -200,6 +225,19 @@ fn slice_service(key: &ObjectRef, entry: &Entry) -> Option<(String, String)> {
 }
 
 impl Inner {
+    /// The inputs of the Ingresses `keys`, in key order.
+    fn ingresses_of(&self, keys: BTreeSet<&ObjectRef>) -> Vec<Arc<IngressInput>> {
+        let Some(all) = self.objects.get(&Kind::Ingress) else {
+            return Vec::new();
+        };
+        keys.into_iter()
+            .filter_map(|k| match all.get(k) {
+                Some(Entry::Ingress(input, _)) => Some(input.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Records a change of `key` from `old` to `new` (either may be absent).
     fn record(&mut self, kind: Kind, key: &ObjectRef, old: Option<&Entry>, new: Option<&Entry>) {
         self.changes.kinds.insert(kind);
@@ -209,6 +247,7 @@ impl Inner {
                 _ => None,
             };
             let after = input(new);
+            self.index_ingress(key, input(old).as_deref(), after.as_deref());
             // Several changes between two publishes: the input the last publish saw stays.
             self.changes
                 .ingresses
@@ -236,6 +275,57 @@ impl Inner {
                 self.slices_by_service.remove(&service);
             }
             self.changes.services.insert(service);
+        }
+    }
+
+    /// Moves `key` in the host index from what `old` names to what `new` names.
+    fn index_ingress(
+        &mut self,
+        key: &ObjectRef,
+        old: Option<&IngressInput>,
+        new: Option<&IngressInput>,
+    ) {
+        let before = old.map(host_index_keys).unwrap_or_default();
+        let after = new.map(host_index_keys).unwrap_or_default();
+        for host in before.difference(&after) {
+            if let Some(keys) = self.ingresses_by_host.get_mut(host) {
+                if let Ok(at) = keys.binary_search(key) {
+                    keys.remove(at);
+                }
+                if keys.is_empty() {
+                    self.ingresses_by_host.remove(host);
+                }
+            }
+        }
+        for host in after.difference(&before) {
+            let keys = self.ingresses_by_host.entry(host.clone()).or_default();
+            if let Err(at) = keys.binary_search(key) {
+                keys.insert(at, key.clone());
+            }
+        }
+        if new.is_some_and(|i| i.annotations.contains_key(FROM_TO_WWW_REDIRECT)) {
+            self.www_ingresses.insert(key.clone());
+        } else {
+            self.www_ingresses.remove(key);
+        }
+    }
+
+    /// Rebuilds the host index of Ingresses after a relist.
+    fn reindex_ingresses(&mut self) {
+        self.ingresses_by_host.clear();
+        self.www_ingresses.clear();
+        let ingresses: Vec<(ObjectRef, Arc<IngressInput>)> = self
+            .objects
+            .get(&Kind::Ingress)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, e)| match e {
+                Entry::Ingress(i, _) => Some((k.clone(), i.clone())),
+                _ => None,
+            })
+            .collect();
+        for (key, input) in &ingresses {
+            self.index_ingress(key, None, Some(input));
         }
     }
 
@@ -359,6 +449,7 @@ impl Store {
             }
             if *kind == Kind::Ingress {
                 i.changes.all_ingresses = true;
+                i.reindex_ingresses();
             }
             self.touch(i);
         });
@@ -488,6 +579,26 @@ impl Store {
             }
             out
         })
+    }
+
+    /// The Ingresses indexed under any of `hosts` (see [`host_index_keys`]), each once.
+    pub fn ingresses_naming<'a>(
+        &self,
+        hosts: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Arc<IngressInput>> {
+        self.with(|i| {
+            let keys: BTreeSet<&ObjectRef> = hosts
+                .into_iter()
+                .filter_map(|h| i.ingresses_by_host.get(h))
+                .flatten()
+                .collect();
+            i.ingresses_of(keys)
+        })
+    }
+
+    /// The Ingresses with `sluice.dev/from-to-www-redirect`.
+    pub fn www_ingresses(&self) -> Vec<Arc<IngressInput>> {
+        self.with(|i| i.ingresses_of(i.www_ingresses.iter().collect()))
     }
 
     /// Every Ingress known now, shared.
@@ -690,6 +801,65 @@ mod tests {
         store.apply(Kind::IngressClass, key("a"), class("a"));
         store.delete(Kind::IngressClass, &key("a"));
         assert_eq!(store.generation(), g + 2);
+    }
+
+    #[test]
+    fn the_ingresses_of_a_host_are_found_through_edits_deletes_and_relists() {
+        use sluice_config::fixtures::{backend, ingress};
+        let store = Store::default();
+        let put = |name: &str, b: sluice_config::fixtures::IngressBuilder| {
+            let entry = Entry::Ingress(Arc::new(b.build()), IngressMeta::default());
+            store.apply(Kind::Ingress, ObjectRef::new("default", name), entry);
+        };
+        let names = |hosts: &[&str]| -> Vec<String> {
+            store
+                .ingresses_naming(hosts.iter().copied())
+                .iter()
+                .map(|i| i.name.clone())
+                .collect()
+        };
+        // Ingress `name` with rules for `hosts` (`None`: no host), each with one path.
+        let web = |name: &str, hosts: &[Option<&str>]| {
+            hosts.iter().fold(ingress("default", name), |b, h| {
+                b.rule(*h).path("/", "Prefix", backend("web", 80))
+            })
+        };
+        put("a", web("a", &[Some("a.test"), Some("*.test")]));
+        put(
+            "b",
+            web("b", &[Some("b.test")]).tls(&["a.test"], Some("cert")),
+        );
+        put(
+            "c",
+            web("c", &[None]).annotation(FROM_TO_WWW_REDIRECT, "true"),
+        );
+        assert_eq!(names(&["a.test"]), ["a", "b"]);
+        assert_eq!(names(&["*.test", ""]), ["a", "c"]);
+        assert_eq!(names(&["B.test", "nothing.test"]), Vec::<String>::new());
+        // An edit moves the Ingress to its new hosts; a delete removes it.
+        put("a", web("a", &[Some("d.test")]));
+        assert_eq!(names(&["a.test", "*.test"]), ["b"]);
+        assert_eq!(names(&["d.test"]), ["a"]);
+        store.delete(Kind::Ingress, &ObjectRef::new("default", "b"));
+        assert_eq!(names(&["a.test", "b.test"]), Vec::<String>::new());
+        let www: Vec<String> = store
+            .www_ingresses()
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        assert_eq!(www, ["c"]);
+        // A relist replaces the index with what it listed.
+        let all = (Kind::Ingress, None);
+        store.relist_begin(&all);
+        let entry = Entry::Ingress(
+            Arc::new(web("e", &[Some("e.test")]).build()),
+            IngressMeta::default(),
+        );
+        store.relist_add(&all, ObjectRef::new("default", "e"), entry);
+        store.relist_done(&all);
+        assert_eq!(names(&["d.test", ""]), Vec::<String>::new());
+        assert_eq!(names(&["e.test"]), ["e"]);
+        assert!(store.www_ingresses().is_empty());
     }
 
     #[test]
