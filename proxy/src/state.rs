@@ -33,6 +33,7 @@ use sluice_config::health::{HealthCheck, HealthCheckOverrides};
 use sluice_config::hostmap::{parse_rule_host, HostKey, HostName};
 use sluice_config::model::{BackendInput, IngressInput, InputRefs, Inputs, ObjectRef};
 use sluice_config::ownership::Ownership;
+use sluice_config::rules::basic_auth::AUTH_TYPE;
 use sluice_config::rules::{self, www_counterpart, FROM_TO_WWW_REDIRECT};
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
@@ -177,6 +178,11 @@ impl State {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Which Ingresses this state serves.
+    pub fn class_policy(&self) -> &ClassPolicy {
+        &self.policy
     }
 
     /// Whether a first snapshot has been published (what `/readyz` reports).
@@ -324,6 +330,7 @@ impl State {
     pub fn apply(&self, mut snapshot: Snapshot, material: &SecretMaterial) -> ApplyReport {
         let mut writer = self.lock_writer();
         let tls = certificates(&mut snapshot, &mut writer.tls, material);
+        crate::auth::basic::resolve_secrets(&mut snapshot, material);
         // Whether pools came or went: only then are the shared pool tables rebuilt.
         let mut pools_changed =
             self.ensure_pools(&mut writer, &snapshot.endpoints, &snapshot.health_checks);
@@ -475,6 +482,14 @@ impl State {
             unchanged.iter().copied().chain(changed).collect()
         };
         let (before, after) = (side(false), side(true));
+        // Basic auth reads its Secret when a whole snapshot is applied.
+        if before
+            .iter()
+            .chain(&after)
+            .any(|i| i.annotations.contains_key(AUTH_TYPE))
+        {
+            return None;
+        }
         // Only the Services (and their slices) these Ingresses name: in their rules, and as
         // the target of their mirror.
         let wanted: BTreeSet<(String, String)> = before

@@ -151,6 +151,10 @@ struct Inner {
     generation: u64,
     /// What changed since the last [`Store::take_changes`].
     changes: Changes,
+    /// The Secrets that basic auth reads, each fetched by name by its own watcher
+    /// ([`crate::k8s::auth_secrets`]): kept apart from the TLS Secrets, whose relists replace
+    /// their kind whole.
+    auth_secrets: BTreeMap<ObjectRef, Arc<SecretData>>,
     /// The EndpointSlices of each Service, by (namespace, Service).
     /// (A hash map of small sorted vectors: with one slice per Service, as most have, a B-tree
     /// set per Service would hold a whole node for one key.)
@@ -505,10 +509,12 @@ impl Store {
         })
     }
 
-    /// The TLS material of every Secret known now.
+    /// The material of every Secret known now: the TLS Secrets, and the Secrets basic auth
+    /// reads (which win for a Secret that is both: theirs has every key).
     pub fn secret_material(&self) -> SecretMaterial {
         self.with(|i| {
-            i.objects
+            let mut out: SecretMaterial = i
+                .objects
                 .get(&Kind::Secret)
                 .map(|m| {
                     m.iter()
@@ -518,8 +524,48 @@ impl Store {
                         })
                         .collect()
                 })
-                .unwrap_or_default()
+                .unwrap_or_default();
+            out.extend(i.auth_secrets.iter().map(|(k, d)| (k.clone(), d.clone())));
+            out
         })
+    }
+
+    /// A Secret that basic auth reads was fetched (`Some`) or found absent (`None`). A change
+    /// is a change of Secrets: the next publish builds everything.
+    pub fn set_auth_secret(&self, key: ObjectRef, data: Option<Arc<SecretData>>) {
+        self.with(|i| {
+            let old = match data {
+                Some(data) => i
+                    .auth_secrets
+                    .insert(key, data.clone())
+                    .filter(|o| *o == data),
+                None => match i.auth_secrets.remove(&key) {
+                    Some(_) => None,
+                    None => return,
+                },
+            };
+            if old.is_none() {
+                i.changes.kinds.insert(Kind::Secret);
+                self.touch(i);
+            }
+        });
+    }
+
+    /// Wakes the publisher without a change (a watcher it waits for has listed).
+    pub fn wake(&self) {
+        self.with(|i| self.touch(i));
+    }
+
+    /// Forgets the Secrets basic auth no longer reads (not in `keep`).
+    pub fn retain_auth_secrets(&self, keep: &BTreeSet<ObjectRef>) {
+        self.with(|i| {
+            let before = i.auth_secrets.len();
+            i.auth_secrets.retain(|k, _| keep.contains(k));
+            if i.auth_secrets.len() != before {
+                i.changes.kinds.insert(Kind::Secret);
+                self.touch(i);
+            }
+        });
     }
 
     /// The uid of one Ingress, if it is known.

@@ -1,0 +1,351 @@
+//! Basic authentication at request time (`sluice.dev/auth-type: basic`, see
+//! [`sluice_config::rules::basic_auth`]).
+//!
+//! A request passes when its one `Authorization: Basic` header names a user of the route's
+//! Secret with the right password; otherwise it gets 401 with `WWW-Authenticate: Basic
+//! realm="..."` ([`Refusal::Challenge`]) and nothing is forwarded. The check runs in
+//! `request_filter` once the route is decided (after its source ranges and redirects), before
+//! any upstream connection.
+//!
+//! Verdicts are cached per credential ([`CACHE_TTL`], at most [`CACHE_MAX_ENTRIES`] per route)
+//! so a client sending the same header on every request costs one bcrypt verification per
+//! [`CACHE_TTL`], not one per request. The cache is keyed by the SHA-256 of the header value
+//! (no password is kept), belongs to the compiled route, and so starts empty whenever the
+//! Secret's users or the rule change. A cache miss on a bcrypt user is verified on a blocking
+//! thread, never on a request worker. Hash comparisons are constant-time (bcrypt's own, and
+//! `CRYPTO_memcmp` for `{SHA}` and apr1).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use openssl::hash::{hash, MessageDigest};
+use pingora_http::RequestHeader;
+use sluice_config::rules::basic_auth::{self as rule, PasswordHash, Users};
+use sluice_config::Snapshot;
+
+use crate::router::Refusal;
+use crate::tls::SecretMaterial;
+
+/// How long a verdict on one credential is reused.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// The most credentials one route remembers; past it, expired verdicts are dropped, and if
+/// none are, all of them (so a flood of distinct credentials costs memory only up to this).
+pub const CACHE_MAX_ENTRIES: usize = 1024;
+
+/// A route's compiled basic-auth rule and its verdict cache.
+pub struct BasicAuth {
+    rule: rule::BasicAuth,
+    users: Arc<Users>,
+    challenge: HeaderValue,
+    cache: Mutex<HashMap<[u8; 32], (bool, Instant)>>,
+}
+
+impl PartialEq for BasicAuth {
+    /// The same rule and users: the cache does not count.
+    fn eq(&self, other: &BasicAuth) -> bool {
+        self.rule == other.rule
+    }
+}
+
+impl BasicAuth {
+    /// The rule compiled; `None` when its users were not resolved (the route fails closed).
+    pub fn new(rule: &rule::BasicAuth) -> Option<BasicAuth> {
+        let users = rule.users.clone()?;
+        let challenge = HeaderValue::from_str(&format!("Basic realm=\"{}\"", rule.realm)).ok()?;
+        Some(BasicAuth {
+            rule: rule.clone(),
+            users,
+            challenge,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether the client's `Authorization` header goes upstream.
+    pub fn forwards_authorization(&self) -> bool {
+        self.rule.forward_authorization
+    }
+
+    /// `Ok` when the request carries the credentials of a user of the Secret, else the 401
+    /// challenge.
+    pub async fn authorize(&self, req: &RequestHeader) -> Result<(), Refusal> {
+        let challenge = || Refusal::Challenge {
+            www_authenticate: self.challenge.clone(),
+        };
+        let mut values = req.headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(challenge());
+        };
+        let key = openssl::sha::sha256(value.as_bytes());
+        let now = Instant::now();
+        if let Some(ok) = self.cached(&key, now) {
+            return if ok { Ok(()) } else { Err(challenge()) };
+        }
+        let ok = match credentials(value.as_bytes()) {
+            Some((user, password)) => match self.users.get(&user) {
+                Some(PasswordHash::Bcrypt(h)) => {
+                    let h = h.clone();
+                    let verify = move || bcrypt::verify(password, &h).unwrap_or(false);
+                    tokio::task::spawn_blocking(verify).await.unwrap_or(false)
+                }
+                Some(h) => verify_cheap(h, password.as_bytes()),
+                None => false,
+            },
+            None => false,
+        };
+        self.remember(key, ok, now);
+        if ok {
+            Ok(())
+        } else {
+            Err(challenge())
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (bool, Instant)>> {
+        // The map is whole after any panic (each change is one insert or one clear).
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self, key: &[u8; 32], now: Instant) -> Option<bool> {
+        let cache = self.lock();
+        let (ok, until) = cache.get(key)?;
+        (*until > now).then_some(*ok)
+    }
+
+    fn remember(&self, key: [u8; 32], ok: bool, now: Instant) {
+        let mut cache = self.lock();
+        if cache.len() >= CACHE_MAX_ENTRIES {
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= CACHE_MAX_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (ok, now + CACHE_TTL));
+    }
+
+    /// How many verdicts the cache holds (for tests of its bound).
+    pub fn cached_len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Fills in the users of the snapshot's basic-auth rules from the Secrets in `material`
+/// ([`rule::resolve`]): a missing or malformed Secret fails its Ingress closed and is reported.
+/// Publishing and `sluice check` both use it.
+pub fn resolve_secrets(snapshot: &mut Snapshot, material: &SecretMaterial) {
+    rule::resolve(snapshot, |key| material.get(key)?.auth_content());
+}
+
+/// The user and password of an `Authorization: Basic <base64(user:password)>` value (the
+/// scheme in any case); `None` for any other value.
+fn credentials(value: &[u8]) -> Option<(String, String)> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return None;
+    }
+    let decoded = openssl::base64::decode_block(token).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    (!user.is_empty()).then(|| (user.to_string(), password.to_string()))
+}
+
+/// Checks a password against a `{SHA}` or apr1 hash, in constant time over the digest.
+fn verify_cheap(hash: &PasswordHash, password: &[u8]) -> bool {
+    let (want, got) = match hash {
+        PasswordHash::Sha1(want) => (
+            want.as_str(),
+            openssl::base64::encode_block(&openssl::sha::sha1(password)),
+        ),
+        PasswordHash::Apr1 { salt, digest } => match apr1(password, salt.as_bytes()) {
+            Some(got) => (digest.as_str(), got),
+            None => return false,
+        },
+        PasswordHash::Bcrypt(_) => return false,
+    };
+    want.len() == got.len() && openssl::memcmp::eq(want.as_bytes(), got.as_bytes())
+}
+
+fn md5(parts: &[&[u8]]) -> Option<[u8; 16]> {
+    let data: Vec<u8> = parts.concat();
+    let digest = hash(MessageDigest::md5(), &data).ok()?;
+    digest.as_ref().try_into().ok()
+}
+
+/// The 22-character digest of Apache's MD5 crypt (`$apr1$salt$digest`): FreeBSD's MD5 crypt
+/// with the magic `$apr1$`.
+pub fn apr1(password: &[u8], salt: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"$apr1$";
+    let alternate = md5(&[password, salt, password])?;
+    let mut ctx: Vec<u8> = [password, MAGIC, salt].concat();
+    for chunk in (0..password.len()).step_by(16) {
+        ctx.extend_from_slice(&alternate[..(password.len() - chunk).min(16)]);
+    }
+    let mut n = password.len();
+    while n > 0 {
+        ctx.push(if n & 1 == 1 {
+            0
+        } else {
+            password.first().copied().unwrap_or(0)
+        });
+        n >>= 1;
+    }
+    let mut fin = md5(&[&ctx])?;
+    for i in 0..1000 {
+        let mut round: Vec<u8> = Vec::with_capacity(password.len() * 2 + salt.len() + 32);
+        round.extend_from_slice(if i & 1 == 1 { password } else { &fin });
+        if i % 3 != 0 {
+            round.extend_from_slice(salt);
+        }
+        if i % 7 != 0 {
+            round.extend_from_slice(password);
+        }
+        round.extend_from_slice(if i & 1 == 1 { &fin } else { password });
+        fin = md5(&[&round])?;
+    }
+    const ITOA64: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(22);
+    let mut put = |value: u32, chars: usize| {
+        let mut v = value;
+        for _ in 0..chars {
+            out.push(char::from(ITOA64[(v & 0x3f) as usize]));
+            v >>= 6;
+        }
+    };
+    let b = |i: usize| u32::from(fin[i]);
+    for (x, y, z) in [(0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)] {
+        put((b(x) << 16) | (b(y) << 8) | b(z), 4);
+    }
+    put(b(11), 2);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(users: &[(&str, PasswordHash)]) -> rule::BasicAuth {
+        rule::BasicAuth {
+            secret: "users".into(),
+            secret_type: rule::SecretType::AuthFile,
+            realm: "Staff".into(),
+            forward_authorization: false,
+            users: Some(Arc::new(Users(
+                users
+                    .iter()
+                    .map(|(u, h)| (u.to_string(), h.clone()))
+                    .collect(),
+            ))),
+        }
+    }
+
+    fn request(authorization: &[&str]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for value in authorization {
+            req.append_header(header::AUTHORIZATION, *value).unwrap();
+        }
+        req
+    }
+
+    fn basic(user_password: &str) -> String {
+        format!(
+            "Basic {}",
+            openssl::base64::encode_block(user_password.as_bytes())
+        )
+    }
+
+    #[test]
+    fn apr1_matches_the_digests_openssl_passwd_makes() {
+        // `openssl passwd -apr1 -salt r31..... myPassword` and `-salt abcdefgh secret`.
+        assert_eq!(
+            apr1(b"myPassword", b"r31.....").as_deref(),
+            Some("HqJZimcKQFAMYayBlzkrA/")
+        );
+        assert_eq!(
+            apr1(b"secret", b"abcdefgh").as_deref(),
+            Some("h9FWgUz3n9YxylKLlR5SQ/")
+        );
+        // A password longer than one MD5 block takes the same path as nginx's.
+        let long = apr1(b"a password of more than sixteen bytes", b"salt").unwrap();
+        assert_eq!(long.len(), 22);
+        assert_ne!(apr1(b"secreT", b"abcdefgh"), apr1(b"secret", b"abcdefgh"));
+    }
+
+    #[test]
+    fn credentials_are_read_from_a_basic_authorization_value_only() {
+        let ok = |v: &str| credentials(v.as_bytes());
+        assert_eq!(
+            ok(&basic("ann:se:cret")),
+            Some(("ann".into(), "se:cret".into()))
+        );
+        assert_eq!(ok(&basic("ann:")), Some(("ann".into(), "".into())));
+        assert_eq!(
+            ok(&basic("ann:x").replace("Basic", "bAsIc")),
+            Some(("ann".into(), "x".into()))
+        );
+        for bad in [
+            basic(":x"),
+            basic("no-colon"),
+            "Bearer abc".into(),
+            "Basic".into(),
+            "Basic !!!".into(),
+        ] {
+            assert_eq!(ok(&bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_passes_only_with_one_header_naming_a_user_and_its_password() {
+        let bcrypt = bcrypt::hash("secret", 4).unwrap();
+        let auth = BasicAuth::new(&rule(&[
+            ("ann", PasswordHash::Bcrypt(bcrypt)),
+            (
+                "bob",
+                PasswordHash::Sha1("5en6G6MezRroT3XKqkdPOmY/BfQ=".into()),
+            ),
+        ]))
+        .unwrap();
+        let challenge = Err(Refusal::Challenge {
+            www_authenticate: HeaderValue::from_static("Basic realm=\"Staff\""),
+        });
+        for (headers, want) in [
+            (vec![basic("ann:secret")], Ok(())),
+            (vec![basic("bob:secret")], Ok(())),
+            (vec![basic("ann:wrong")], challenge.clone()),
+            (vec![basic("carol:secret")], challenge.clone()),
+            (vec![], challenge.clone()),
+            (
+                vec![basic("ann:secret"), basic("ann:secret")],
+                challenge.clone(),
+            ),
+        ] {
+            let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+            assert_eq!(auth.authorize(&request(&refs)).await, want, "{headers:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_verdict_cache_stays_within_its_bound_under_a_flood_of_credentials() {
+        let auth = BasicAuth::new(&rule(&[(
+            "bob",
+            PasswordHash::Sha1("5en6G6MezRroT3XKqkdPOmY/BfQ=".into()),
+        )]))
+        .unwrap();
+        for i in 0..CACHE_MAX_ENTRIES * 2 + 7 {
+            let header = basic(&format!("bob:guess{i}"));
+            assert!(auth.authorize(&request(&[&header])).await.is_err());
+            assert!(auth.cached_len() <= CACHE_MAX_ENTRIES);
+        }
+        // A verdict is remembered: the right password once checked is found in the cache.
+        let header = basic("bob:secret");
+        assert!(auth.authorize(&request(&[&header])).await.is_ok());
+        let key = openssl::sha::sha256(header.as_bytes());
+        assert_eq!(auth.cached(&key, Instant::now()), Some(true));
+        assert_eq!(auth.cached(&key, Instant::now() + CACHE_TTL), None);
+    }
+}
