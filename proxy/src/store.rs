@@ -728,6 +728,36 @@ mod tests {
     }
 
     #[test]
+    fn auth_secrets_join_the_material_and_only_a_real_change_of_them_rebuilds() {
+        let store = Store::default();
+        let users = ObjectRef::new("shop", "users");
+        let data = |auth: &[u8]| {
+            Arc::new(SecretData {
+                keys: Some(Arc::new(BTreeMap::from([("auth".into(), Arc::from(auth))]))),
+                ..Default::default()
+            })
+        };
+        store.set_auth_secret(users.clone(), Some(data(b"bob:x")));
+        assert_eq!(store.take_changes().kinds, BTreeSet::from([Kind::Secret]));
+        assert_eq!(store.secret_material()[&users], data(b"bob:x"));
+        let g = store.generation();
+        store.set_auth_secret(users.clone(), Some(data(b"bob:x")));
+        store.set_auth_secret(ObjectRef::new("shop", "never-seen"), None);
+        assert_eq!(
+            store.generation(),
+            g,
+            "the same Secret again woke the publisher"
+        );
+        store.set_auth_secret(users.clone(), Some(data(b"bob:y")));
+        assert_eq!(store.generation(), g + 1);
+        // No longer named: forgotten, and that is a change.
+        store.retain_auth_secrets(&BTreeSet::new());
+        assert!(store.secret_material().is_empty());
+        assert_eq!(store.generation(), g + 2);
+        assert_eq!(store.take_changes().kinds, BTreeSet::from([Kind::Secret]));
+    }
+
+    #[test]
     fn deleting_an_unknown_object_is_not_a_change() {
         let store = Store::default();
         let g = store.generation();

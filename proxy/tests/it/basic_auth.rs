@@ -258,6 +258,51 @@ crate::through_both_sources!(
     a_changed_secret_takes_effect_without_a_restart,
 );
 
+/// `sluice check` resolves basic-auth Secrets as the proxy does: it shows the rule, and reports
+/// a missing or malformed Secret (exit 1).
+#[test]
+fn check_shows_basic_auth_and_reports_a_missing_or_malformed_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = |name: &str, secret: &str| {
+        annotate(
+            &ingress(
+                "default",
+                name,
+                Some(&format!("{name}.test")),
+                &[("/", "Prefix", "web")],
+            ),
+            &basic_from(secret),
+        )
+    };
+    let manifests = [
+        service("default", "web"),
+        secret("users", &[("auth", &format!("bob:{SHA}\n"))]),
+        secret("broken", &[("auth", "bob:plaintext\n")]),
+        route("good", "users"),
+        route("gone", "nowhere"),
+        route("bad", "broken"),
+    ]
+    .concat();
+    let out = crate::binary::check_folder(dir.path(), &manifests, "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("basic auth users (auth-file) realm \"Authentication Required\""),
+        "{stdout}"
+    );
+    let block = |name: &str| {
+        stdout
+            .split(&format!("Ingress default/{name}\n"))
+            .nth(1)
+            .and_then(|b| b.split("\nIngress ").next())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(block("gone").contains("MissingSecret"), "{stdout}");
+    assert!(block("bad").contains("InvalidSecret"), "{stdout}");
+    assert!(!block("good").contains("skipped"), "{stdout}");
+}
+
 /// The kubernetes source reads an auth Secret by name, with its own watch, and stops when no
 /// served Ingress names it: the cluster's other Secrets are never listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
