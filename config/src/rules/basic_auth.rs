@@ -35,7 +35,7 @@ pub const AUTH_SECRET_TYPE: &str = "sluice.dev/auth-secret-type";
 pub const AUTH_REALM: &str = "sluice.dev/auth-realm";
 pub const AUTH_FORWARD_AUTHORIZATION: &str = "sluice.dev/auth-forward-authorization";
 
-/// The realm of the challenge when `sluice.dev/auth-realm` sets none (ingress-nginx's).
+/// The realm of the challenge when `sluice.dev/auth-realm` sets none.
 pub const DEFAULT_REALM: &str = "Authentication Required";
 /// The Secret key that holds the htpasswd file of an `auth-file` Secret.
 pub const AUTH_FILE_KEY: &str = "auth";

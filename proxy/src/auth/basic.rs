@@ -12,7 +12,7 @@
 //! [`CACHE_TTL`], not one per request. The cache is keyed by the SHA-256 of the header value
 //! (no password is kept), belongs to the compiled route, and so starts empty whenever the
 //! Secret's users or the rule change. A cache miss on a bcrypt user is verified on a blocking
-//! thread, never on a request worker. Hash comparisons are constant-time (bcrypt's own, and
+//! thread, never on a request worker, at most [`MAX_CONCURRENT_BCRYPT`] at once. Hash comparisons are constant-time (bcrypt's own, and
 //! `CRYPTO_memcmp` for `{SHA}` and apr1).
 
 use std::collections::HashMap;
@@ -33,6 +33,14 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 /// The most credentials one route remembers; past it, expired verdicts are dropped, and if
 /// none are, all of them (so a flood of distinct credentials costs memory only up to this).
 pub const CACHE_MAX_ENTRIES: usize = 1024;
+
+/// The most bcrypt verifications that run at once, process-wide: a flood of wrong passwords for
+/// a bcrypt user waits its turn instead of taking every blocking thread (each verification at
+/// cost 10 is tens of milliseconds of CPU).
+pub const MAX_CONCURRENT_BCRYPT: usize = 4;
+
+static BCRYPT_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_BCRYPT);
 
 /// A route's compiled basic-auth rule and its verdict cache.
 pub struct BasicAuth {
@@ -85,6 +93,9 @@ impl BasicAuth {
         let ok = match credentials(value.as_bytes()) {
             Some((user, password)) => match self.users.get(&user) {
                 Some(PasswordHash::Bcrypt(h)) => {
+                    // The semaphore is never closed; without a slot the request still waits
+                    // for the verification.
+                    let _slot = BCRYPT_SLOTS.acquire().await.ok();
                     let h = h.clone();
                     let verify = move || bcrypt::verify(password, &h).unwrap_or(false);
                     tokio::task::spawn_blocking(verify).await.unwrap_or(false)
