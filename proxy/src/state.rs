@@ -391,8 +391,9 @@ impl State {
     /// What crosses hosts, and so takes a whole build: the default backend (`spec.defaultBackend`
     /// of the oldest Ingress with one), `spec.tls` (certificates and client authentication,
     /// which follow host ownership and the wildcard one label up), wildcard rules (which own the
-    /// names below them that only `spec.tls` lists), a change of owner of a touched host, and a
-    /// relist. Everything else a rule depends on is decided per host: which Ingress serves a
+    /// names below them that only `spec.tls` lists), a change of owner of a touched host, a
+    /// relist, and basic auth (its Secret's users are filled in when a whole snapshot is
+    /// applied). Everything else a rule depends on is decided per host: which Ingress serves a
     /// contested path (the oldest, among the Ingresses with a rule for the host), and whether a
     /// namespace may route on it. So the hosts the changed Ingresses name, before and after the
     /// change, are built again from every Ingress that names them; the other hosts, the default

@@ -308,14 +308,36 @@ fn check_shows_basic_auth_and_reports_a_missing_or_malformed_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_source_watches_only_the_auth_secrets_served_ingresses_name() {
     let a = Backend::start("a").await;
+    // An Ingress of another class names `unrelated`: not served, so not read.
+    let foreign = annotate(
+        &ingress(
+            "default",
+            "foreign",
+            Some("y.test"),
+            &[("/", "Prefix", "svc-a")],
+        ),
+        &basic_from("unrelated"),
+    )
+    .replace("ingressClassName: sluice", "ingressClassName: other");
     let manifests = secret("users", &[("auth", &format!("bob:{SHA}\n"))])
-        + &secret("unrelated", &[("password", "hunter2")])
+        + &secret("unrelated", &[("auth", &format!("bob:{SHA}\n"))])
+        + &foreign
         + &routes(&a, &[("x.test", &basic(&[]))]);
     let s = KUBE_SOURCE.scope(true, Sluice::start(&manifests)).await;
     let api = s.api.as_ref().unwrap();
     assert_eq!(get_as(&s, "x.test", Some("bob:secret")).await.status, 200);
-    // The TLS Secrets' watch and the one of `users`.
-    assert_eq!(api.open_watches("secrets"), 2);
+    // Two lists of Secrets before sluice turned ready (a publish waits for a named Secret's
+    // first list): the TLS Secrets and `users`, none of `unrelated`. Then their two watches.
+    assert_eq!(api.list_count("secrets"), 2);
+    let watching = api
+        .wait_until(STEP, |api| api.open_watches("secrets") == 2)
+        .await;
+    assert!(
+        watching,
+        "{} Secret watches open",
+        api.open_watches("secrets")
+    );
+    assert_eq!(get_as(&s, "y.test", None).await.status, 404);
     // The Secret is deleted: the route fails closed, and says so.
     api.delete("v1", "Secret", "default", "users");
     wait_for_status(&s, "x.test", Some("bob:secret"), 503).await;
