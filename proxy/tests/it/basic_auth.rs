@@ -258,6 +258,18 @@ crate::through_both_sources!(
     a_changed_secret_takes_effect_without_a_restart,
 );
 
+/// Waits until `n` watches of Secrets are open on `api`.
+async fn wait_for_secret_watches(api: &crate::support::fake_apiserver::FakeApiServer, n: usize) {
+    let open = api
+        .wait_until(STEP, |api| api.open_watches("secrets") == n)
+        .await;
+    assert!(
+        open,
+        "{} Secret watches open, not {n}",
+        api.open_watches("secrets")
+    );
+}
+
 /// `sluice check` resolves basic-auth Secrets as the proxy does: it shows the rule, and reports
 /// a missing or malformed Secret (exit 1).
 #[test]
@@ -329,14 +341,7 @@ async fn the_kubernetes_source_watches_only_the_auth_secrets_served_ingresses_na
     // Two lists of Secrets before sluice turned ready (a publish waits for a named Secret's
     // first list): the TLS Secrets and `users`, none of `unrelated`. Then their two watches.
     assert_eq!(api.list_count("secrets"), 2);
-    let watching = api
-        .wait_until(STEP, |api| api.open_watches("secrets") == 2)
-        .await;
-    assert!(
-        watching,
-        "{} Secret watches open",
-        api.open_watches("secrets")
-    );
+    wait_for_secret_watches(api, 2).await;
     assert_eq!(get_as(&s, "y.test", None).await.status, 404);
     // The Secret is deleted: the route fails closed, and says so.
     api.delete("v1", "Secret", "default", "users");
@@ -345,12 +350,5 @@ async fn the_kubernetes_source_watches_only_the_auth_secrets_served_ingresses_na
     // The Ingress stops asking for basic auth: the Secret's watch ends.
     publish(&s, &routes(&a, &[("x.test", &[])]));
     wait_for_status(&s, "x.test", None, 200).await;
-    let closed = api
-        .wait_until(STEP, |api| api.open_watches("secrets") == 1)
-        .await;
-    assert!(
-        closed,
-        "{} Secret watches open",
-        api.open_watches("secrets")
-    );
+    wait_for_secret_watches(api, 1).await;
 }
