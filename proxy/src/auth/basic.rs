@@ -100,7 +100,7 @@ impl BasicAuth {
                     let verify = move || bcrypt::verify(password, &h).unwrap_or(false);
                     tokio::task::spawn_blocking(verify).await.unwrap_or(false)
                 }
-                Some(h) => verify_cheap(h, password.as_bytes()),
+                Some(h) => verify_cheap(h, &password),
                 None => false,
             },
             None => false,
@@ -149,8 +149,9 @@ pub fn resolve_secrets(snapshot: &mut Snapshot, material: &SecretMaterial) {
 }
 
 /// The user and password of an `Authorization: Basic <base64(user:password)>` value (the
-/// scheme in any case); `None` for any other value.
-fn credentials(value: &[u8]) -> Option<(String, String)> {
+/// scheme in any case); `None` for any other value. The password is bytes, as a client may
+/// send any (the user must be UTF-8, as the Secret's users are).
+fn credentials(value: &[u8]) -> Option<(String, Vec<u8>)> {
     let value = std::str::from_utf8(value).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -161,9 +162,10 @@ fn credentials(value: &[u8]) -> Option<(String, String)> {
         return None;
     }
     let decoded = openssl::base64::decode_block(token).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    (!user.is_empty()).then(|| (user.to_string(), password.to_string()))
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    let user = std::str::from_utf8(&decoded[..colon]).ok()?;
+    let password = decoded.get(colon + 1..).unwrap_or_default().to_vec();
+    (!user.is_empty()).then(|| (user.to_string(), password))
 }
 
 /// Checks a password against a `{SHA}` or apr1 hash, in constant time over the digest.
@@ -299,6 +301,9 @@ mod tests {
             ok(&basic("ann:x").replace("Basic", "bAsIc")),
             Some(("ann".into(), "x".into()))
         );
+        // A password that is not UTF-8 is still a password.
+        let latin1 = format!("Basic {}", openssl::base64::encode_block(b"ann:caf\xe9"));
+        assert_eq!(ok(&latin1), Some(("ann".into(), b"caf\xe9".to_vec())));
         for bad in [
             basic(":x"),
             basic("no-colon"),
