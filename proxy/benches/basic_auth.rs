@@ -3,7 +3,7 @@
 //! side on one sluice and one backend.
 //!
 //! Every client sends the same credentials on every request, so after the first request per
-//! [`sluice::auth::basic::CACHE_TTL`] the verdict comes from the route's cache: this measures
+//! [`sluice::auth::basic::CACHE_TTL`] the verdict comes from the cache: this measures
 //! the steady state (header parsing, one SHA-256 of the header, one cache lookup, the header
 //! removed upstream). A last row shows a cold bcrypt verification alone, for scale. The two
 //! routes are loaded in turn, [`ROUNDS`] times each, so machine noise hits both alike; the

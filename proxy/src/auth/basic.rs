@@ -7,13 +7,17 @@
 //! `request_filter` once the route is decided (after its source ranges and redirects), before
 //! any upstream connection.
 //!
-//! Verdicts are cached per credential ([`CACHE_TTL`], at most [`CACHE_MAX_ENTRIES`] per route)
-//! so a client sending the same header on every request costs one bcrypt verification per
-//! [`CACHE_TTL`], not one per request. The cache is keyed by the SHA-256 of the header value
-//! (no password is kept), belongs to the compiled route, and so starts empty whenever the
-//! Secret's users or the rule change. A cache miss on a bcrypt user is verified on a blocking
-//! thread, never on a request worker, at most [`MAX_CONCURRENT_BCRYPT`] at once. Hash comparisons are constant-time (bcrypt's own, and
-//! `CRYPTO_memcmp` for `{SHA}` and apr1).
+//! Verdicts are cached per credential ([`CACHE_TTL`], at most [`CACHE_MAX_ENTRIES`] in all) so
+//! a client sending the same header on every request costs one bcrypt verification per
+//! [`CACHE_TTL`], not one per request. The cache is keyed by the SHA-256 of the Secret's users
+//! and the header value (no password is kept): routes of one Secret share their verdicts, and
+//! a change of the users (a password changed, a user removed) files the next verdicts under
+//! another key, so no old verdict is found. A cache miss on a bcrypt user is verified on a
+//! blocking thread, never on a request worker, at most [`MAX_CONCURRENT_BCRYPT`] at once. Hash
+//! comparisons are constant-time (bcrypt's own, and `CRYPTO_memcmp` for `{SHA}` and apr1).
+//!
+//! An unknown user is refused at once, without a hash to compare (as nginx does): the time of
+//! the answer can tell a listed user from an unlisted one; passwords are what is protected.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,9 +34,67 @@ use crate::tls::SecretMaterial;
 
 /// How long a verdict on one credential is reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
-/// The most credentials one route remembers; past it, expired verdicts are dropped, and if
-/// none are, all of them (so a flood of distinct credentials costs memory only up to this).
-pub const CACHE_MAX_ENTRIES: usize = 1024;
+/// The most verdicts remembered, process-wide (about 80 bytes each); past it, expired verdicts
+/// are dropped, and if none are, all of them, so a flood of distinct credentials costs memory
+/// only up to this.
+pub const CACHE_MAX_ENTRIES: usize = 8192;
+
+/// The verdicts of every route, by the SHA-256 of (the users' fingerprint, the `Authorization`
+/// value): shared by every route whose Secret lists the same users, kept across publishes while
+/// the users stay the same, and never found again once they change.
+static VERDICTS: VerdictCache = VerdictCache::new();
+
+/// Whether a credential passed, and until when that holds, by key.
+type Verdicts = HashMap<[u8; 32], (bool, Instant)>;
+
+/// Verdicts by key, at most [`CACHE_MAX_ENTRIES`].
+pub struct VerdictCache(Mutex<Option<Verdicts>>);
+
+impl VerdictCache {
+    pub const fn new() -> VerdictCache {
+        VerdictCache(Mutex::new(None))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Verdicts) -> T) -> T {
+        // The map is whole after any panic (each change is one insert, retain or clear).
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.get_or_insert_with(HashMap::new))
+    }
+
+    fn get(&self, key: &[u8; 32], now: Instant) -> Option<bool> {
+        self.with(|v| {
+            let (ok, until) = v.get(key)?;
+            (*until > now).then_some(*ok)
+        })
+    }
+
+    fn put(&self, key: [u8; 32], ok: bool, now: Instant) {
+        self.with(|v| {
+            if v.len() >= CACHE_MAX_ENTRIES {
+                v.retain(|_, (_, until)| *until > now);
+                if v.len() >= CACHE_MAX_ENTRIES {
+                    v.clear();
+                }
+            }
+            v.insert(key, (ok, now + CACHE_TTL));
+        });
+    }
+
+    /// How many verdicts are remembered.
+    pub fn len(&self) -> usize {
+        self.with(|v| v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for VerdictCache {
+    fn default() -> Self {
+        VerdictCache::new()
+    }
+}
 
 /// The most bcrypt verifications that run at once, process-wide: a flood of wrong passwords for
 /// a bcrypt user waits its turn instead of taking every blocking thread (each verification at
@@ -42,19 +104,14 @@ pub const MAX_CONCURRENT_BCRYPT: usize = 4;
 static BCRYPT_SLOTS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(MAX_CONCURRENT_BCRYPT);
 
-/// A route's compiled basic-auth rule and its verdict cache.
+/// A route's compiled basic-auth rule.
+#[derive(PartialEq)]
 pub struct BasicAuth {
     rule: rule::BasicAuth,
     users: Arc<Users>,
+    /// The SHA-256 of every user and hash: what the verdicts of these users are filed under.
+    fingerprint: [u8; 32],
     challenge: HeaderValue,
-    cache: Mutex<HashMap<[u8; 32], (bool, Instant)>>,
-}
-
-impl PartialEq for BasicAuth {
-    /// The same rule and users: the cache does not count.
-    fn eq(&self, other: &BasicAuth) -> bool {
-        self.rule == other.rule
-    }
 }
 
 impl BasicAuth {
@@ -62,12 +119,32 @@ impl BasicAuth {
     pub fn new(rule: &rule::BasicAuth) -> Option<BasicAuth> {
         let users = rule.users.clone()?;
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{}\"", rule.realm)).ok()?;
+        let mut fingerprint = openssl::sha::Sha256::new();
+        for (user, hash) in &users.0 {
+            let (kind, text, salt) = match hash {
+                PasswordHash::Bcrypt(h) => ("bcrypt", h.as_str(), ""),
+                PasswordHash::Sha1(h) => ("sha", h.as_str(), ""),
+                PasswordHash::Apr1 { salt, digest } => ("apr1", digest.as_str(), salt.as_str()),
+            };
+            for part in [user.as_str(), kind, text, salt] {
+                fingerprint.update(part.as_bytes());
+                fingerprint.update(&[0]);
+            }
+        }
         Some(BasicAuth {
             rule: rule.clone(),
             users,
+            fingerprint: fingerprint.finish(),
             challenge,
-            cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// What the verdict on an `Authorization` value is filed under.
+    fn key(&self, authorization: &[u8]) -> [u8; 32] {
+        let mut key = openssl::sha::Sha256::new();
+        key.update(&self.fingerprint);
+        key.update(authorization);
+        key.finish()
     }
 
     /// Whether the client's `Authorization` header goes upstream.
@@ -78,6 +155,15 @@ impl BasicAuth {
     /// `Ok` when the request carries the credentials of a user of the Secret, else the 401
     /// challenge.
     pub async fn authorize(&self, req: &RequestHeader) -> Result<(), Refusal> {
+        self.authorize_with(&VERDICTS, req).await
+    }
+
+    /// [`BasicAuth::authorize`] with the verdicts of `cache`.
+    async fn authorize_with(
+        &self,
+        cache: &VerdictCache,
+        req: &RequestHeader,
+    ) -> Result<(), Refusal> {
         let challenge = || Refusal::Challenge {
             www_authenticate: self.challenge.clone(),
         };
@@ -85,9 +171,9 @@ impl BasicAuth {
         let (Some(value), None) = (values.next(), values.next()) else {
             return Err(challenge());
         };
-        let key = openssl::sha::sha256(value.as_bytes());
+        let key = self.key(value.as_bytes());
         let now = Instant::now();
-        if let Some(ok) = self.cached(&key, now) {
+        if let Some(ok) = cache.get(&key, now) {
             return if ok { Ok(()) } else { Err(challenge()) };
         }
         let ok = match credentials(value.as_bytes()) {
@@ -105,39 +191,12 @@ impl BasicAuth {
             },
             None => false,
         };
-        self.remember(key, ok, now);
+        cache.put(key, ok, now);
         if ok {
             Ok(())
         } else {
             Err(challenge())
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (bool, Instant)>> {
-        // The map is whole after any panic (each change is one insert or one clear).
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn cached(&self, key: &[u8; 32], now: Instant) -> Option<bool> {
-        let cache = self.lock();
-        let (ok, until) = cache.get(key)?;
-        (*until > now).then_some(*ok)
-    }
-
-    fn remember(&self, key: [u8; 32], ok: bool, now: Instant) {
-        let mut cache = self.lock();
-        if cache.len() >= CACHE_MAX_ENTRIES {
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= CACHE_MAX_ENTRIES {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (ok, now + CACHE_TTL));
-    }
-
-    /// How many verdicts the cache holds (for tests of its bound).
-    pub fn cached_len(&self) -> usize {
-        self.lock().len()
     }
 }
 
@@ -352,16 +411,34 @@ mod tests {
             PasswordHash::Sha1("5en6G6MezRroT3XKqkdPOmY/BfQ=".into()),
         )]))
         .unwrap();
+        let cache = VerdictCache::new();
         for i in 0..CACHE_MAX_ENTRIES * 2 + 7 {
             let header = basic(&format!("bob:guess{i}"));
-            assert!(auth.authorize(&request(&[&header])).await.is_err());
-            assert!(auth.cached_len() <= CACHE_MAX_ENTRIES);
+            let req = request(&[&header]);
+            assert!(auth.authorize_with(&cache, &req).await.is_err());
+            assert!(cache.len() <= CACHE_MAX_ENTRIES);
         }
         // A verdict is remembered: the right password once checked is found in the cache.
         let header = basic("bob:secret");
-        assert!(auth.authorize(&request(&[&header])).await.is_ok());
-        let key = openssl::sha::sha256(header.as_bytes());
-        assert_eq!(auth.cached(&key, Instant::now()), Some(true));
-        assert_eq!(auth.cached(&key, Instant::now() + CACHE_TTL), None);
+        let req = request(&[&header]);
+        assert!(auth.authorize_with(&cache, &req).await.is_ok());
+        let key = auth.key(header.as_bytes());
+        assert_eq!(cache.get(&key, Instant::now()), Some(true));
+        assert_eq!(cache.get(&key, Instant::now() + CACHE_TTL), None);
+    }
+
+    #[tokio::test]
+    async fn a_verdict_is_not_reused_once_the_users_change() {
+        let sha = |p: &[u8]| openssl::base64::encode_block(&openssl::sha::sha1(p));
+        let before = BasicAuth::new(&rule(&[("bob", PasswordHash::Sha1(sha(b"secret")))])).unwrap();
+        let after = BasicAuth::new(&rule(&[("bob", PasswordHash::Sha1(sha(b"other")))])).unwrap();
+        let header = basic("bob:secret");
+        assert!(before.authorize(&request(&[&header])).await.is_ok());
+        // The same header, the same user, a new password: refused, not found in the cache.
+        assert!(after.authorize(&request(&[&header])).await.is_err());
+        // Routes with the same users share the verdict.
+        let same = BasicAuth::new(&rule(&[("bob", PasswordHash::Sha1(sha(b"secret")))])).unwrap();
+        assert_eq!(same.key(header.as_bytes()), before.key(header.as_bytes()));
+        assert_ne!(after.key(header.as_bytes()), before.key(header.as_bytes()));
     }
 }
