@@ -9,8 +9,9 @@ fn parse(pairs: &[(&str, &str)]) -> (Vec<Filter>, Vec<BadRule>) {
     filters(&annotations)
 }
 
-// Hashes of the password `secret`: the bcrypt one made by the `bcrypt` crate at cost 4, the
-// `{SHA}` one is base64(SHA-1("secret")), the apr1 one by `openssl passwd -apr1 -salt abcdefgh`.
+// Hashes as htpasswd files hold them. These tests only read their form (the proxy's tests check
+// passwords): the bcrypt one is a well-formed cost-4 value written by hand; the `{SHA}` one is
+// base64(SHA-1("secret")) and the apr1 one `openssl passwd -apr1 -salt abcdefgh secret`.
 const BCRYPT: &str = "$2y$04$W1zVTnWRPcIOtxDbCsNy0OTW0/BMBcnUcuuFMcvbGvnyCSyH.KiM.";
 const SHA: &str = "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
 const APR1: &str = "$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/";
