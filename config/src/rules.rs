@@ -27,9 +27,12 @@
 //! | `sluice.dev/mirror-target` | `service:port` (number or name): a copy of each request goes there |
 //! | `sluice.dev/denylist-source-range` | `CIDR, CIDR`: clients in these ranges get 403 |
 //! | `sluice.dev/allowlist-source-range` | `CIDR, CIDR`: clients outside these ranges get 403 |
+//! | `sluice.dev/auth-type` and the other `auth-*` of [`basic_auth`] | `basic`: 401 without a user of the Secret |
 //!
 //! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target`, so an
 //! annotation cannot inject configuration.
+
+pub mod basic_auth;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -92,6 +95,8 @@ pub enum Filter {
     /// Who may reach the route, by client address: one in `deny` gets 403; so does one outside
     /// `allow` when `allow` is not empty. Deny is checked first.
     SourceRange { allow: Vec<Cidr>, deny: Vec<Cidr> },
+    /// A request without the credentials of a user of the Secret gets 401 ([`basic_auth`]).
+    BasicAuth(basic_auth::BasicAuth),
     /// Answer with a redirect to `location` (the query appended when `keep_query` and the
     /// location has none).
     Redirect {
@@ -163,6 +168,7 @@ impl fmt::Display for Filter {
                 }
                 Ok(())
             }
+            Filter::BasicAuth(rule) => write!(f, "{rule}"),
             Filter::Redirect {
                 code,
                 location,
@@ -219,6 +225,12 @@ pub enum RuleError {
     NotAddressRanges(String),
     #[error("is set without `{needs}`")]
     Unused { needs: &'static str },
+    #[error("is not one of: {0}")]
+    NotOneOf(&'static str),
+    #[error("is not a Secret name (a DNS subdomain, in the Ingress's namespace)")]
+    NotASecretName,
+    #[error("is not a realm (visible ASCII and spaces without `\"` or `\\`, up to 256 bytes)")]
+    NotARealm,
     #[error(transparent)]
     Annotation(#[from] AnnotationError),
 }
@@ -258,6 +270,7 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
             deny: deny.unwrap_or_default(),
         });
     }
+    out.extend(basic_auth::filter(&mut p));
     out.extend(p.redirect());
     out.extend(p.get(APP_ROOT, parse_path).map(Filter::AppRoot));
     // `from-to-www-redirect` acts on hosts, not routes (see [`www_redirects`]), and `use-regex`

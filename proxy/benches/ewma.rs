@@ -14,44 +14,17 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::{load, percentile};
 use support::*;
 
 const SLOW: Duration = Duration::from_millis(50);
 const CLIENTS: usize = 16;
 const RUN: Duration = Duration::from_secs(5);
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Loads `host` for [`RUN`] from [`CLIENTS`] connections; returns every request's latency.
-async fn load(addr: std::net::SocketAddr, host: &'static str) -> Vec<Duration> {
-    let deadline = Instant::now() + RUN;
-    let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
-        tasks.push(tokio::spawn(async move {
-            let mut conn = H1::connect(addr).await;
-            let mut out = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = conn.get(host, "/").await.unwrap();
-                assert_eq!(r.status, 200, "{}", r.body);
-                out.push(t.elapsed());
-            }
-            out
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort();
-    all
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -103,7 +76,7 @@ async fn main() {
     for (name, host) in [("round-robin", "rr.test"), ("ewma", "ewma.test")] {
         let slow_before = backends[0].arrivals.load(Ordering::SeqCst);
         let started = Instant::now();
-        let v = load(s.addr, host).await;
+        let v = load(s.addr, CLIENTS, RUN, |host| request(host, "/"), host).await;
         let elapsed = started.elapsed().as_secs_f64();
         let slow = backends[0].arrivals.load(Ordering::SeqCst) - slow_before;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
-use crate::k8s::watch::{ingress_entry, secret_entry, service_entry};
+use crate::k8s::watch::{auth_secret_entry, ingress_entry, service_entry};
 use crate::objects::{class_input, node_input, parse_document, slice_input, Object};
 use crate::state::State;
 use crate::store::{Entry, Kind, Store};
@@ -51,7 +51,9 @@ fn entry_of(object: Object) -> (Kind, ObjectRef, Entry) {
         Object::IngressClass(o) => (Kind::IngressClass, Entry::Class(Arc::new(class_input(&o)))),
         Object::Service(o) => (Kind::Service, service_entry(&o)),
         Object::EndpointSlice(o) => (Kind::EndpointSlice, Entry::Slice(Arc::new(slice_input(&o)))),
-        Object::Secret(o) => (Kind::Secret, secret_entry(&o)),
+        // Every key: the folder's Secrets are on disk anyway, and basic auth reads the ones
+        // its Ingresses name ([`crate::auth::basic`]).
+        Object::Secret(o) => (Kind::Secret, auth_secret_entry(&o)),
         Object::Node(o) => (Kind::Node, Entry::Node(Arc::new(node_input(&o)))),
     };
     (kind, key, entry)

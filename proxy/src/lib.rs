@@ -6,6 +6,7 @@
 //! - [`state`]: the live snapshot the request path reads and the one way it changes.
 //! - [`pool`]: endpoint pools (pingora-load-balancing glue).
 //! - [`health`]: active health checks of the pools whose Service asks for them.
+//! - [`auth`]: per-route authentication (basic auth).
 //! - [`router`]: the `ProxyHttp` implementation; the one place errors become statuses.
 //! - [`tls`]: the HTTPS listener, the SNI certificate store, client certificates.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
@@ -18,6 +19,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod auth;
 pub mod connections;
 pub mod files;
 pub mod health;

@@ -111,6 +111,8 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
         }
         Err(e) => eprintln!("sluice: cannot check certificates: {e}"),
     }
+    // So are the users of basic-auth Secrets.
+    sluice::auth::basic::resolve_secrets(&mut snapshot, &store.secret_material());
     print!("{}", sluice_config::report::render(&snapshot));
     if errors.is_empty() && snapshot.skipped.is_empty() {
         ExitCode::SUCCESS

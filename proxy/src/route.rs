@@ -21,6 +21,7 @@ use sluice_config::model::ObjectRef;
 use sluice_config::rules;
 use sluice_config::{PoolKey, Snapshot, Target};
 
+use crate::auth::basic::BasicAuth;
 use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
 use crate::router::RedirectStatus;
@@ -87,6 +88,8 @@ pub enum Filter {
         allow: Box<[Cidr]>,
         deny: Box<[Cidr]>,
     },
+    /// 401 without the credentials of a user of the route's Secret ([`crate::auth::basic`]).
+    BasicAuth(Arc<BasicAuth>),
     /// Answer with a redirect; the backend is not contacted.
     Redirect {
         status: RedirectStatus,
@@ -138,6 +141,8 @@ impl PartialEq for Filter {
             (RequestHeaders(a), RequestHeaders(b)) | (ResponseHeaders(a), ResponseHeaders(b)) => {
                 a == b
             }
+            // The same rule and users: the older route (and its verdict cache) is kept.
+            (BasicAuth(a), BasicAuth(b)) => a == b,
             // The same pool, not an equal one: a route is kept only with its very pools.
             (Mirror(a), Mirror(b)) => Arc::ptr_eq(a, b),
             _ => false,
@@ -191,6 +196,7 @@ fn compile_one(rule: &rules::Filter) -> Option<Filter> {
             allow: allow.as_slice().into(),
             deny: deny.as_slice().into(),
         },
+        rules::Filter::BasicAuth(rule) => Filter::BasicAuth(Arc::new(BasicAuth::new(rule)?)),
         rules::Filter::Redirect {
             code,
             location,

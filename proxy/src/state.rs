@@ -33,6 +33,7 @@ use sluice_config::health::{HealthCheck, HealthCheckOverrides};
 use sluice_config::hostmap::{parse_rule_host, HostKey, HostName};
 use sluice_config::model::{BackendInput, IngressInput, InputRefs, Inputs, ObjectRef};
 use sluice_config::ownership::Ownership;
+use sluice_config::rules::basic_auth::AUTH_TYPE;
 use sluice_config::rules::{self, www_counterpart, FROM_TO_WWW_REDIRECT};
 use sluice_config::tls::TlsPolicy;
 use sluice_config::{
@@ -177,6 +178,11 @@ impl State {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Which Ingresses this state serves.
+    pub fn class_policy(&self) -> &ClassPolicy {
+        &self.policy
     }
 
     /// Whether a first snapshot has been published (what `/readyz` reports).
@@ -324,6 +330,7 @@ impl State {
     pub fn apply(&self, mut snapshot: Snapshot, material: &SecretMaterial) -> ApplyReport {
         let mut writer = self.lock_writer();
         let tls = certificates(&mut snapshot, &mut writer.tls, material);
+        crate::auth::basic::resolve_secrets(&mut snapshot, material);
         // Whether pools came or went: only then are the shared pool tables rebuilt.
         let mut pools_changed =
             self.ensure_pools(&mut writer, &snapshot.endpoints, &snapshot.health_checks);
@@ -384,8 +391,9 @@ impl State {
     /// What crosses hosts, and so takes a whole build: the default backend (`spec.defaultBackend`
     /// of the oldest Ingress with one), `spec.tls` (certificates and client authentication,
     /// which follow host ownership and the wildcard one label up), wildcard rules (which own the
-    /// names below them that only `spec.tls` lists), a change of owner of a touched host, and a
-    /// relist. Everything else a rule depends on is decided per host: which Ingress serves a
+    /// names below them that only `spec.tls` lists), a change of owner of a touched host, a
+    /// relist, and basic auth (its Secret's users are filled in when a whole snapshot is
+    /// applied). Everything else a rule depends on is decided per host: which Ingress serves a
     /// contested path (the oldest, among the Ingresses with a rule for the host), and whether a
     /// namespace may route on it. So the hosts the changed Ingresses name, before and after the
     /// change, are built again from every Ingress that names them; the other hosts, the default
@@ -483,6 +491,14 @@ impl State {
             unchanged.iter().copied().chain(changed).collect()
         };
         let (before, after) = (side(false), side(true));
+        // Basic auth reads its Secret when a whole snapshot is applied.
+        if before
+            .iter()
+            .chain(&after)
+            .any(|i| i.annotations.contains_key(AUTH_TYPE))
+        {
+            return None;
+        }
         // Only the Services (and their slices) these Ingresses name: in their rules, and as
         // the target of their mirror.
         let wanted: BTreeSet<(String, String)> = before

@@ -22,6 +22,7 @@ use sluice_config::model::{
     EndpointSliceInput, IngressClassInput, IngressInput, InputRefs, NodeInput, ObjectRef,
     SecretInput, ServiceInput,
 };
+use sluice_config::rules::basic_auth::secret_of;
 use sluice_config::rules::FROM_TO_WWW_REDIRECT;
 use sluice_config::{PoolKey, TargetType};
 use tokio::sync::Notify;
@@ -153,6 +154,10 @@ struct Inner {
     generation: u64,
     /// What changed since the last [`Store::take_changes`].
     changes: Changes,
+    /// The Secrets that basic auth reads, each fetched by name by its own watcher
+    /// ([`crate::k8s::auth_secrets`]): kept apart from the TLS Secrets, whose relists replace
+    /// their kind whole.
+    auth_secrets: BTreeMap<ObjectRef, Arc<SecretData>>,
     /// The EndpointSlices of each Service, by (namespace, Service).
     /// (A hash map of small sorted vectors: with one slice per Service, as most have, a B-tree
     /// set per Service would hold a whole node for one key.)
@@ -162,6 +167,8 @@ struct Inner {
     ingresses_by_host: HashMap<String, Vec<ObjectRef>>,
     /// The Ingresses with `sluice.dev/from-to-www-redirect`, whose rules reach a second host.
     www_ingresses: BTreeSet<ObjectRef>,
+    /// The Ingresses asking for basic auth with a Secret (whose Secrets are watched).
+    auth_ingresses: BTreeSet<ObjectRef>,
 }
 
 /// The keys an Ingress is indexed under: each valid host of its rules and of its `spec.tls`
@@ -308,12 +315,18 @@ impl Inner {
         } else {
             self.www_ingresses.remove(key);
         }
+        if new.is_some_and(|i| secret_of(&i.namespace, &i.annotations).is_some()) {
+            self.auth_ingresses.insert(key.clone());
+        } else {
+            self.auth_ingresses.remove(key);
+        }
     }
 
     /// Rebuilds the host index of Ingresses after a relist.
     fn reindex_ingresses(&mut self) {
         self.ingresses_by_host.clear();
         self.www_ingresses.clear();
+        self.auth_ingresses.clear();
         let ingresses: Vec<(ObjectRef, Arc<IngressInput>)> = self
             .objects
             .get(&Kind::Ingress)
@@ -601,6 +614,12 @@ impl Store {
         self.with(|i| i.ingresses_of(i.www_ingresses.iter().collect()))
     }
 
+    /// The Ingresses asking for basic auth with a Secret (see
+    /// [`sluice_config::rules::basic_auth::secret_of`]).
+    pub fn auth_ingresses(&self) -> Vec<Arc<IngressInput>> {
+        self.with(|i| i.ingresses_of(i.auth_ingresses.iter().collect()))
+    }
+
     /// Every Ingress known now, shared.
     pub fn ingresses(&self) -> Vec<Arc<IngressInput>> {
         self.with(|i| {
@@ -616,10 +635,12 @@ impl Store {
         })
     }
 
-    /// The TLS material of every Secret known now.
+    /// The material of every Secret known now: the TLS Secrets, and the Secrets basic auth
+    /// reads (which win for a Secret that is both: theirs has every key).
     pub fn secret_material(&self) -> SecretMaterial {
         self.with(|i| {
-            i.objects
+            let mut out: SecretMaterial = i
+                .objects
                 .get(&Kind::Secret)
                 .map(|m| {
                     m.iter()
@@ -629,8 +650,48 @@ impl Store {
                         })
                         .collect()
                 })
-                .unwrap_or_default()
+                .unwrap_or_default();
+            out.extend(i.auth_secrets.iter().map(|(k, d)| (k.clone(), d.clone())));
+            out
         })
+    }
+
+    /// A Secret that basic auth reads was fetched (`Some`) or found absent (`None`). A change
+    /// is a change of Secrets: the next publish builds everything.
+    pub fn set_auth_secret(&self, key: ObjectRef, data: Option<Arc<SecretData>>) {
+        self.with(|i| {
+            let old = match data {
+                Some(data) => i
+                    .auth_secrets
+                    .insert(key, data.clone())
+                    .filter(|o| *o == data),
+                None => match i.auth_secrets.remove(&key) {
+                    Some(_) => None,
+                    None => return,
+                },
+            };
+            if old.is_none() {
+                i.changes.kinds.insert(Kind::Secret);
+                self.touch(i);
+            }
+        });
+    }
+
+    /// Wakes the publisher without a change (a watcher it waits for has listed).
+    pub fn wake(&self) {
+        self.with(|i| self.touch(i));
+    }
+
+    /// Forgets the Secrets basic auth no longer reads (not in `keep`).
+    pub fn retain_auth_secrets(&self, keep: &BTreeSet<ObjectRef>) {
+        self.with(|i| {
+            let before = i.auth_secrets.len();
+            i.auth_secrets.retain(|k, _| keep.contains(k));
+            if i.auth_secrets.len() != before {
+                i.changes.kinds.insert(Kind::Secret);
+                self.touch(i);
+            }
+        });
     }
 
     /// The uid of one Ingress, if it is known.
@@ -790,6 +851,36 @@ mod tests {
         store.apply(Kind::Node, key("n1"), node(false));
         assert_eq!(store.generation(), g + 1);
         assert!(!store.shared().nodes[0].ready);
+    }
+
+    #[test]
+    fn auth_secrets_join_the_material_and_only_a_real_change_of_them_rebuilds() {
+        let store = Store::default();
+        let users = ObjectRef::new("shop", "users");
+        let data = |auth: &[u8]| {
+            Arc::new(SecretData {
+                keys: Some(Arc::new(BTreeMap::from([("auth".into(), Arc::from(auth))]))),
+                ..Default::default()
+            })
+        };
+        store.set_auth_secret(users.clone(), Some(data(b"bob:x")));
+        assert_eq!(store.take_changes().kinds, BTreeSet::from([Kind::Secret]));
+        assert_eq!(store.secret_material()[&users], data(b"bob:x"));
+        let g = store.generation();
+        store.set_auth_secret(users.clone(), Some(data(b"bob:x")));
+        store.set_auth_secret(ObjectRef::new("shop", "never-seen"), None);
+        assert_eq!(
+            store.generation(),
+            g,
+            "the same Secret again woke the publisher"
+        );
+        store.set_auth_secret(users.clone(), Some(data(b"bob:y")));
+        assert_eq!(store.generation(), g + 1);
+        // No longer named: forgotten, and that is a change.
+        store.retain_auth_secrets(&BTreeSet::new());
+        assert!(store.secret_material().is_empty());
+        assert_eq!(store.generation(), g + 2);
+        assert_eq!(store.take_changes().kinds, BTreeSet::from([Kind::Secret]));
     }
 
     #[test]

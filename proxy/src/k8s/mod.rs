@@ -4,7 +4,8 @@
 //! (kubeconfig or in-cluster service account; a plain `http://` API server works too), then runs:
 //!
 //! - one watcher per kind ([`watch`]) feeding the translated-object [`store`] (Secrets: only
-//!   those of type `kubernetes.io/tls`; Nodes, for `instance` targets, cluster-wide);
+//!   those of type `kubernetes.io/tls`; Nodes, for `instance` targets, cluster-wide), and one
+//!   per Secret that a served Ingress names for basic auth ([`auth_secrets`]);
 //! - the publisher: after every change, once every kind has been listed completely, it publishes
 //!   the store through the same path as the files source ([`State::publish_store`], on a
 //!   blocking thread): a change to EndpointSlices or Nodes alone updates only the affected pools,
@@ -17,6 +18,7 @@
 //!
 //! `/readyz` turns ready with the first publish, which waits for a complete list of every kind.
 
+pub mod auth_secrets;
 pub mod events;
 pub mod leader;
 pub mod status;
@@ -152,7 +154,7 @@ impl BackgroundService for KubeSource {
         }
         let (report_tx, report_rx) = tokio_watch::channel(Arc::new(ApplyReport::default()));
         let writer = status::StatusWriter::new(
-            client,
+            client.clone(),
             self.options.status.clone(),
             &self.options.controller_name,
             identity,
@@ -165,10 +167,19 @@ impl BackgroundService for KubeSource {
             leader_rx,
         )));
 
+        let mut auth = auth_secrets::AuthSecretWatchers::new(
+            client.clone(),
+            self.store.clone(),
+            metrics.clone(),
+        );
         let mut published: Option<u64> = None;
         loop {
             let generation = self.store.generation();
-            if self.store.all_listed() && published != Some(generation) {
+            if self.store.all_listed() {
+                auth.follow(self.state.class_policy());
+            }
+            let auth_wait = auth.waiting();
+            if self.store.all_listed() && auth_wait.is_none() && published != Some(generation) {
                 let report = self.state.publish_store(&self.store).await;
                 published = Some(generation);
                 for (kind, n) in self.store.counts() {
@@ -185,9 +196,11 @@ impl BackgroundService for KubeSource {
             }
             tokio::select! {
                 _ = self.store.changed() => {}
+                _ = sleep_until_some(auth_wait) => {}
                 _ = shutdown.changed() => break,
             }
         }
+        drop(auth);
         for t in tasks {
             t.abort();
         }

@@ -45,6 +45,14 @@ pub fn secret_entry(s: &Secret) -> Entry {
     )
 }
 
+/// Translates a Secret that basic auth reads, keeping every key's bytes.
+pub fn auth_secret_entry(s: &Secret) -> Entry {
+    Entry::Secret(
+        Arc::new(secret_input(s)),
+        Arc::new(SecretData::with_every_key(s)),
+    )
+}
+
 /// The key of an object.
 fn key_of<K: Resource>(o: &K) -> ObjectRef {
     let m = o.meta();

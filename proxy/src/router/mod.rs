@@ -377,6 +377,15 @@ impl ProxyHttp for Router {
         match decision {
             Decision::Proxy(pool) => {
                 ctx.pool = Some(pool);
+                let auth = ctx
+                    .filtered
+                    .as_ref()
+                    .and_then(|r| rules::basic_auth(&r.filters));
+                if let Some(auth) = auth {
+                    if let Err(refusal) = auth.authorize(session.req_header()).await {
+                        return respond(session, refusal).await;
+                    }
+                }
                 if content_length(session.req_header()).is_some_and(|n| ctx.body.refuses(n)) {
                     // The body is not read: the connection closes after the answer.
                     session.set_keepalive(None);

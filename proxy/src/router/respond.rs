@@ -16,7 +16,7 @@
 //! `ErrorType::HTTPStatus` ([`Refusal::raise`]); [`status_for`] reads it back.
 
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderValue};
 use pingora_error::{Error, ErrorSource, ErrorType, ImmutStr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -33,6 +33,9 @@ pub enum Refusal {
     BadRequest,
     /// 401: the route asks for credentials the request did not carry.
     Unauthorized,
+    /// 401 with this `WWW-Authenticate` challenge: the route's basic auth refused the request's
+    /// credentials (or it had none).
+    Challenge { www_authenticate: HeaderValue },
     /// 403: the host requires a client certificate and the request came over plain HTTP with no
     /// HTTPS listener to redirect it to.
     ClientCertificateRequired,
@@ -120,7 +123,7 @@ impl Refusal {
     pub const fn status(&self) -> u16 {
         match self {
             Refusal::BadHost | Refusal::BadPath | Refusal::BadRequest => 400,
-            Refusal::Unauthorized => 401,
+            Refusal::Unauthorized | Refusal::Challenge { .. } => 401,
             Refusal::ClientCertificateRequired | Refusal::Denied => 403,
             Refusal::NoRoute => 404,
             Refusal::ClientTimeout => 408,
@@ -145,6 +148,9 @@ impl Refusal {
             // One body for the three, as before they had a variant each.
             Refusal::BadHost | Refusal::BadPath | Refusal::BadRequest => "400 Bad Request\n",
             Refusal::Unauthorized => "401 Unauthorized\n",
+            Refusal::Challenge { .. } => {
+                "401 Unauthorized: this route requires a user and password\n"
+            }
             Refusal::ClientCertificateRequired => {
                 "403 Forbidden: this host requires a client certificate over https\n"
             }
@@ -231,6 +237,9 @@ impl Refusal {
         if let Some(location) = self.location() {
             resp.insert_header(header::LOCATION, location)?;
         }
+        if let Refusal::Challenge { www_authenticate } = self {
+            resp.insert_header(header::WWW_AUTHENTICATE, www_authenticate.clone())?;
+        }
         resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(header::CONTENT_LENGTH, self.body().len())?;
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
@@ -239,8 +248,9 @@ impl Refusal {
 }
 
 /// The status sluice logs and counts for a request whose client left before any response head
-/// was sent ([`Refusal::ClientClosed`]); it is never sent.
-pub const CLIENT_CLOSED_REQUEST: u16 = Refusal::ClientClosed.status();
+/// was sent ([`Refusal::ClientClosed`]); it is never sent. (A literal: a refusal may carry a
+/// header value, which a constant cannot drop.)
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Answers a request without proxying it, keeping the connection open for the next one unless
 /// the caller dropped keep-alive. Writes nothing for a client abort.

@@ -7,8 +7,12 @@
 //! 2. once the route is found (and after the https redirect), [`before_proxy`]: an invalid
 //!    policy answers 503, a client the route's source ranges refuse 403, a redirect or the app root answers by itself, and a rewrite computes
 //!    the request target sent upstream;
+//!    then, in `request_filter` and before any upstream connection, the route's basic auth
+//!    ([`basic_auth`], [`crate::auth::basic`]) answers 401 to a request without a user's
+//!    credentials;
 //! 3. when the upstream request is written, [`upstream_headers`] removes then sets its headers
-//!    and the upstream `Host`;
+//!    and the upstream `Host` (and removes `Authorization` on a basic-auth route unless asked to
+//!    forward it);
 //! 4. on the response head, [`response_headers`] removes then sets the client's headers;
 //! 5. a route with a mirror gathers a copy of the request ([`mirror`], [`crate::mirror`]), sent
 //!    when the request ends.
@@ -27,6 +31,7 @@ use sluice_config::routes::PathMatch;
 
 use super::client::in_ranges;
 use super::Refusal;
+use crate::auth::basic::BasicAuth;
 use crate::pool::Pool;
 use crate::route::{Filter, HeaderChanges};
 use crate::router::RedirectStatus;
@@ -191,6 +196,9 @@ pub(super) fn upstream_headers(filters: &[Filter], upstream: &mut RequestHeader)
             Filter::UpstreamVhost { host, .. } => {
                 upstream.insert_header(header::HOST, host.clone())?;
             }
+            Filter::BasicAuth(auth) if !auth.forwards_authorization() => {
+                upstream.remove_header(&header::AUTHORIZATION);
+            }
             _ => {}
         }
     }
@@ -217,6 +225,14 @@ pub(super) fn response_headers(filters: &[Filter], response: &mut ResponseHeader
 pub(super) fn mirror(filters: &[Filter]) -> Option<Arc<Pool>> {
     filters.iter().find_map(|f| match f {
         Filter::Mirror(pool) => Some(pool.clone()),
+        _ => None,
+    })
+}
+
+/// The route's basic auth, if it has one.
+pub(super) fn basic_auth(filters: &[Filter]) -> Option<Arc<BasicAuth>> {
+    filters.iter().find_map(|f| match f {
+        Filter::BasicAuth(auth) => Some(auth.clone()),
         _ => None,
     })
 }

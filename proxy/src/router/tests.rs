@@ -126,6 +126,9 @@ fn every_refusal() -> Vec<Refusal> {
         Refusal::HttpsRequired {
             location: location(),
         },
+        Refusal::Challenge {
+            www_authenticate: http::HeaderValue::from_static("Basic realm=\"x\""),
+        },
     ];
     for status in [
         RedirectStatus::MovedPermanently,
@@ -161,6 +164,7 @@ fn every_refusal() -> Vec<Refusal> {
             | Refusal::InvalidRoute
             | Refusal::UpstreamTimeout
             | Refusal::HttpsRequired { .. }
+            | Refusal::Challenge { .. }
             | Refusal::Redirect { .. } => {}
         }
     }

@@ -397,6 +397,7 @@ mod tests {
             tls_crt: crt.leaf.to_pem().ok().map(Arc::from),
             tls_key: key.key.private_key_to_pem_pkcs8().ok().map(Arc::from),
             ca_crt: None,
+            keys: None,
         };
         [(ObjectRef::new("web", "site-tls"), Arc::new(data))].into()
     }

@@ -127,7 +127,7 @@ async fn a_forwarded_https_stops_the_https_redirect_only_from_a_trusted_peer() {
 }
 
 /// One Ingress per (host, annotations) to one backend.
-fn guarded_routes(backend: &Backend, routes: &[(&str, &[(&str, &str)])]) -> String {
+pub(crate) fn guarded_routes(backend: &Backend, routes: &[(&str, &[(&str, &str)])]) -> String {
     let mut out = service_with("default", "svc-a", &[backend.addr]);
     for (i, (host, annotations)) in routes.iter().enumerate() {
         let ing = ingress(

@@ -133,7 +133,11 @@ fn check_reports_a_malformed_manifest() {
 }
 
 /// Runs `sluice check` with `settings` as `sluice.toml` and `manifests` as `site.yaml` in `dir`.
-fn check_folder(dir: &std::path::Path, manifests: &str, settings: &str) -> std::process::Output {
+pub(crate) fn check_folder(
+    dir: &std::path::Path,
+    manifests: &str,
+    settings: &str,
+) -> std::process::Output {
     std::fs::write(dir.join("site.yaml"), manifests).unwrap();
     let config = dir.join("sluice.toml");
     std::fs::write(&config, settings).unwrap();

@@ -7,6 +7,7 @@ mod support;
 
 mod access;
 mod balancing;
+mod basic_auth;
 mod binary;
 mod connections;
 mod failures;
