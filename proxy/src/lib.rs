@@ -7,6 +7,7 @@
 //! - [`pool`]: endpoint pools (pingora-load-balancing glue).
 //! - [`health`]: active health checks of the pools whose Service asks for them.
 //! - [`router`]: the `ProxyHttp` implementation; the one place errors become statuses.
+//! - [`ext_auth`]: the subrequests of `sluice.dev/auth-url`.
 //! - [`tls`]: the HTTPS listener, the SNI certificate store, client certificates.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`], [`access_log`]: Prometheus metrics and the per-request log.
@@ -19,6 +20,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod connections;
+pub mod ext_auth;
 pub mod files;
 pub mod health;
 pub mod k8s;

@@ -33,6 +33,9 @@ pub enum Refusal {
     BadRequest,
     /// 401: the route asks for credentials the request did not carry.
     Unauthorized,
+    /// 401: the route's auth service refused the request; its `WWW-Authenticate` values are
+    /// passed on.
+    AuthChallenge { challenges: Vec<http::HeaderValue> },
     /// 403: the host requires a client certificate and the request came over plain HTTP with no
     /// HTTPS listener to redirect it to.
     ClientCertificateRequired,
@@ -120,7 +123,7 @@ impl Refusal {
     pub const fn status(&self) -> u16 {
         match self {
             Refusal::BadHost | Refusal::BadPath | Refusal::BadRequest => 400,
-            Refusal::Unauthorized => 401,
+            Refusal::Unauthorized | Refusal::AuthChallenge { .. } => 401,
             Refusal::ClientCertificateRequired | Refusal::Denied => 403,
             Refusal::NoRoute => 404,
             Refusal::ClientTimeout => 408,
@@ -145,6 +148,9 @@ impl Refusal {
             // One body for the three, as before they had a variant each.
             Refusal::BadHost | Refusal::BadPath | Refusal::BadRequest => "400 Bad Request\n",
             Refusal::Unauthorized => "401 Unauthorized\n",
+            Refusal::AuthChallenge { .. } => {
+                "401 Unauthorized: the route's auth service refused the request\n"
+            }
             Refusal::ClientCertificateRequired => {
                 "403 Forbidden: this host requires a client certificate over https\n"
             }
@@ -230,6 +236,11 @@ impl Refusal {
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
         if let Some(location) = self.location() {
             resp.insert_header(header::LOCATION, location)?;
+        }
+        if let Refusal::AuthChallenge { challenges } = self {
+            for challenge in challenges {
+                resp.append_header(header::WWW_AUTHENTICATE, challenge.clone())?;
+            }
         }
         resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(header::CONTENT_LENGTH, self.body().len())?;

@@ -9,6 +9,7 @@ mod access;
 mod balancing;
 mod binary;
 mod connections;
+mod ext_auth;
 mod failures;
 mod fake_apiserver_selftest;
 mod headers;

@@ -7,7 +7,10 @@ use crate::support::*;
 use crate::tls::{https, tls_ingress_in, tls_settings};
 
 /// One backend `web` and one Ingress `rules` on host `r.test` with `paths`, annotated.
-async fn one_ingress(paths: &[PathRule<'_>], annotations: &[(&str, &str)]) -> (Backend, Sluice) {
+pub(crate) async fn one_ingress(
+    paths: &[PathRule<'_>],
+    annotations: &[(&str, &str)],
+) -> (Backend, Sluice) {
     let web = Backend::start("web").await;
     let manifests = [
         service_with("default", "web", &[web.addr]),

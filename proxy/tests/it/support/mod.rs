@@ -148,13 +148,7 @@ async fn answer(
     if ms > 0 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in req.headers() {
-        headers
-            .entry(k.as_str().to_string())
-            .or_default()
-            .push(v.to_str().unwrap_or("").to_string());
-    }
+    let headers = header_lists(req.headers());
     let body = serde_json::json!({
         "backend": name,
         "method": req.method().as_str(),
@@ -167,6 +161,17 @@ async fn answer(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
+}
+
+/// Each header's values, by lowercase name.
+pub fn header_lists(headers: &hyper::HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in headers {
+        out.entry(k.as_str().to_string())
+            .or_default()
+            .push(v.to_str().unwrap_or("").to_string());
+    }
+    out
 }
 
 /// A loopback endpoint that accepts connections, reads the request head, and closes the
@@ -720,6 +725,14 @@ impl Sluice {
             .live()
             .skipped
             .to_vec()
+    }
+
+    /// The finding the live snapshot reports for Ingress `name`; fails the test without one.
+    pub fn finding_of(&self, name: &str) -> sluice_config::Finding {
+        self.skipped()
+            .into_iter()
+            .find(|f| f.ingress.name == name)
+            .unwrap_or_else(|| panic!("no finding for Ingress {name}"))
     }
 
     /// Replaces a manifest file atomically (write then rename), as a ConfigMap update does.
