@@ -226,6 +226,8 @@ pub enum RuleError {
     NotAddressRanges(String),
     #[error("is not an http:// or https:// URL with a host and no user info or fragment")]
     NotAnAuthUrl,
+    #[error("is an https:// URL with an IP address: the certificate is verified for a host name")]
+    AuthUrlWithoutName,
     #[error("is longer than {} seconds", ext_auth::MAX_AUTH_TIMEOUT_MS / 1000)]
     TooLongATimeout,
     #[error("is not `[status ...] duration` entries separated by commas, with 2xx, 401 or 403 statuses each listed once")]

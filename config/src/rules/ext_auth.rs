@@ -223,6 +223,9 @@ fn parse_auth_url(text: &str) -> Result<ExtAuth, RuleError> {
     if !ip && (host.len() > 253 || !host.split('.').all(crate::routes::is_dns_label)) {
         return Err(bad);
     }
+    if ip && tls {
+        return Err(RuleError::AuthUrlWithoutName);
+    }
     let service = (!ip).then(|| in_cluster(&host, port)).flatten();
     Ok(ExtAuth {
         url: url.to_string(),
@@ -403,11 +406,13 @@ mod tests {
         assert_eq!(a.service, None);
         assert_eq!(a.timeout, Duration::from_secs(5));
         assert_eq!((a.request_headers, a.response_headers), (None, vec![]));
-        let a = auth_of(&[(AUTH_URL, "https://[::1]:8443")]);
+        let a = auth_of(&[(AUTH_URL, "http://[::1]:8443")]);
         assert_eq!(
             (a.tls, a.host.as_str(), a.port, a.path.as_str()),
-            (true, "::1", 8443, "/")
+            (false, "::1", 8443, "/")
         );
+        let a = auth_of(&[(AUTH_URL, "https://auth.test")]);
+        assert_eq!((a.tls, a.port, a.path.as_str()), (true, 443, "/"));
     }
 
     #[test]
@@ -492,6 +497,8 @@ mod tests {
             (vec![(AUTH_URL, "http://auth.test/#frag")], AUTH_URL),
             (vec![(AUTH_URL, "http://bad_host/")], AUTH_URL),
             (vec![(AUTH_URL, "/verify")], AUTH_URL),
+            // Pingora verifies no certificate without a server name.
+            (vec![(AUTH_URL, "https://192.0.2.1/verify")], AUTH_URL),
             (vec![url, (AUTH_SIGNIN, "login")], AUTH_SIGNIN),
             (
                 vec![url, (AUTH_RESPONSE_HEADERS, "X-Forwarded-For")],
