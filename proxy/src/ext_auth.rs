@@ -23,7 +23,7 @@
 //! TLS for `https` URLs, the certificate verified for the URL's host), idle ones kept
 //! [`AUTH_KEEPALIVE_IDLE`]. An in-cluster Service (`<service>.<namespace>.svc`) is reached
 //! through its endpoints as a backend pool is, round robin; any other host through the system
-//! resolver at each subrequest (an IP literal directly). A pooled connection the auth service
+//! resolver, its addresses kept [`AUTH_DNS_TTL`] and taken in turn (an IP literal directly). A pooled connection the auth service
 //! closed meanwhile is retried once on a new one. An answer body is read and dropped (up to
 //! [`MAX_AUTH_BODY_BYTES`], beyond which the connection is not reused).
 //!
@@ -57,6 +57,8 @@ use crate::metrics::RouteMetrics;
 use crate::pool::{Pick, Pool};
 use crate::router::{cookie, RedirectStatus, Refusal};
 
+/// How long the addresses a host name resolved to are used before it is resolved again.
+pub const AUTH_DNS_TTL: Duration = Duration::from_secs(10);
 /// How long an idle subrequest connection is kept for the next one.
 pub const AUTH_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// The longest answer body read, in bytes; a longer one is dropped with its connection.
@@ -225,6 +227,14 @@ pub struct ExtAuthClient {
     connector: Connector,
     cache: Mutex<Cache>,
     cache_hits: prometheus::IntCounter,
+    resolved: Mutex<HashMap<(String, u16), Resolved>>,
+}
+
+/// The addresses a host name resolved to, when, and whose turn is next.
+struct Resolved {
+    addrs: Vec<SocketAddr>,
+    at: Instant,
+    turn: usize,
 }
 
 impl ExtAuthClient {
@@ -233,6 +243,7 @@ impl ExtAuthClient {
             connector: Connector::new(None),
             cache: Mutex::new(Cache::default()),
             cache_hits,
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -293,7 +304,7 @@ impl ExtAuthClient {
     /// One subrequest; a pooled connection that fails is retried once on a new one.
     async fn ask(&self, check: &Check, subject: &Subject<'_>) -> Result<Answer, Failure> {
         let head = auth_request(check, subject).map_err(|e| Failure::Failed(e.to_string()))?;
-        let addr = address(check).await?;
+        let addr = self.address(check).await?;
         let mut peer = HttpPeer::new(addr, check.config.tls, check.sni.clone());
         peer.options.connection_timeout = Some(check.config.timeout);
         peer.options.idle_timeout = Some(AUTH_KEEPALIVE_IDLE);
@@ -319,6 +330,62 @@ impl ExtAuthClient {
                 Err(e) => return Err(Failure::Failed(e.to_string())),
             }
         }
+    }
+}
+
+impl ExtAuthClient {
+    /// Where the subrequest goes: an endpoint of the in-cluster Service, else the URL's host.
+    async fn address(&self, check: &Check) -> Result<SocketAddr, Failure> {
+        let port = check.config.port;
+        let host = check.config.host.as_str();
+        match &check.target {
+            Target::Pool(pool) => pool
+                .pick(Pick::RoundRobin, |_| true)
+                .map(|e| e.addr())
+                .ok_or_else(|| Failure::Failed(format!("no endpoint in {}", pool.key()))),
+            Target::Host => match host.parse::<IpAddr>() {
+                Ok(ip) => Ok(SocketAddr::new(ip, port)),
+                Err(_) => self.resolve(host, port).await,
+            },
+        }
+    }
+
+    /// One of the addresses `host` resolves to, in turn; resolved again after
+    /// [`AUTH_DNS_TTL`]. A failed resolution is not kept.
+    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, Failure> {
+        let key = (host.to_string(), port);
+        let now = Instant::now();
+        let kept = |map: &mut HashMap<(String, u16), Resolved>| {
+            let entry = map.get_mut(&key).filter(|r| now < r.at + AUTH_DNS_TTL)?;
+            entry.turn = entry.turn.wrapping_add(1);
+            entry.addrs.get(entry.turn % entry.addrs.len()).copied()
+        };
+        if let Some(addr) = kept(&mut self.resolved()) {
+            return Ok(addr);
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| Failure::Failed(format!("resolving {host}: {e}")))?
+            .collect();
+        let first = *addrs
+            .first()
+            .ok_or_else(|| Failure::Failed(format!("{host} has no address")))?;
+        let mut map = self.resolved();
+        // Hosts no annotation names any more leave with their expiry.
+        map.retain(|_, r| now < r.at + AUTH_DNS_TTL);
+        map.insert(
+            key,
+            Resolved {
+                addrs,
+                at: now,
+                turn: 0,
+            },
+        );
+        Ok(first)
+    }
+
+    fn resolved(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Resolved>> {
+        self.resolved.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -442,28 +509,6 @@ fn auth_request(check: &Check, subject: &Subject<'_>) -> Result<RequestHeader> {
         head.insert_header("x-request-id", text(subject.request_id).map_err(invalid)?)?;
     }
     Ok(head)
-}
-
-/// Where the subrequest goes: an endpoint of the in-cluster Service, else the URL's host.
-async fn address(check: &Check) -> Result<SocketAddr, Failure> {
-    let port = check.config.port;
-    match &check.target {
-        Target::Pool(pool) => pool
-            .pick(Pick::RoundRobin, |_| true)
-            .map(|e| e.addr())
-            .ok_or_else(|| Failure::Failed(format!("no endpoint in {}", pool.key()))),
-        Target::Host => {
-            if let Ok(ip) = check.config.host.parse::<IpAddr>() {
-                return Ok(SocketAddr::new(ip, port));
-            }
-            let host = check.config.host.as_str();
-            tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| Failure::Failed(format!("resolving {host}: {e}")))?
-                .next()
-                .ok_or_else(|| Failure::Failed(format!("{host} has no address")))
-        }
-    }
 }
 
 /// Writes the request, reads the answer's head and drops its body: the answer, and whether the
@@ -606,6 +651,28 @@ mod tests {
             signin_location("/start?rd=/home", "http://a.test/"),
             "/start?rd=/home"
         );
+    }
+
+    #[tokio::test]
+    async fn a_resolved_host_is_kept_for_its_ttl_and_its_addresses_taken_in_turn() {
+        let client = ExtAuthClient::new(prometheus::IntCounter::new("hits", "hits").unwrap());
+        // `localhost` resolves from the hosts file, without a DNS server.
+        let first = client.resolve("localhost", 4180).await.unwrap();
+        assert!(first.ip().is_loopback() && first.port() == 4180, "{first}");
+        let addrs = client.resolved()[&("localhost".to_string(), 4180)]
+            .addrs
+            .clone();
+        let next = client.resolve("localhost", 4180).await.unwrap();
+        assert_eq!(next, addrs[1 % addrs.len()]);
+        // Past its time the host is resolved again.
+        client
+            .resolved()
+            .get_mut(&("localhost".to_string(), 4180))
+            .unwrap()
+            .at -= AUTH_DNS_TTL;
+        client.resolve("localhost", 4180).await.unwrap();
+        assert_eq!(client.resolved()[&("localhost".to_string(), 4180)].turn, 0);
+        assert_eq!(client.resolved().len(), 1);
     }
 
     fn subject(req: &RequestHeader) -> Subject<'_> {

@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::rules::one_ingress;
+use crate::rules::{one_ingress, one_ingress_with};
 use crate::support::*;
 
 /// What the auth server received.
@@ -287,6 +287,32 @@ async fn only_the_named_request_headers_are_sent_to_the_auth_service() {
     assert_eq!(asked.header("authorization"), ["Bearer t"]);
     assert!(asked.header("cookie").is_empty(), "{asked:?}");
     assert_eq!(asked.header("x-original-method"), ["GET"]);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_auth_service_sees_the_real_client_and_scheme() {
+    let auth = AuthServer::start().await;
+    let settings = settings_with_server("trusted_proxies = [\"127.0.0.0/8\"]");
+    let url = auth.url("/verify");
+    let annotations = [("sluice.dev/auth-url", url.as_str())];
+    let (_web, s) = one_ingress_with(&settings, &[("/", "Prefix", "web")], &annotations).await;
+    let req = checked(
+        "GET",
+        "/p",
+        &[
+            ("x-forwarded-for", "203.0.113.7, 10.1.1.1"),
+            ("x-forwarded-proto", "https"),
+        ],
+        "",
+    );
+    assert_eq!(send(&s, req).await.status, 200);
+    let asked = auth.seen().pop().unwrap();
+    // The first untrusted address from the right, alone: the auth service is not handed the
+    // client's list to misread.
+    assert_eq!(asked.header("x-forwarded-for"), ["10.1.1.1"]);
+    assert_eq!(asked.header("x-real-ip"), ["10.1.1.1"]);
+    assert_eq!(asked.header("x-forwarded-proto"), ["https"]);
+    assert_eq!(asked.header("x-original-url"), ["https://r.test/p"]);
 }
 
 #[tokio::test]
