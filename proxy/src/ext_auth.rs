@@ -461,24 +461,6 @@ fn auth_request(check: &Check, subject: &Subject<'_>) -> Result<RequestHeader> {
     let req = subject.req;
     let mut head = RequestHeader::build("GET", check.config.path.as_bytes(), Some(16))?;
     head.insert_header(header::HOST, check.host.clone())?;
-    let sent = |name: &HeaderName| {
-        !NOT_SENT.contains(&name.as_str()) && !is_protected_header(name.as_str())
-    };
-    match &check.request_headers {
-        Some(names) => {
-            for name in names.iter().filter(|n| sent(n)) {
-                for value in req.headers.get_all(name) {
-                    head.append_header(name.clone(), value.clone())?;
-                }
-            }
-        }
-        None => {
-            for (name, value) in req.headers.iter().filter(|(n, _)| sent(n)) {
-                head.append_header(name.clone(), value.clone())?;
-            }
-        }
-    }
-    let text = |v: &str| HeaderValue::from_str(v);
     let invalid = |e| {
         pingora_error::Error::because(
             pingora_error::ErrorType::InvalidHTTPHeader,
@@ -486,6 +468,34 @@ fn auth_request(check: &Check, subject: &Subject<'_>) -> Result<RequestHeader> {
             e,
         )
     };
+    let sent = |name: &HeaderName| {
+        !NOT_SENT.contains(&name.as_str()) && !is_protected_header(name.as_str())
+    };
+    let names: Vec<&HeaderName> = match &check.request_headers {
+        Some(names) => names.iter().collect(),
+        None => req.headers.keys().collect(),
+    };
+    for name in names.into_iter().filter(|n| sent(n)) {
+        let values = req.headers.get_all(name);
+        if *name == header::COOKIE && values.iter().nth(1).is_some() {
+            // An HTTP/2 client may split its cookies over several fields; they travel to an
+            // HTTP/1.1 server as one (RFC 9113, 8.2.3).
+            let mut joined = Vec::new();
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    joined.extend_from_slice(b"; ");
+                }
+                joined.extend_from_slice(value.as_bytes());
+            }
+            let joined = HeaderValue::from_bytes(&joined).map_err(invalid)?;
+            head.append_header(name.clone(), joined)?;
+            continue;
+        }
+        for value in values {
+            head.append_header(name.clone(), value.clone())?;
+        }
+    }
+    let text = |v: &str| HeaderValue::from_str(v);
     head.insert_header(
         "x-original-url",
         text(&subject.original_url()).map_err(invalid)?,

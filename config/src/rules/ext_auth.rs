@@ -455,6 +455,11 @@ mod tests {
         );
         assert_eq!(a.response_headers, ["x-auth-user", "x-auth-email"]);
         assert_eq!(a.timeout, Duration::from_millis(750));
+        assert_eq!(
+            Filter::ExtAuth(Box::new(a.clone())).to_string(),
+            "auth-url http://auth.test/verify timeout 750ms signin https://login.test/start \
+             cache user:$cookie_session/$http_authorization"
+        );
         let cache = a.cache.expect("a cache");
         let s = Duration::from_secs;
         assert_eq!(

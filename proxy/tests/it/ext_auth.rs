@@ -316,6 +316,27 @@ async fn behind_a_trusted_proxy_the_auth_service_sees_the_real_client_and_scheme
 }
 
 #[tokio::test]
+async fn an_http2_request_is_checked_with_its_authority_and_its_cookies_in_one_field() {
+    let auth = AuthServer::start().await;
+    let (web, s) = guarded(&[("sluice.dev/auth-url", &auth.url("/verify"))]).await;
+    let req = Request::builder()
+        .uri("http://r.test/h2?q=1")
+        .header("cookie", "a=1")
+        .header("cookie", "session=abc")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = send_h2c(s.addr, req).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let asked = auth.seen().pop().unwrap();
+    assert_eq!(asked.header("x-original-url"), ["http://r.test/h2?q=1"]);
+    // Split over two fields, the cookies would reach many HTTP/1.1 servers as the first only.
+    assert_eq!(asked.header("cookie"), ["a=1; session=abc"]);
+    let r = send_h2c(s.addr, checked("GET", "/", &[("x-want-status", "401")], "")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(web.hits(), 1);
+}
+
+#[tokio::test]
 async fn a_401_passes_to_the_client_with_its_challenge_and_a_403_as_is() {
     let auth = AuthServer::start().await;
     let (web, s) = guarded(&[("sluice.dev/auth-url", &auth.url("/verify"))]).await;

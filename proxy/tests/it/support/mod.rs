@@ -360,6 +360,16 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
 
 /// One GET over HTTP/2 with prior knowledge (h2c); the host goes in `:authority`.
 pub async fn get_h2c(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let req = Request::builder()
+        .uri(format!("http://{host}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send_h2c(addr, req).await
+}
+
+/// One request over HTTP/2 with prior knowledge (h2c) on a new connection; its URI carries the
+/// host as `:authority`.
+pub async fn send_h2c(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -368,10 +378,6 @@ pub async fn get_h2c(addr: SocketAddr, host: &str, path: &str) -> Reply {
     let conn = tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::builder()
-        .uri(format!("http://{host}{path}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
     let resp = tokio::time::timeout(STEP, sender.send_request(req))
         .await
         .expect("h2c request timed out")
