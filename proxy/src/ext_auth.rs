@@ -49,6 +49,7 @@ use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
+use sluice_config::model::ObjectRef;
 use sluice_config::rules::ext_auth::{ExtAuth, KeyPart};
 use sluice_config::rules::is_protected_header;
 use sluice_config::PoolKey;
@@ -75,6 +76,9 @@ const CACHE_ENTRY_BYTES: usize = 96;
 /// pool found.
 pub struct Check {
     config: ExtAuth,
+    /// What, besides the Ingress and host, an answer in the cache is kept for: the auth URL and
+    /// the response headers kept.
+    cache_scope: String,
     target: Target,
     host: HeaderValue,
     sni: String,
@@ -119,6 +123,7 @@ impl Check {
                 None => None,
             },
             response_headers: names(&auth.response_headers)?,
+            cache_scope: format!("{} {}", auth.url, auth.response_headers.join(",")),
             config: auth.clone(),
         })
     }
@@ -145,6 +150,8 @@ impl Check {
 /// The request being checked, as routing read it.
 pub struct Subject<'a> {
     pub req: &'a RequestHeader,
+    /// The Ingress of the route.
+    pub ingress: &'a ObjectRef,
     /// The routed host (`$host`).
     pub host: &'a str,
     /// The host as the client sent it (for `X-Original-URL`).
@@ -256,11 +263,18 @@ impl ExtAuthClient {
         subject: &Subject<'_>,
         metrics: &RouteMetrics,
     ) -> Result<Passed, Refusal> {
-        let key = check
-            .config
-            .cache
-            .as_ref()
-            .and_then(|c| cache_key(&check.config.url, &c.key, subject));
+        let key = check.config.cache.as_ref().and_then(|c| {
+            // Answers are not shared past the Ingress and host they were given for: an
+            // auth service may decide by host, and another route may keep other headers.
+            let ingress = subject.ingress;
+            let scope = [
+                &ingress.namespace,
+                &ingress.name,
+                subject.host,
+                &check.cache_scope,
+            ];
+            cache_key(&scope, &c.key, subject)
+        });
         let cached = key
             .as_ref()
             .and_then(|k| self.cache().get(k, Instant::now()));
@@ -562,13 +576,16 @@ async fn exchange(
     Ok((Answer { status, headers }, true))
 }
 
-/// The cache key of a request: the auth URL, then each part of the template, every variable's
-/// value closed by a NUL byte (which no header value holds, so two different sets of values
-/// never render the same). `None` when a variable is missing or the key is too long.
-fn cache_key(url: &str, parts: &[KeyPart], s: &Subject<'_>) -> Option<Vec<u8>> {
-    let mut key = Vec::with_capacity(url.len() + 128);
-    key.extend_from_slice(url.as_bytes());
-    key.push(0);
+/// The cache key of a request: each part of `scope`, then each part of the template, every
+/// scope part and variable value closed by a NUL byte (which no header value holds, so two
+/// different sets of values never render the same). `None` when a variable is missing or the
+/// key is too long.
+fn cache_key(scope: &[&str], parts: &[KeyPart], s: &Subject<'_>) -> Option<Vec<u8>> {
+    let mut key = Vec::with_capacity(256);
+    for part in scope {
+        key.extend_from_slice(part.as_bytes());
+        key.push(0);
+    }
     for part in parts {
         match part {
             KeyPart::Text(t) => key.extend_from_slice(t.as_bytes()),
@@ -685,9 +702,10 @@ mod tests {
         assert_eq!(client.resolved().len(), 1);
     }
 
-    fn subject(req: &RequestHeader) -> Subject<'_> {
+    fn subject<'a>(req: &'a RequestHeader, ingress: &'a ObjectRef) -> Subject<'a> {
         Subject {
             req,
+            ingress,
             host: "a.test",
             raw_host: "a.test",
             https: false,
@@ -699,17 +717,23 @@ mod tests {
     #[test]
     fn cache_keys_keep_values_apart_and_skip_requests_missing_a_variable() {
         let parts = [KeyPart::Header("x-a".into()), KeyPart::Header("x-b".into())];
-        let key = |a: &str, b: &str| {
+        let ingress = ObjectRef::new("shop", "web");
+        let scoped = |scope: &[&str], a: &str, b: &str| {
             let mut r = RequestHeader::build("GET", b"/", None).unwrap();
             r.insert_header("x-a", a).unwrap();
             r.insert_header("x-b", b).unwrap();
-            cache_key("u", &parts, &subject(&r))
+            cache_key(scope, &parts, &subject(&r, &ingress))
         };
+        let key = |a: &str, b: &str| scoped(&["u"], a, b);
         // Without the separators these two would both be `xyz`.
         assert_ne!(key("x", "yz"), key("xy", "z"));
         assert_eq!(key("x", "yz"), key("x", "yz"));
+        assert_ne!(
+            scoped(&["a", "bc"], "x", "y"),
+            scoped(&["ab", "c"], "x", "y")
+        );
         let r = RequestHeader::build("GET", b"/", None).unwrap();
-        assert_eq!(cache_key("u", &parts, &subject(&r)), None);
+        assert_eq!(cache_key(&["u"], &parts, &subject(&r, &ingress)), None);
         let long = "v".repeat(MAX_AUTH_CACHE_KEY_BYTES);
         assert_eq!(key(&long, "b"), None);
     }

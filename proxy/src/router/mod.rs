@@ -288,6 +288,7 @@ impl Router {
             || (ctx.client.trusted && forward::forwarded_proto(&req.headers) == Some("https"));
         let subject = Subject {
             req,
+            ingress: &route.ingress,
             host: &ctx.host,
             raw_host: raw_host(req),
             https,

@@ -503,6 +503,48 @@ async fn cached_answers_spare_the_auth_service_until_they_expire() {
     .await;
 }
 
+#[tokio::test]
+async fn a_cached_answer_serves_only_the_host_it_was_given_for() {
+    let auth = AuthServer::start().await;
+    let web = Backend::start("web").await;
+    let url = auth.url("/verify");
+    let cached = [
+        ("sluice.dev/auth-url", url.as_str()),
+        ("sluice.dev/auth-cache-duration", "200 1m"),
+        ("sluice.dev/auth-cache-key", "$http_authorization"),
+    ];
+    let route = |name: &str, host: &str| {
+        annotate(
+            &ingress("default", name, Some(host), &[("/", "Prefix", "web")]),
+            &cached,
+        )
+    };
+    let manifests = [
+        service_with("default", "web", &[web.addr]),
+        route("one", "one.test"),
+        route("two", "two.test"),
+    ]
+    .concat();
+    let s = Sluice::start(&manifests).await;
+    let to = |host: &str, status: &str| {
+        let mut req = checked(
+            "GET",
+            "/",
+            &[("authorization", "Bearer a"), ("x-want-status", status)],
+            "",
+        );
+        req.headers_mut().insert("host", host.parse().unwrap());
+        req
+    };
+    assert_eq!(send(&s, to("one.test", "200")).await.status, 200);
+    assert_eq!(send(&s, to("one.test", "403")).await.status, 200);
+    assert_eq!(auth.asked(), 1);
+    // The same credential on another host is asked for: the auth service may decide by host.
+    assert_eq!(send(&s, to("two.test", "403")).await.status, 403);
+    assert_eq!(auth.asked(), 2);
+    assert_eq!(web.hits(), 2);
+}
+
 async fn an_in_cluster_auth_service_is_reached_through_its_endpoints() {
     let auth = AuthServer::start().await;
     let web = Backend::start("web").await;
