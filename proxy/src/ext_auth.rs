@@ -33,6 +33,9 @@
 //! memory. Keys are compared whole (never by hash alone), so two clients never share an
 //! answer unless their rendered keys are equal.
 //!
+//! A 2xx answer's `Set-Cookie` values are added to the response to the client (not kept in
+//! the cache: a cookie belongs to one client).
+//!
 //! Each subrequest's duration is observed in `sluice_auth_request_duration_seconds` by
 //! Ingress and outcome (`allowed`, `unauthorized`, `forbidden`, `failed`, `timeout`), cache hits
 //! are counted in `sluice_auth_cache_hits_total`, and the access log's `auth_duration_s` is the
@@ -48,7 +51,7 @@ use pingora_core::connectors::http::v1::Connector;
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use sluice_config::model::ObjectRef;
 use sluice_config::rules::ext_auth::{ExtAuth, KeyPart};
 use sluice_config::rules::is_protected_header;
@@ -182,6 +185,8 @@ impl Subject<'_> {
 struct Answer {
     status: u16,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The `Set-Cookie` values of a 2xx, for the client's response; never cached.
+    cookies: Vec<HeaderValue>,
 }
 
 impl Answer {
@@ -193,10 +198,12 @@ impl Answer {
     }
 }
 
-/// A request the auth service let through: the headers to set on its upstream request.
+/// A request the auth service let through: the headers to set on its upstream request, and
+/// the cookies to set on its response.
 pub struct Passed {
     check: Arc<Check>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    cookies: Vec<HeaderValue>,
 }
 
 impl Passed {
@@ -208,6 +215,15 @@ impl Passed {
         }
         for (name, value) in &self.headers {
             upstream.append_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Adds the auth answer's `Set-Cookie` values to the response (a session the auth service
+    /// refreshed reaches the client, as with ingress-nginx).
+    pub fn set_cookies(&self, response: &mut ResponseHeader) -> Result<()> {
+        for cookie in &self.cookies {
+            response.append_header(header::SET_COOKIE, cookie.clone())?;
         }
         Ok(())
     }
@@ -303,7 +319,13 @@ impl ExtAuthClient {
                 };
                 let ttl = check.config.cache.as_ref().map(|c| c.ttl_of(answer.status));
                 if let (Some(key), Some(Some(ttl))) = (key, ttl) {
-                    self.cache().put(key, answer.clone(), Instant::now() + ttl);
+                    // A cookie is one client's: a key that several clients share (an address
+                    // behind NAT) must not hand it to the others.
+                    let kept = Answer {
+                        cookies: Vec::new(),
+                        ..answer.clone()
+                    };
+                    self.cache().put(key, kept, Instant::now() + ttl);
                 }
                 answer
             }
@@ -419,6 +441,7 @@ fn verdict(check: &Arc<Check>, subject: &Subject<'_>, answer: Answer) -> Result<
         200..=299 => Ok(Passed {
             check: check.clone(),
             headers: answer.headers,
+            cookies: answer.cookies,
         }),
         401 => match &check.config.signin {
             Some(signin) => Err(Refusal::Redirect {
@@ -554,7 +577,11 @@ async fn exchange(
         }
     }
     let mut headers = Vec::new();
+    let mut cookies = Vec::new();
     if let Some(resp) = session.resp_header() {
+        if (200..300).contains(&status) {
+            cookies.extend(resp.headers.get_all(header::SET_COOKIE).iter().cloned());
+        }
         let mut keep = |name: &HeaderName| {
             for value in resp.headers.get_all(name) {
                 headers.push((name.clone(), value.clone()));
@@ -570,10 +597,24 @@ async fn exchange(
     while let Some(chunk) = session.read_body_ref().await? {
         read += chunk.len();
         if read > MAX_AUTH_BODY_BYTES {
-            return Ok((Answer { status, headers }, false));
+            return Ok((
+                Answer {
+                    status,
+                    headers,
+                    cookies,
+                },
+                false,
+            ));
         }
     }
-    Ok((Answer { status, headers }, true))
+    Ok((
+        Answer {
+            status,
+            headers,
+            cookies,
+        },
+        true,
+    ))
 }
 
 /// The cache key of a request: each part of `scope`, then each part of the template, every
@@ -744,6 +785,7 @@ mod tests {
         let answer = Answer {
             status: 200,
             headers: Vec::new(),
+            cookies: Vec::new(),
         };
         let mut cache = Cache::default();
         cache.put(b"a".to_vec(), answer.clone(), now + Duration::from_secs(30));

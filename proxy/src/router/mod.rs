@@ -593,6 +593,9 @@ impl ProxyHttp for Router {
         if let Some(route) = &ctx.filtered {
             rules::response_headers(&route.filters, upstream_response)?;
         }
+        if let Some(passed) = &ctx.auth {
+            passed.set_cookies(upstream_response)?;
+        }
         Ok(())
     }
 

@@ -132,7 +132,8 @@ async fn decide(
             resp = resp
                 .header("x-auth-user", "alice")
                 .header("x-auth-email", "alice@example.test")
-                .header("x-auth-secret", "not for the upstream");
+                .header("x-auth-secret", "not for the upstream")
+                .header("set-cookie", "_session=refreshed; Path=/; HttpOnly");
         }
         401 => resp = resp.header("www-authenticate", "Bearer realm=\"test\""),
         _ => {}
@@ -208,6 +209,12 @@ async fn an_allowed_request_reaches_the_backend_with_the_auth_answers_headers_on
     assert_eq!(r.upstream_header("x-auth-user"), ["alice"]);
     assert_eq!(r.upstream_header("x-auth-email"), ["alice@example.test"]);
     assert!(r.upstream_header("x-auth-secret").is_empty());
+    // The session cookie the auth service refreshed reaches the client, not the upstream.
+    assert_eq!(
+        r.headers["set-cookie"],
+        "_session=refreshed; Path=/; HttpOnly"
+    );
+    assert!(r.upstream_header("set-cookie").is_empty());
     assert_eq!(r.json()["method"], "POST");
     let seen = auth.seen();
     assert_eq!(seen.len(), 1);
@@ -478,6 +485,8 @@ async fn cached_answers_spare_the_auth_service_until_they_expire() {
     let r = send(&s, as_user("Bearer a", "401")).await;
     assert_eq!((r.status, auth.asked()), (200, 1));
     assert_eq!(r.upstream_header("x-auth-user"), ["alice"]);
+    // A cookie is one client's: never replayed from the cache.
+    assert!(r.headers.get("set-cookie").is_none());
     // Another credential is asked for, and its 401 kept too.
     assert_eq!(send(&s, as_user("Bearer b", "401")).await.status, 401);
     assert_eq!(send(&s, as_user("Bearer b", "200")).await.status, 401);
