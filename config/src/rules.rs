@@ -29,8 +29,9 @@
 //! | `sluice.dev/allowlist-source-range` | `CIDR, CIDR`: clients outside these ranges get 403 |
 //! | `sluice.dev/auth-url` and companions | external authentication, see [`ext_auth`] |
 //!
-//! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target`, so an
-//! annotation cannot inject configuration.
+//! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target` and the
+//! variables of `auth-cache-key` (which only ever form a cache key), so an annotation cannot
+//! inject configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
