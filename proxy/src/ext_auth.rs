@@ -23,9 +23,10 @@
 //! TLS for `https` URLs, the certificate verified for the URL's host), idle ones kept
 //! [`AUTH_KEEPALIVE_IDLE`]. An in-cluster Service (`<service>.<namespace>.svc`) is reached
 //! through its endpoints as a backend pool is, round robin; any other host through the system
-//! resolver, its addresses kept [`AUTH_DNS_TTL`] and taken in turn (an IP literal directly). A pooled connection the auth service
-//! closed meanwhile is retried once on a new one. An answer body is read and dropped (up to
-//! [`MAX_AUTH_BODY_BYTES`], beyond which the connection is not reused).
+//! resolver, its addresses kept [`AUTH_DNS_TTL`] and taken in turn (an IP literal directly).
+//! A pooled connection the auth service closed meanwhile is retried once on a new one. An
+//! answer body is read and dropped (up to [`MAX_AUTH_BODY_BYTES`], beyond which the connection
+//! is not reused).
 //!
 //! The cache is bounded: at most [`MAX_AUTH_CACHE_BYTES`] of keys and kept headers. When it is
 //! full, expired answers are dropped; if it is still full, new answers are not kept (requests
@@ -92,7 +93,8 @@ pub struct Check {
 enum Target {
     /// The endpoints of the in-cluster Service.
     Pool(Arc<Pool>),
-    /// The URL's host, resolved at each subrequest (an IP literal as is).
+    /// The URL's host: an IP literal as is, a name through the system resolver
+    /// ([`AUTH_DNS_TTL`]).
     Host,
 }
 
