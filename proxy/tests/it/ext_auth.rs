@@ -460,6 +460,62 @@ async fn subrequests_reuse_their_keepalive_connections() {
     assert_eq!(web.hits(), 5);
 }
 
+/// A loopback auth server that answers the first request of each connection with 200 and
+/// keepalive, and closes the connection on the second without answering: what an auth service
+/// that closed an idle connection looks like to the client that reuses it. Counts connections.
+async fn one_answer_per_connection() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                for answered in [false, true] {
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.clear();
+                    if answered {
+                        return;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections, task)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_auth_service_closed_is_retried_on_a_new_one() {
+    let (addr, connections, task) = one_answer_per_connection().await;
+    let url = format!("http://{addr}/verify");
+    let (web, s) = guarded(&[("sluice.dev/auth-url", &url)]).await;
+    for i in 0..3 {
+        let r = send(&s, checked("GET", "/", &[], "")).await;
+        // Without the retry, every request after the first would answer 500.
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+    assert_eq!(web.hits(), 3);
+    task.abort();
+}
+
 #[tokio::test]
 async fn cached_answers_spare_the_auth_service_until_they_expire() {
     let auth = AuthServer::start().await;
