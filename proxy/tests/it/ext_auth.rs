@@ -465,7 +465,7 @@ async fn subrequests_reuse_their_keepalive_connections() {
 /// that closed an idle connection looks like to the client that reuses it. Counts connections.
 async fn one_answer_per_connection() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -477,17 +477,8 @@ async fn one_answer_per_connection() -> (SocketAddr, Arc<AtomicUsize>, tokio::ta
             };
             counted.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
                 for answered in [false, true] {
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    seen.clear();
-                    if answered {
+                    if !read_head(&mut stream).await || answered {
                         return;
                     }
                     let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";

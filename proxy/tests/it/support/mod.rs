@@ -188,9 +188,23 @@ impl Drop for Resetter {
     }
 }
 
+/// Reads from `stream` up to the end of a request head (a head sent together with bytes past
+/// it is read whole); `false` when the connection ended or failed first.
+pub async fn read_head(stream: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 impl Resetter {
     pub async fn start() -> Resetter {
-        use tokio::io::AsyncReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -202,13 +216,8 @@ impl Resetter {
                 };
                 let counter = counter.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let mut seen = Vec::new();
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
+                    if !read_head(&mut stream).await {
+                        return;
                     }
                     counter.fetch_add(1, Ordering::SeqCst);
                     // Dropping the stream closes it with nothing written.
