@@ -448,6 +448,30 @@ async fn an_auth_service_that_fails_answers_late_or_cannot_be_reached_fails_clos
     assert_eq!(count("odd", "failed"), Some(3.0), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_each_checked_once() {
+    let auth = AuthServer::start().await;
+    let (web, s) = guarded(&[("sluice.dev/auth-url", &auth.url("/verify"))]).await;
+    let addr = s.addr;
+    let requests = (0..40).map(|i| async move {
+        let path = format!("/r{i}");
+        let req = checked("GET", &path, &[], "");
+        H1::connect(addr).await.send(req).await.map(|r| r.status)
+    });
+    let statuses = futures::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| s == &Ok(200)), "{statuses:?}");
+    let mut asked: Vec<String> = auth
+        .seen()
+        .iter()
+        .flat_map(|seen| seen.header("x-original-url"))
+        .collect();
+    asked.sort();
+    asked.dedup();
+    // Each request was asked about once, under its own URL.
+    assert_eq!((asked.len(), auth.asked(), web.hits()), (40, 40, 40));
+    assert!(auth.connections.load(Ordering::SeqCst) <= 40);
+}
+
 #[tokio::test]
 async fn subrequests_reuse_their_keepalive_connections() {
     let auth = AuthServer::start().await;
