@@ -305,6 +305,7 @@ fn build_scoped(
             b.skip(ingress, Reason::InvalidPolicy, bad.to_string());
         }
         b.resolve_mirrors(ingress, &mut filters);
+        b.resolve_ext_auth(ingress, &mut filters);
         b.snapshot.ingresses.push(ServedIngress {
             object: ingress.object_ref(),
             annotations: ingress.annotations.clone(),
@@ -333,6 +334,7 @@ fn build_scoped(
 }
 
 mod canaries;
+mod ext_auth;
 mod mirrors;
 
 /// Where in an Ingress a finding is, formatted only when one is reported.
@@ -649,6 +651,15 @@ impl Builder<'_> {
         ingress: &IngressInput,
         backend: &BackendInput,
     ) -> Result<PoolKey, (Reason, String)> {
+        self.resolve_target_in(&ingress.namespace, backend)
+    }
+
+    /// [`Self::resolve_target`] for a Service of `namespace`.
+    fn resolve_target_in(
+        &self,
+        namespace: &str,
+        backend: &BackendInput,
+    ) -> Result<PoolKey, (Reason, String)> {
         let (name, port) = match backend {
             BackendInput::Service { name, port } => (name, port),
             BackendInput::Unsupported(what) => {
@@ -658,13 +669,10 @@ impl Builder<'_> {
                 ))
             }
         };
-        let Some(svc) = self
-            .services
-            .get(&(ingress.namespace.as_str(), name.as_str()))
-        else {
+        let Some(svc) = self.services.get(&(namespace, name.as_str())) else {
             return Err((
                 Reason::MissingService,
-                format!("Service {}/{name} does not exist", ingress.namespace),
+                format!("Service {}/{name} does not exist", namespace),
             ));
         };
         if svc.type_ == "ExternalName" {
@@ -672,7 +680,7 @@ impl Builder<'_> {
                 Reason::UnsupportedBackend,
                 format!(
                     "Service {}/{name} is of type ExternalName, which has no endpoints",
-                    ingress.namespace
+                    namespace
                 ),
             ));
         }
@@ -683,7 +691,7 @@ impl Builder<'_> {
         let Some(sp) = found else {
             return Err((
                 Reason::MissingPort,
-                format!("Service {}/{name} has no port {port}", ingress.namespace),
+                format!("Service {}/{name} has no port {port}", namespace),
             ));
         };
         if matches!(self.target_type, TargetType::Instance(_)) && node_port(sp.node_port).is_none()
@@ -692,12 +700,12 @@ impl Builder<'_> {
                 Reason::MissingNodePort,
                 format!(
                     "Service {}/{name} port {port} has no nodePort (type {}); instance targets need a NodePort or LoadBalancer Service",
-                    ingress.namespace, svc.type_
+                    namespace, svc.type_
                 ),
             ));
         }
         Ok(PoolKey {
-            namespace: ingress.namespace.clone(),
+            namespace: namespace.to_string(),
             service: name.clone(),
             port: sp.port,
             target_type: self.target_type.clone(),

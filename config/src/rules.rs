@@ -28,9 +28,11 @@
 //! | `sluice.dev/denylist-source-range` | `CIDR, CIDR`: clients in these ranges get 403 |
 //! | `sluice.dev/allowlist-source-range` | `CIDR, CIDR`: clients outside these ranges get 403 |
 //! | `sluice.dev/auth-type` and the other `auth-*` of [`basic_auth`] | `basic`: 401 without a user of the Secret |
+//! | `sluice.dev/auth-url` and companions | external authentication, see [`ext_auth`] |
 //!
-//! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target`, so an
-//! annotation cannot inject configuration.
+//! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target` and the
+//! variables of `auth-cache-key` (which only ever form a cache key), so an annotation cannot
+//! inject configuration.
 
 pub mod basic_auth;
 
@@ -44,6 +46,9 @@ use crate::finding::Reason;
 use crate::model::{IngressInput, PortRef};
 use crate::ownership::Ownership;
 use crate::routes::{HostKey, RouteTable};
+
+pub mod ext_auth;
+pub use ext_auth::ExtAuth;
 
 pub const USE_REGEX: &str = "sluice.dev/use-regex";
 pub const PERMANENT_REDIRECT: &str = "sluice.dev/permanent-redirect";
@@ -127,6 +132,8 @@ pub enum Filter {
         port: PortRef,
         pool: Option<PoolKey>,
     },
+    /// Before the request is proxied, an auth service decides ([`ext_auth`]).
+    ExtAuth(Box<ExtAuth>),
 }
 
 /// Header names (lowercase) to set to a value, and to remove.
@@ -188,6 +195,7 @@ impl fmt::Display for Filter {
             Filter::RequestHeaders(c) => write!(f, "request headers {c}"),
             Filter::ResponseHeaders(c) => write!(f, "response headers {c}"),
             Filter::Mirror { service, port, .. } => write!(f, "mirror {service}:{port}"),
+            Filter::ExtAuth(a) => a.fmt(f),
         }
     }
 }
@@ -223,6 +231,16 @@ pub enum RuleError {
     NotAServicePort,
     #[error("is not a comma-separated list of address ranges: {0}")]
     NotAddressRanges(String),
+    #[error("is not an http:// or https:// URL with a host and no user info or fragment")]
+    NotAnAuthUrl,
+    #[error("is an https:// URL with an IP address: the certificate is verified for a host name")]
+    AuthUrlWithoutName,
+    #[error("is longer than {} seconds", ext_auth::MAX_AUTH_TIMEOUT_MS / 1000)]
+    TooLongATimeout,
+    #[error("is not `[status ...] duration` entries separated by commas, with 2xx, 401 or 403 statuses each listed once")]
+    NotACacheDuration,
+    #[error("is not a template of text and $http_<name>, $cookie_<name>, $remote_addr, $host or $request_uri with at least one variable")]
+    NotACacheKey,
     #[error("is set without `{needs}`")]
     Unused { needs: &'static str },
     #[error("is not one of: {0}")]
@@ -273,6 +291,8 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
     out.extend(basic_auth::filter(&mut p));
     out.extend(p.redirect());
     out.extend(p.get(APP_ROOT, parse_path).map(Filter::AppRoot));
+    // Redirects answer without asking; then the auth service decides.
+    out.extend(p.ext_auth());
     // `from-to-www-redirect` acts on hosts, not routes (see [`www_redirects`]), and `use-regex`
     // on paths ([`regex_path`]); their values are checked here so a bad one fails closed like
     // the others.
@@ -552,13 +572,19 @@ fn header_name(name: &str) -> Result<String, RuleError> {
     if !is_token(&name) {
         return Err(RuleError::NotHeaderNames);
     }
-    if PROTECTED.contains(&name.as_str())
-        || name.starts_with("x-forwarded-")
-        || name.starts_with("x-client-cert")
-    {
+    if is_protected_header(&name) {
         return Err(RuleError::ProtectedHeader { name });
     }
     Ok(name)
+}
+
+/// Whether a lowercase header name is one sluice owns: hop-by-hop, framing, `Host`, and the
+/// ones it writes itself so backends can trust them ([`PROTECTED`], `x-forwarded-*`,
+/// `x-client-cert*`).
+pub fn is_protected_header(name: &str) -> bool {
+    PROTECTED.contains(&name)
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-client-cert")
 }
 
 fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, RuleError> {

@@ -46,6 +46,8 @@ pub struct Record<'a> {
     pub duration: Duration,
     /// `None` when the request was not proxied.
     pub upstream_duration: Option<Duration>,
+    /// The route's external auth check (`sluice.dev/auth-url`); `None` without one.
+    pub auth_duration: Option<Duration>,
     pub namespace: &'a str,
     pub ingress: &'a str,
     pub service: &'a str,
@@ -105,6 +107,10 @@ fn write_json(out: &mut String, r: &Record<'_>) {
     match r.upstream_duration {
         Some(d) => push_seconds(out, d, 6),
         None => out.push_str("null"),
+    }
+    if let Some(d) = r.auth_duration {
+        out.push_str(",\"auth_duration_s\":");
+        push_seconds(out, d, 6);
     }
     text(out, ",\"namespace\":", r.namespace);
     text(out, ",\"ingress\":", r.ingress);
@@ -283,6 +289,7 @@ mod tests {
             bytes: 12,
             duration: Duration::from_micros(12_300),
             upstream_duration: Some(Duration::from_millis(10)),
+            auth_duration: None,
             namespace: "shop",
             ingress: "web",
             service: "api",

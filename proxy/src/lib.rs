@@ -8,6 +8,7 @@
 //! - [`health`]: active health checks of the pools whose Service asks for them.
 //! - [`auth`]: per-route authentication (basic auth).
 //! - [`router`]: the `ProxyHttp` implementation; the one place errors become statuses.
+//! - [`ext_auth`]: the subrequests of `sluice.dev/auth-url`.
 //! - [`tls`]: the HTTPS listener, the SNI certificate store, client certificates.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`], [`access_log`]: Prometheus metrics and the per-request log.
@@ -21,6 +22,7 @@ pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod connections;
+pub mod ext_auth;
 pub mod files;
 pub mod health;
 pub mod k8s;

@@ -28,6 +28,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "OTHER",
 ];
+/// The outcomes of an external auth subrequest.
+pub const AUTH_OUTCOMES: [&str; 5] = ["allowed", "unauthorized", "forbidden", "failed", "timeout"];
+
 /// Status classes; index 0 is for requests answered without a status (client gone).
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -75,6 +78,10 @@ pub struct Metrics {
     pub mirror_dropped: IntCounterVec,
     /// Ingresses whose pending Events were dropped because the Event writer fell behind.
     pub events_dropped: IntCounter,
+    /// Subrequests of `sluice.dev/auth-url` by Ingress and outcome ([`AUTH_OUTCOMES`]).
+    auth_duration: HistogramVec,
+    /// Auth answers taken from the cache instead of a subrequest.
+    pub auth_cache_hits: IntCounter,
     /// Finished handshakes by result: `full`, `resumed`, `failed`.
     pub tls_handshakes: IntCounterVec,
     /// Failed handshakes by reason: `client_certificate`, `resumption_refused`, `other`.
@@ -209,6 +216,17 @@ impl Metrics {
                     "Request copies for mirror targets not delivered, by reason (full, no_endpoint, too_large, failed)"
                 ),
                 &["reason"],
+            )?),
+            auth_duration: reg!(HistogramVec::new(
+                hist(
+                    "sluice_auth_request_duration_seconds",
+                    "Time of each external auth subrequest, by Ingress and outcome (allowed, unauthorized, forbidden, failed, timeout)"
+                ),
+                &["namespace", "ingress", "outcome"],
+            )?),
+            auth_cache_hits: reg!(IntCounter::new(
+                "sluice_auth_cache_hits_total",
+                "External auth answers taken from the cache instead of a subrequest"
             )?),
             access_log_dropped: reg!(IntCounter::new(
                 "sluice_access_log_dropped_total",
@@ -362,6 +380,19 @@ impl RouteMetrics {
         }
     }
 
+    /// Observes an external auth subrequest of the route's Ingress: its duration and outcome
+    /// (one of [`AUTH_OUTCOMES`]). Its series goes with the route's others ([`Self::retire`]).
+    pub fn observe_auth(&self, outcome: &str, seconds: f64) {
+        if self.retired.load(Ordering::Acquire) {
+            return;
+        }
+        let [ns, ing, _] = &self.labels;
+        self.metrics
+            .auth_duration
+            .with_label_values(&[ns.as_str(), ing, outcome])
+            .observe(seconds);
+    }
+
     /// Counts a failed upstream connection attempt.
     pub fn connect_error(&self) {
         self.connect_errors.inc();
@@ -388,6 +419,11 @@ impl RouteMetrics {
         let _ = m.upstream_duration.remove_label_values(&route);
         let _ = m.connect_errors.remove_label_values(&route);
         let _ = m.retries.remove_label_values(&route);
+        for outcome in AUTH_OUTCOMES {
+            let _ = m
+                .auth_duration
+                .remove_label_values(&[ns.as_str(), ing, outcome]);
+        }
         for method in 0..METHODS.len() {
             for class in 0..CLASSES.len() {
                 let _ = m

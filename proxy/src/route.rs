@@ -22,6 +22,7 @@ use sluice_config::rules;
 use sluice_config::{PoolKey, Snapshot, Target};
 
 use crate::auth::basic::BasicAuth;
+use crate::ext_auth::Check;
 use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
 use crate::router::RedirectStatus;
@@ -110,6 +111,8 @@ pub enum Filter {
     ResponseHeaders(HeaderChanges),
     /// A copy of each request goes to one endpoint of this pool ([`crate::mirror`]).
     Mirror(Arc<Pool>),
+    /// An auth service decides before the request is proxied ([`crate::ext_auth`]).
+    ExtAuth(Arc<Check>),
 }
 
 impl PartialEq for Filter {
@@ -145,6 +148,7 @@ impl PartialEq for Filter {
             (BasicAuth(a), BasicAuth(b)) => a == b,
             // The same pool, not an equal one: a route is kept only with its very pools.
             (Mirror(a), Mirror(b)) => Arc::ptr_eq(a, b),
+            (ExtAuth(a), ExtAuth(b)) => a.same_as(b),
             _ => false,
         }
     }
@@ -168,6 +172,10 @@ pub fn compile(rules: &[rules::Filter], pools: &HashMap<PoolKey, Arc<Pool>>) -> 
             rules::Filter::Mirror { pool, .. } => {
                 let pool = pools.get(pool.as_ref()?)?;
                 Some(Some(Filter::Mirror(pool.clone())))
+            }
+            // An auth Service that could not be resolved fails the route closed.
+            rules::Filter::ExtAuth(auth) => {
+                Some(Check::compile(auth, pools).map(|c| Filter::ExtAuth(Arc::new(c))))
             }
             rule => Some(compile_one(rule)),
         })
@@ -222,7 +230,7 @@ fn compile_one(rule: &rules::Filter) -> Option<Filter> {
         },
         rules::Filter::RequestHeaders(c) => Filter::RequestHeaders(changes(c)?),
         rules::Filter::ResponseHeaders(c) => Filter::ResponseHeaders(changes(c)?),
-        rules::Filter::Mirror { .. } => return None,
+        rules::Filter::Mirror { .. } | rules::Filter::ExtAuth(_) => return None,
     })
 }
 

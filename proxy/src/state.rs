@@ -500,7 +500,7 @@ impl State {
             return None;
         }
         // Only the Services (and their slices) these Ingresses name: in their rules, and as
-        // the target of their mirror.
+        // the target of their mirror or their auth URL.
         let wanted: BTreeSet<(String, String)> = before
             .iter()
             .chain(&after)
@@ -513,17 +513,20 @@ impl State {
                             BackendInput::Service { name, .. } => Some(name.clone()),
                             BackendInput::Unsupported(_) => None,
                         });
-                let mirrors =
-                    rules::filters(&i.annotations)
-                        .0
-                        .into_iter()
-                        .filter_map(|f| match f {
-                            rules::Filter::Mirror { service, .. } => Some(service),
-                            _ => None,
-                        });
+                // The auth Service may live in another namespace.
+                let others = rules::filters(&i.annotations)
+                    .0
+                    .into_iter()
+                    .filter_map(|f| match f {
+                        rules::Filter::Mirror { service, .. } => {
+                            Some((i.namespace.clone(), service))
+                        }
+                        rules::Filter::ExtAuth(a) => a.service.map(|s| (s.namespace, s.name)),
+                        _ => None,
+                    });
                 rules
-                    .chain(mirrors)
                     .map(|name| (i.namespace.clone(), name))
+                    .chain(others)
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -697,6 +700,7 @@ impl State {
                 .chain(canary.and_then(|c| c.pool.as_ref()))
                 .chain(route.filters.iter().filter_map(|f| match f {
                     Filter::Mirror(pool) => Some(pool),
+                    Filter::ExtAuth(check) => check.pool(),
                     _ => None,
                 }));
             for pool in pools {

@@ -474,3 +474,40 @@ fn per_route_rules_canaries_and_www_redirects_publish_what_a_whole_build_would()
     c.publish("full");
     assert!(c.state.live().host_redirects.is_empty());
 }
+
+#[test]
+fn an_auth_url_to_another_namespaces_service_publishes_what_a_whole_build_would() {
+    let c = Cluster::new(BuildDefaults::default());
+    // The auth Service is in `blog`, which no rule of the rebuilt host names (leaving it out of
+    // the Services a partial build reads makes the first publish differ from a whole build).
+    c.ingress(
+        ingress("shop", "guarded")
+            .created(200)
+            .annotation(
+                "sluice.dev/auth-url",
+                "http://web.blog.svc.cluster.local/verify",
+            )
+            .host("g.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    let report = c.publish("hosts");
+    assert!(
+        !findings(&report).iter().any(|m| m.contains("auth-url")),
+        "{report:?}"
+    );
+    // One that does not exist is reported by the partial build as by a whole one.
+    c.ingress(
+        ingress("shop", "guarded")
+            .created(200)
+            .annotation("sluice.dev/auth-url", "http://nothing.blog.svc/verify")
+            .host("g.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    let report = c.publish("hosts");
+    assert!(
+        findings(&report).iter().any(|m| m.contains("auth-url")),
+        "{report:?}"
+    );
+}

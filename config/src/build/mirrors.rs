@@ -1,7 +1,8 @@
 //! Resolving `sluice.dev/mirror-target` to the pool that receives the copies.
 
+use crate::build::PoolKey;
 use crate::finding::Reason;
-use crate::model::{BackendInput, IngressInput};
+use crate::model::{BackendInput, IngressInput, PortRef};
 use crate::rules::{Filter, MIRROR_TARGET};
 use crate::targets::TargetType;
 
@@ -21,29 +22,49 @@ impl Builder<'_> {
             else {
                 continue;
             };
-            let backend = BackendInput::Service {
-                name: service.clone(),
-                port: port.clone(),
-            };
-            self.target_type = TargetType::Ip;
-            match self.resolve_target(ingress, &backend) {
-                Ok(key) => {
-                    if !self.snapshot.endpoints.contains_key(&key) {
-                        let eps = self.endpoints_of(&key);
-                        self.snapshot.endpoints.insert(key.clone(), eps);
-                    }
-                    *pool = Some(key);
+            *pool = self.side_pool(
+                ingress,
+                &ingress.namespace,
+                service,
+                port,
+                &format!("annotation `{MIRROR_TARGET}`"),
+                "requests are not mirrored",
+            );
+        }
+    }
+
+    /// The pool of a Service port a filter sends requests to besides the route's backend (a
+    /// mirror, an auth service): pod endpoints, added to the snapshot. `None` when it cannot be
+    /// resolved, reported on `ingress` as `{what}: {why}; {then}`.
+    pub(super) fn side_pool(
+        &mut self,
+        ingress: &IngressInput,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        what: &str,
+        then: &str,
+    ) -> Option<PoolKey> {
+        let backend = BackendInput::Service {
+            name: service.to_string(),
+            port: port.clone(),
+        };
+        self.target_type = TargetType::Ip;
+        match self.resolve_target_in(namespace, &backend) {
+            Ok(key) => {
+                if !self.snapshot.endpoints.contains_key(&key) {
+                    let eps = self.endpoints_of(&key);
+                    self.snapshot.endpoints.insert(key.clone(), eps);
                 }
-                Err((reason, message)) => {
-                    let message = format!(
-                        "annotation `{MIRROR_TARGET}`: {message}; requests are not mirrored"
-                    );
-                    let reason = match reason {
-                        Reason::UnsupportedBackend => Reason::InvalidAnnotation,
-                        r => r,
-                    };
-                    self.skip(ingress, reason, message);
-                }
+                Some(key)
+            }
+            Err((reason, message)) => {
+                let reason = match reason {
+                    Reason::UnsupportedBackend => Reason::InvalidAnnotation,
+                    r => r,
+                };
+                self.skip(ingress, reason, format!("{what}: {message}; {then}"));
+                None
             }
         }
     }

@@ -1,6 +1,6 @@
 use super::*;
 
-fn parse(pairs: &[(&str, &str)]) -> (Vec<Filter>, Vec<BadRule>) {
+pub(super) fn parse(pairs: &[(&str, &str)]) -> (Vec<Filter>, Vec<BadRule>) {
     let annotations: BTreeMap<String, String> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

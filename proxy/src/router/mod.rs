@@ -38,6 +38,10 @@
 //! Every status sluice answers by itself comes from one [`Refusal`], which knows its status and
 //! body; a client abort is the refusal that is logged as 499 and never written.
 //!
+//! Between steps 1 and 2, a route with `sluice.dev/auth-url` asks its auth service
+//! ([`crate::ext_auth`]) and answers by itself (401, 403, a redirect to sign in, 500) unless
+//! the service lets the request through; the headers it passes on are set in step 3.
+//!
 //! [`ProxyHttp::request_body_filter`] counts the body against the route's limit and cuts it
 //! with 413 when it grows over it.
 //!
@@ -75,6 +79,7 @@ use sluice_config::Settings;
 use tokio::sync::Notify;
 
 use crate::access_log::{AccessLog, Record};
+use crate::ext_auth::{ExtAuthClient, Passed, Subject};
 use crate::metrics::RouteMetrics;
 use crate::mirror::{Copy, Mirrors};
 use crate::pool::{InFlightEndpoint, Pick, Pool};
@@ -246,6 +251,11 @@ pub struct RequestCtx {
     body_timeout: Option<Duration>,
     /// The endpoint answered 101: what follows is no longer a request body.
     upgraded: bool,
+    /// What the route's auth service passes on to the upstream request (boxed: the context of
+    /// every other request stays small).
+    auth: Option<Box<Passed>>,
+    /// How long the route's auth check took.
+    auth_duration: Option<Duration>,
     _in_flight: InFlightGuard,
 }
 
@@ -257,6 +267,39 @@ impl RequestCtx {
         self.pool
             .as_ref()
             .is_some_and(|p| p.has_ready(|a| !failed.contains(a)))
+    }
+}
+
+impl Router {
+    /// Asks the route's auth service, when it has one ([`crate::ext_auth`]): `Err` with the
+    /// answer for the client unless the service lets the request through.
+    async fn authenticate(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let Some(route) = ctx.filtered.clone() else {
+            return Ok(());
+        };
+        let Some(check) = route.filters.iter().find_map(|f| match f {
+            crate::route::Filter::ExtAuth(check) => Some(check),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let req = session.req_header();
+        let https = decide::conn_tls(session).is_some()
+            || (ctx.client.trusted && forward::forwarded_proto(&req.headers) == Some("https"));
+        let subject = Subject {
+            req,
+            ingress: &route.ingress,
+            host: &ctx.host,
+            raw_host: raw_host(req),
+            https,
+            client: ctx.client.ip,
+            request_id: &ctx.request_id,
+        };
+        let start = Instant::now();
+        let verdict = self.ext_auth.check(check, &subject, &route.metrics).await;
+        ctx.auth_duration = Some(start.elapsed());
+        ctx.auth = Some(Box::new(verdict?));
+        Ok(())
     }
 }
 
@@ -275,6 +318,7 @@ pub struct Router {
     unrouted: Arc<RouteMetrics>,
     access_log: Option<AccessLog>,
     mirrors: Mirrors,
+    ext_auth: ExtAuthClient,
 }
 
 impl Router {
@@ -288,8 +332,10 @@ impl Router {
         // the start, as they were before any route's were created on first use.
         let unrouted = Arc::new(state.metrics().route("", "", "").with_durations());
         let mirrors = Mirrors::new(state.metrics().mirror_dropped.clone());
+        let ext_auth = ExtAuthClient::new(state.metrics().auth_cache_hits.clone());
         Router {
             mirrors,
+            ext_auth,
             state,
             options,
             in_flight,
@@ -334,6 +380,8 @@ impl ProxyHttp for Router {
             body: BodyLimit::new(self.options.max_request_body_bytes),
             body_timeout: Some(self.options.client_body_timeout),
             upgraded: false,
+            auth: None,
+            auth_duration: None,
             _in_flight: InFlightGuard::new(&self.in_flight),
         }
     }
@@ -390,6 +438,9 @@ impl ProxyHttp for Router {
                     // The body is not read: the connection closes after the answer.
                     session.set_keepalive(None);
                     return respond(session, Refusal::BodyTooLarge).await;
+                }
+                if let Err(refusal) = self.authenticate(session, ctx).await {
+                    return respond(session, refusal).await;
                 }
                 // A deadline between two body reads (`client_body_timeout`); a WebSocket's
                 // bytes after its 101 are not a body and keep no such deadline.
@@ -455,6 +506,9 @@ impl ProxyHttp for Router {
         forward::upstream_request(session, upstream, ctx, &self.options)?;
         if let Some(route) = &ctx.filtered {
             rules::upstream_headers(&route.filters, upstream)?;
+        }
+        if let Some(passed) = &ctx.auth {
+            passed.apply(upstream)?;
         }
         if let Some(copy) = &mut ctx.mirror {
             copy.head(upstream);
@@ -547,6 +601,9 @@ impl ProxyHttp for Router {
         }
         if let Some(route) = &ctx.filtered {
             rules::response_headers(&route.filters, upstream_response)?;
+        }
+        if let Some(passed) = &ctx.auth {
+            passed.set_cookies(upstream_response)?;
         }
         Ok(())
     }
@@ -662,6 +719,7 @@ impl ProxyHttp for Router {
             bytes: session.as_downstream().body_bytes_sent(),
             duration,
             upstream_duration,
+            auth_duration: ctx.auth_duration,
             namespace,
             ingress,
             service,

@@ -36,6 +36,9 @@ pub enum Refusal {
     /// 401 with this `WWW-Authenticate` challenge: the route's basic auth refused the request's
     /// credentials (or it had none).
     Challenge { www_authenticate: HeaderValue },
+    /// 401: the route's auth service refused the request; its `WWW-Authenticate` values are
+    /// passed on.
+    AuthChallenge { challenges: Vec<http::HeaderValue> },
     /// 403: the host requires a client certificate and the request came over plain HTTP with no
     /// HTTPS listener to redirect it to.
     ClientCertificateRequired,
@@ -123,7 +126,9 @@ impl Refusal {
     pub const fn status(&self) -> u16 {
         match self {
             Refusal::BadHost | Refusal::BadPath | Refusal::BadRequest => 400,
-            Refusal::Unauthorized | Refusal::Challenge { .. } => 401,
+            Refusal::Unauthorized | Refusal::Challenge { .. } | Refusal::AuthChallenge { .. } => {
+                401
+            }
             Refusal::ClientCertificateRequired | Refusal::Denied => 403,
             Refusal::NoRoute => 404,
             Refusal::ClientTimeout => 408,
@@ -150,6 +155,9 @@ impl Refusal {
             Refusal::Unauthorized => "401 Unauthorized\n",
             Refusal::Challenge { .. } => {
                 "401 Unauthorized: this route requires a user and password\n"
+            }
+            Refusal::AuthChallenge { .. } => {
+                "401 Unauthorized: the route's auth service refused the request\n"
             }
             Refusal::ClientCertificateRequired => {
                 "403 Forbidden: this host requires a client certificate over https\n"
@@ -239,6 +247,11 @@ impl Refusal {
         }
         if let Refusal::Challenge { www_authenticate } = self {
             resp.insert_header(header::WWW_AUTHENTICATE, www_authenticate.clone())?;
+        }
+        if let Refusal::AuthChallenge { challenges } = self {
+            for challenge in challenges {
+                resp.append_header(header::WWW_AUTHENTICATE, challenge.clone())?;
+            }
         }
         resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(header::CONTENT_LENGTH, self.body().len())?;

@@ -109,6 +109,9 @@ fn every_refusal() -> Vec<Refusal> {
         Refusal::BadPath,
         Refusal::BadRequest,
         Refusal::Unauthorized,
+        Refusal::AuthChallenge {
+            challenges: vec![http::HeaderValue::from_static("Bearer")],
+        },
         Refusal::ClientCertificateRequired,
         Refusal::Denied,
         Refusal::NoRoute,
@@ -149,6 +152,7 @@ fn every_refusal() -> Vec<Refusal> {
             | Refusal::BadPath
             | Refusal::BadRequest
             | Refusal::Unauthorized
+            | Refusal::AuthChallenge { .. }
             | Refusal::ClientCertificateRequired
             | Refusal::Denied
             | Refusal::NoRoute

@@ -10,6 +10,7 @@ mod balancing;
 mod basic_auth;
 mod binary;
 mod connections;
+mod ext_auth;
 mod failures;
 mod fake_apiserver_selftest;
 mod headers;

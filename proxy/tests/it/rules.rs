@@ -7,7 +7,19 @@ use crate::support::*;
 use crate::tls::{https, tls_ingress_in, tls_settings};
 
 /// One backend `web` and one Ingress `rules` on host `r.test` with `paths`, annotated.
-async fn one_ingress(paths: &[PathRule<'_>], annotations: &[(&str, &str)]) -> (Backend, Sluice) {
+pub(crate) async fn one_ingress(
+    paths: &[PathRule<'_>],
+    annotations: &[(&str, &str)],
+) -> (Backend, Sluice) {
+    one_ingress_with(&test_settings(""), paths, annotations).await
+}
+
+/// [`one_ingress`] under these settings.
+pub(crate) async fn one_ingress_with(
+    settings: &str,
+    paths: &[PathRule<'_>],
+    annotations: &[(&str, &str)],
+) -> (Backend, Sluice) {
     let web = Backend::start("web").await;
     let manifests = [
         service_with("default", "web", &[web.addr]),
@@ -17,7 +29,7 @@ async fn one_ingress(paths: &[PathRule<'_>], annotations: &[(&str, &str)]) -> (B
         ),
     ]
     .concat();
-    (web, Sluice::start(&manifests).await)
+    (web, Sluice::start_with(&manifests, settings).await)
 }
 
 /// Backends `web` and `other`: Ingress `rules` on `r.test` sends `path` (ImplementationSpecific:

@@ -148,13 +148,7 @@ async fn answer(
     if ms > 0 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in req.headers() {
-        headers
-            .entry(k.as_str().to_string())
-            .or_default()
-            .push(v.to_str().unwrap_or("").to_string());
-    }
+    let headers = header_lists(req.headers());
     let body = serde_json::json!({
         "backend": name,
         "method": req.method().as_str(),
@@ -167,6 +161,17 @@ async fn answer(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
+}
+
+/// Each header's values, by lowercase name.
+pub fn header_lists(headers: &hyper::HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in headers {
+        out.entry(k.as_str().to_string())
+            .or_default()
+            .push(v.to_str().unwrap_or("").to_string());
+    }
+    out
 }
 
 /// A loopback endpoint that accepts connections, reads the request head, and closes the
@@ -183,9 +188,23 @@ impl Drop for Resetter {
     }
 }
 
+/// Reads from `stream` up to the end of a request head (a head sent together with bytes past
+/// it is read whole); `false` when the connection ended or failed first.
+pub async fn read_head(stream: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 impl Resetter {
     pub async fn start() -> Resetter {
-        use tokio::io::AsyncReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -197,13 +216,8 @@ impl Resetter {
                 };
                 let counter = counter.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let mut seen = Vec::new();
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
+                    if !read_head(&mut stream).await {
+                        return;
                     }
                     counter.fetch_add(1, Ordering::SeqCst);
                     // Dropping the stream closes it with nothing written.
@@ -362,6 +376,16 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
 
 /// One GET over HTTP/2 with prior knowledge (h2c); the host goes in `:authority`.
 pub async fn get_h2c(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let req = Request::builder()
+        .uri(format!("http://{host}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send_h2c(addr, req).await
+}
+
+/// One request over HTTP/2 with prior knowledge (h2c) on a new connection; its URI carries the
+/// host as `:authority`.
+pub async fn send_h2c(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -370,10 +394,6 @@ pub async fn get_h2c(addr: SocketAddr, host: &str, path: &str) -> Reply {
     let conn = tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::builder()
-        .uri(format!("http://{host}{path}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
     let resp = tokio::time::timeout(STEP, sender.send_request(req))
         .await
         .expect("h2c request timed out")
@@ -727,6 +747,14 @@ impl Sluice {
             .live()
             .skipped
             .to_vec()
+    }
+
+    /// The finding the live snapshot reports for Ingress `name`; fails the test without one.
+    pub fn finding_of(&self, name: &str) -> sluice_config::Finding {
+        self.skipped()
+            .into_iter()
+            .find(|f| f.ingress.name == name)
+            .unwrap_or_else(|| panic!("no finding for Ingress {name}"))
     }
 
     /// Replaces a manifest file atomically (write then rename), as a ConfigMap update does.
