@@ -27,6 +27,8 @@
 //! | `sluice.dev/mirror-target` | `service:port` (number or name): a copy of each request goes there |
 //! | `sluice.dev/denylist-source-range` | `CIDR, CIDR`: clients in these ranges get 403 |
 //! | `sluice.dev/allowlist-source-range` | `CIDR, CIDR`: clients outside these ranges get 403 |
+//! | `sluice.dev/enable-cors`, `cors-*` | browser origins that may read responses ([`cors`]) |
+//! | `sluice.dev/limit-rps`, `limit-rpm`, `limit-connections`, ... | limits per client ([`limits`]) |
 //!
 //! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target`, so an
 //! annotation cannot inject configuration.
@@ -41,6 +43,12 @@ use crate::finding::Reason;
 use crate::model::{IngressInput, PortRef};
 use crate::ownership::Ownership;
 use crate::routes::{HostKey, RouteTable};
+
+pub mod cors;
+pub mod limits;
+
+pub use cors::Cors;
+pub use limits::Limits;
 
 pub const USE_REGEX: &str = "sluice.dev/use-regex";
 pub const PERMANENT_REDIRECT: &str = "sluice.dev/permanent-redirect";
@@ -92,6 +100,12 @@ pub enum Filter {
     /// Who may reach the route, by client address: one in `deny` gets 403; so does one outside
     /// `allow` when `allow` is not empty. Deny is checked first.
     SourceRange { allow: Vec<Cidr>, deny: Vec<Cidr> },
+    /// Which browser origins may read the route's responses: a preflight from one is answered
+    /// 204 by sluice, an actual request gets CORS headers on its response.
+    Cors(Cors),
+    /// Request rates and requests in flight per client address; over them the request is
+    /// refused before any upstream connection.
+    Limits(Limits),
     /// Answer with a redirect to `location` (the query appended when `keep_query` and the
     /// location has none).
     Redirect {
@@ -163,6 +177,8 @@ impl fmt::Display for Filter {
                 }
                 Ok(())
             }
+            Filter::Cors(c) => write!(f, "{c}"),
+            Filter::Limits(l) => write!(f, "{l}"),
             Filter::Redirect {
                 code,
                 location,
@@ -217,6 +233,14 @@ pub enum RuleError {
     NotAServicePort,
     #[error("is not a comma-separated list of address ranges: {0}")]
     NotAddressRanges(String),
+    #[error(
+        "is not a list of origins such as https://app.example.com or https://*.example.com: {0}"
+    )]
+    NotOrigins(String),
+    #[error("is not a comma-separated list of methods")]
+    NotMethods,
+    #[error("is not a whole number from {min} to {max}")]
+    NotACount { min: u64, max: u64 },
     #[error("is set without `{needs}`")]
     Unused { needs: &'static str },
     #[error(transparent)]
@@ -258,6 +282,10 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
             deny: deny.unwrap_or_default(),
         });
     }
+    // A preflight is answered before the limits count it (as ingress-nginx, whose preflight
+    // answer comes before nginx's limit phase): a browser's call is limited once, not twice.
+    out.extend(cors::cors(&mut p).map(Filter::Cors));
+    out.extend(limits::limits(&mut p).map(Filter::Limits));
     out.extend(p.redirect());
     out.extend(p.get(APP_ROOT, parse_path).map(Filter::AppRoot));
     // `from-to-www-redirect` acts on hosts, not routes (see [`www_redirects`]), and `use-regex`

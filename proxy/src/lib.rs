@@ -22,6 +22,7 @@ pub mod connections;
 pub mod files;
 pub mod health;
 pub mod k8s;
+pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;

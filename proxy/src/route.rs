@@ -21,9 +21,10 @@ use sluice_config::model::ObjectRef;
 use sluice_config::rules;
 use sluice_config::{PoolKey, Snapshot, Target};
 
+use crate::limiter::{Limiter, Limiters};
 use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
-use crate::router::RedirectStatus;
+use crate::router::{CorsPolicy, RedirectStatus};
 
 /// One matched rule, resolved.
 pub struct Route {
@@ -87,6 +88,11 @@ pub enum Filter {
         allow: Box<[Cidr]>,
         deny: Box<[Cidr]>,
     },
+    /// Browser origins that may read the route's responses (see `router::cors`).
+    Cors(Arc<CorsPolicy>),
+    /// Limits per client address, with the state they count, shared by the routes of the
+    /// Ingress ([`crate::limiter`]).
+    Limits(Arc<Limiter>),
     /// Answer with a redirect; the backend is not contacted.
     Redirect {
         status: RedirectStatus,
@@ -138,8 +144,11 @@ impl PartialEq for Filter {
             (RequestHeaders(a), RequestHeaders(b)) | (ResponseHeaders(a), ResponseHeaders(b)) => {
                 a == b
             }
-            // The same pool, not an equal one: a route is kept only with its very pools.
+            (Cors(a), Cors(b)) => a == b,
+            // The same pool, not an equal one: a route is kept only with its very pools; and
+            // the same limiter, which the Ingress's routes share.
             (Mirror(a), Mirror(b)) => Arc::ptr_eq(a, b),
+            (Limits(a), Limits(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -152,17 +161,25 @@ pub struct HeaderChanges {
     pub remove: Vec<HeaderName>,
 }
 
-/// The route filters of an Ingress's rules, mirrors sent to their pool among `pools`. The names
+/// The route filters of an Ingress's rules, mirrors sent to their pool among `pools`, limits
+/// counted by the Ingress's limiter among `limiters`. The names
 /// and values were validated when the snapshot was built; should one still not parse here, the
 /// route fails closed ([`Filter::Invalid`]). A mirror whose pool the snapshot could not resolve
 /// (reported) is left out.
-pub fn compile(rules: &[rules::Filter], pools: &HashMap<PoolKey, Arc<Pool>>) -> Box<[Filter]> {
+pub fn compile(
+    rules: &[rules::Filter],
+    pools: &HashMap<PoolKey, Arc<Pool>>,
+    (limiters, ingress): (&Limiters, &ObjectRef),
+) -> Box<[Filter]> {
     let compiled: Option<Vec<Filter>> = rules
         .iter()
         .filter_map(|rule| match rule {
             rules::Filter::Mirror { pool, .. } => {
                 let pool = pools.get(pool.as_ref()?)?;
                 Some(Some(Filter::Mirror(pool.clone())))
+            }
+            rules::Filter::Limits(limits) => {
+                Some(Some(Filter::Limits(limiters.get(ingress, limits))))
             }
             rule => Some(compile_one(rule)),
         })
@@ -216,7 +233,8 @@ fn compile_one(rule: &rules::Filter) -> Option<Filter> {
         },
         rules::Filter::RequestHeaders(c) => Filter::RequestHeaders(changes(c)?),
         rules::Filter::ResponseHeaders(c) => Filter::ResponseHeaders(changes(c)?),
-        rules::Filter::Mirror { .. } => return None,
+        rules::Filter::Cors(c) => Filter::Cors(Arc::new(CorsPolicy::new(c)?)),
+        rules::Filter::Mirror { .. } | rules::Filter::Limits(_) => return None,
     })
 }
 

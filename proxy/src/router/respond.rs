@@ -15,11 +15,15 @@
 //! The errors sluice raises inside the proxy phases carry their refusal's status as Pingora's
 //! `ErrorType::HTTPStatus` ([`Refusal::raise`]); [`status_for`] reads it back.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderValue};
 use pingora_error::{Error, ErrorSource, ErrorType, ImmutStr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+
+use super::cors::CorsPolicy;
 
 /// Why sluice answers a request itself instead of proxying it, and so with what status and
 /// body.
@@ -70,6 +74,18 @@ pub enum Refusal {
     Redirect {
         status: RedirectStatus,
         location: String,
+    },
+    /// 429 or 503 (`server.limit_status`): the client is over a `sluice.dev/limit-*` of the
+    /// route; `retry_after` in seconds, for a rate.
+    Limited {
+        status: u16,
+        retry_after: Option<u32>,
+    },
+    /// 204: a CORS preflight from `origin`, which the route's policy admits, answered by
+    /// sluice (see `cors`).
+    Preflight {
+        cors: Arc<CorsPolicy>,
+        origin: HeaderValue,
     },
 }
 
@@ -128,13 +144,15 @@ impl Refusal {
             Refusal::Misdirected => 421,
             Refusal::TooManyRequests => 429,
             Refusal::HeadTooLarge => 431,
-            Refusal::ClientClosed => 499,
+            Refusal::ClientClosed => CLIENT_CLOSED_REQUEST,
             Refusal::Internal => 500,
             Refusal::UpstreamFailed => 502,
             Refusal::NoEndpoint | Refusal::InvalidRoute => 503,
             Refusal::UpstreamTimeout => 504,
             Refusal::HttpsRequired { .. } => 308,
             Refusal::Redirect { status, .. } => status.code(),
+            Refusal::Limited { status, .. } => *status,
+            Refusal::Preflight { .. } => 204,
         }
     }
 
@@ -173,6 +191,11 @@ impl Refusal {
                 RedirectStatus::TemporaryRedirect => "307 Temporary Redirect\n",
                 RedirectStatus::PermanentRedirect => "308 Permanent Redirect\n",
             },
+            Refusal::Limited { status: 503, .. } => {
+                "503 Service Unavailable: over this route's limits\n"
+            }
+            Refusal::Limited { .. } => "429 Too Many Requests: over this route's limits\n",
+            Refusal::Preflight { .. } => "",
         }
     }
 
@@ -228,6 +251,20 @@ impl Refusal {
             return Ok(None);
         }
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
+        match self {
+            Refusal::Preflight { cors, origin } => {
+                // No body, so no Content-Length or Content-Type.
+                cors.preflight_head(origin, &mut resp)?;
+                return Ok(Some(Box::new(resp)));
+            }
+            Refusal::Limited {
+                retry_after: Some(secs),
+                ..
+            } => {
+                resp.insert_header(header::RETRY_AFTER, *secs)?;
+            }
+            _ => {}
+        }
         if let Some(location) = self.location() {
             resp.insert_header(header::LOCATION, location)?;
         }
@@ -240,7 +277,7 @@ impl Refusal {
 
 /// The status sluice logs and counts for a request whose client left before any response head
 /// was sent ([`Refusal::ClientClosed`]); it is never sent.
-pub const CLIENT_CLOSED_REQUEST: u16 = Refusal::ClientClosed.status();
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Answers a request without proxying it, keeping the connection open for the next one unless
 /// the caller dropped keep-alive. Writes nothing for a client abort.
@@ -248,6 +285,10 @@ pub async fn respond(session: &mut Session, refusal: Refusal) -> Result<bool> {
     let Some(head) = refusal.head()? else {
         return Ok(true);
     };
+    if refusal.body().is_empty() {
+        session.write_response_header(head, true).await?;
+        return Ok(true);
+    }
     session.write_response_header(head, false).await?;
     session
         .write_response_body(Some(Bytes::from_static(refusal.body().as_bytes())), true)

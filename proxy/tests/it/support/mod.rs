@@ -281,7 +281,20 @@ impl Drop for H1 {
 
 impl H1 {
     pub async fn connect(addr: SocketAddr) -> H1 {
-        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+        H1::over(TcpStream::connect(addr)).await
+    }
+
+    /// A connection from the loopback address `from` (127.0.0.2 is another client than
+    /// 127.0.0.1).
+    pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> H1 {
+        assert!(from.is_loopback(), "tests use loopback only: {from}");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        H1::over(socket.connect(addr)).await
+    }
+
+    async fn over(connect: impl std::future::Future<Output = std::io::Result<TcpStream>>) -> H1 {
+        let stream = tokio::time::timeout(STEP, connect)
             .await
             .expect("connect timed out")
             .expect("connect failed");
