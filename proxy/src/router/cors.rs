@@ -9,6 +9,8 @@
 //!   `-Allow-Credentials`, `-Expose-Headers` when set) on its response ([`response`]),
 //!   replacing any the backend sent; from any other origin, or without `Origin`, none is added.
 //! - Every answer of a route whose answer depends on the origin carries `Vary: Origin`.
+//! - A refusal by the route's limits carries the same headers as an actual response, so the
+//!   page that sent the request can read the 429.
 
 use std::sync::Arc;
 
@@ -60,26 +62,58 @@ impl CorsPolicy {
         }
     }
 
-    /// Writes the answer to an admitted preflight from `origin` onto `resp`.
-    pub(super) fn preflight_head(
-        &self,
-        origin: &HeaderValue,
-        resp: &mut ResponseHeader,
-    ) -> Result<()> {
-        let Some(allow) = self.allow(origin) else {
-            return Ok(());
+    /// Writes onto `resp` what every answer to a request from `origin` carries: `Vary: Origin`
+    /// when the answer depends on it, and `Access-Control-Allow-Origin` (and `-Credentials`)
+    /// when the route admits the origin, which the result says.
+    fn origin_head(&self, origin: Option<&HeaderValue>, resp: &mut ResponseHeader) -> Result<bool> {
+        if self.rule.varies() {
+            resp.append_header(header::VARY, ORIGIN.clone())?;
+        }
+        let Some(allow) = origin.and_then(|o| self.allow(o)) else {
+            return Ok(false);
         };
         resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow)?;
         if self.rule.credentials {
             resp.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE.clone())?;
         }
-        resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone())?;
-        resp.insert_header(header::ACCESS_CONTROL_ALLOW_HEADERS, self.headers.clone())?;
-        resp.insert_header(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone())?;
-        if self.rule.varies() {
-            resp.append_header(header::VARY, ORIGIN.clone())?;
+        Ok(true)
+    }
+
+    /// The CORS headers of an actual response to a request from `origin`.
+    fn actual_head(&self, origin: Option<&HeaderValue>, resp: &mut ResponseHeader) -> Result<()> {
+        if let (true, Some(expose)) = (self.origin_head(origin, resp)?, &self.expose) {
+            resp.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone())?;
         }
         Ok(())
+    }
+}
+
+/// What a response sluice writes itself needs to carry the route's CORS headers: the policy
+/// and the request's `Origin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsAnswer {
+    policy: Arc<CorsPolicy>,
+    origin: Option<HeaderValue>,
+}
+
+impl CorsAnswer {
+    /// Writes the answer to a preflight onto `resp` (its origin is admitted, see
+    /// [`preflight`]).
+    pub(super) fn preflight_head(&self, resp: &mut ResponseHeader) -> Result<()> {
+        let p = &self.policy;
+        if !p.origin_head(self.origin.as_ref(), resp)? {
+            return Ok(());
+        }
+        resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, p.methods.clone())?;
+        resp.insert_header(header::ACCESS_CONTROL_ALLOW_HEADERS, p.headers.clone())?;
+        resp.insert_header(header::ACCESS_CONTROL_MAX_AGE, p.max_age.clone())?;
+        Ok(())
+    }
+
+    /// Writes the CORS headers of an actual response onto `resp`, as a proxied response gets
+    /// them, so a browser page can read why sluice refused its request.
+    pub(super) fn actual_head(&self, resp: &mut ResponseHeader) -> Result<()> {
+        self.policy.actual_head(self.origin.as_ref(), resp)
     }
 }
 
@@ -87,6 +121,15 @@ fn policy(filters: &[Filter]) -> Option<&Arc<CorsPolicy>> {
     filters.iter().find_map(|f| match f {
         Filter::Cors(c) => Some(c),
         _ => None,
+    })
+}
+
+/// The route's CORS policy with the request's origin, for an answer sluice writes itself;
+/// `None` for a route without CORS.
+pub(super) fn answer(filters: &[Filter], req: &RequestHeader) -> Option<CorsAnswer> {
+    Some(CorsAnswer {
+        policy: policy(filters)?.clone(),
+        origin: req.headers.get(header::ORIGIN).cloned(),
     })
 }
 
@@ -99,13 +142,9 @@ pub(super) fn preflight(filters: &[Filter], req: &RequestHeader) -> Option<Refus
     {
         return None;
     }
-    let cors = policy(filters)?;
-    let origin = req.headers.get(header::ORIGIN)?;
-    cors.allow(origin)?;
-    Some(Refusal::Preflight {
-        cors: cors.clone(),
-        origin: origin.clone(),
-    })
+    let answer = answer(filters, req)?;
+    answer.policy.allow(answer.origin.as_ref()?)?;
+    Some(Refusal::Preflight(answer))
 }
 
 /// Adds the CORS headers of the route to a proxied response (see the module's doc).
@@ -114,21 +153,8 @@ pub(super) fn response(
     req: &RequestHeader,
     resp: &mut ResponseHeader,
 ) -> Result<()> {
-    let Some(cors) = policy(filters) else {
-        return Ok(());
-    };
-    if cors.rule.varies() {
-        resp.append_header(header::VARY, ORIGIN.clone())?;
+    match policy(filters) {
+        Some(cors) => cors.actual_head(req.headers.get(header::ORIGIN), resp),
+        None => Ok(()),
     }
-    let Some(allow) = req.headers.get(header::ORIGIN).and_then(|o| cors.allow(o)) else {
-        return Ok(());
-    };
-    resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow)?;
-    if cors.rule.credentials {
-        resp.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE.clone())?;
-    }
-    if let Some(expose) = &cors.expose {
-        resp.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone())?;
-    }
-    Ok(())
 }

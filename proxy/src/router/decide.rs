@@ -208,7 +208,7 @@ impl Router {
                 return Decision::Refuse(answer);
             }
             let status = self.options.limit_status;
-            match limits::admit(&route.filters, ctx.client.ip, ctx.start, status) {
+            match limits::admit(&route.filters, req, ctx.client.ip, ctx.start, status) {
                 Ok(slot) => ctx._limit_slot = slot,
                 Err((refusal, reason)) => {
                     route.metrics.limited(reason);

@@ -1,6 +1,6 @@
 //! `sluice.dev/limit-*` at request time: the route's [`Limiter`] admits the request's client,
 //! or the request is answered with `server.limit_status` (429 by default, with `Retry-After`
-//! when a rate refused it). This runs in `request_filter`, after the access checks and a
+//! when a rate refused it, and the route's CORS headers). This runs in `request_filter`, after the access checks and a
 //! preflight's answer, before any upstream connection. An admitted request under
 //! `limit-connections` keeps its [`Slot`] on its context until the request ends.
 //!
@@ -10,7 +10,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::Refusal;
+use pingora_http::RequestHeader;
+
+use super::{cors, Refusal};
 use crate::limiter::{LimitReason, Limiter, Slot};
 use crate::route::Filter;
 
@@ -18,6 +20,7 @@ use crate::route::Filter;
 /// refusal to answer (`status` is `server.limit_status`).
 pub(super) fn admit(
     filters: &[Filter],
+    req: &RequestHeader,
     client: Option<IpAddr>,
     now: Instant,
     status: u16,
@@ -38,6 +41,7 @@ pub(super) fn admit(
             Refusal::Limited {
                 status,
                 retry_after,
+                cors: cors::answer(filters, req),
             },
             refused.reason,
         )

@@ -15,15 +15,13 @@
 //! The errors sluice raises inside the proxy phases carry their refusal's status as Pingora's
 //! `ErrorType::HTTPStatus` ([`Refusal::raise`]); [`status_for`] reads it back.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use pingora_error::{Error, ErrorSource, ErrorType, ImmutStr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::cors::CorsPolicy;
+use super::cors::CorsAnswer;
 
 /// Why sluice answers a request itself instead of proxying it, and so with what status and
 /// body.
@@ -76,17 +74,15 @@ pub enum Refusal {
         location: String,
     },
     /// 429 or 503 (`server.limit_status`): the client is over a `sluice.dev/limit-*` of the
-    /// route; `retry_after` in seconds, for a rate.
+    /// route; `retry_after` in seconds, for a rate; the route's CORS headers when it has CORS.
     Limited {
         status: u16,
         retry_after: Option<u32>,
+        cors: Option<CorsAnswer>,
     },
-    /// 204: a CORS preflight from `origin`, which the route's policy admits, answered by
-    /// sluice (see `cors`).
-    Preflight {
-        cors: Arc<CorsPolicy>,
-        origin: HeaderValue,
-    },
+    /// 204: a CORS preflight from an origin the route's policy admits, answered by sluice
+    /// (see `cors`).
+    Preflight(CorsAnswer),
 }
 
 /// The status of a [`Refusal::Redirect`].
@@ -152,7 +148,7 @@ impl Refusal {
             Refusal::HttpsRequired { .. } => 308,
             Refusal::Redirect { status, .. } => status.code(),
             Refusal::Limited { status, .. } => *status,
-            Refusal::Preflight { .. } => 204,
+            Refusal::Preflight(_) => 204,
         }
     }
 
@@ -195,7 +191,7 @@ impl Refusal {
                 "503 Service Unavailable: over this route's limits\n"
             }
             Refusal::Limited { .. } => "429 Too Many Requests: over this route's limits\n",
-            Refusal::Preflight { .. } => "",
+            Refusal::Preflight(_) => "",
         }
     }
 
@@ -252,16 +248,20 @@ impl Refusal {
         }
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
         match self {
-            Refusal::Preflight { cors, origin } => {
+            Refusal::Preflight(cors) => {
                 // No body, so no Content-Length or Content-Type.
-                cors.preflight_head(origin, &mut resp)?;
+                cors.preflight_head(&mut resp)?;
                 return Ok(Some(Box::new(resp)));
             }
             Refusal::Limited {
-                retry_after: Some(secs),
-                ..
+                retry_after, cors, ..
             } => {
-                resp.insert_header(header::RETRY_AFTER, *secs)?;
+                if let Some(secs) = retry_after {
+                    resp.insert_header(header::RETRY_AFTER, *secs)?;
+                }
+                if let Some(cors) = cors {
+                    cors.actual_head(&mut resp)?;
+                }
             }
             _ => {}
         }

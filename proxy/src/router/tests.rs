@@ -101,6 +101,23 @@ fn generated_request_ids_are_32_lowercase_hex_digits_and_never_repeat() {
     assert_eq!(s, format!("{:016x}", 0x0123_4567_89ab_cdef_u64));
 }
 
+/// The answer to a preflight from `https://app.test` to a route that admits every origin.
+fn preflight() -> super::cors::CorsAnswer {
+    let cors = sluice_config::rules::Cors {
+        origins: vec![sluice_config::rules::cors::Origin::Any],
+        methods: "GET".into(),
+        headers: "X-A".into(),
+        expose: None,
+        credentials: true,
+        max_age_secs: 60,
+    };
+    let filter =
+        crate::route::Filter::Cors(std::sync::Arc::new(super::CorsPolicy::new(&cors).unwrap()));
+    let mut req = pingora_http::RequestHeader::build("OPTIONS", b"/", None).unwrap();
+    req.insert_header("origin", "https://app.test").unwrap();
+    super::cors::answer(&[filter], &req).unwrap()
+}
+
 /// Every refusal the proxy can answer with, one of each variant (both redirect kinds).
 fn every_refusal() -> Vec<Refusal> {
     let location = || "https://app.test/x?y".to_string();
@@ -143,20 +160,10 @@ fn every_refusal() -> Vec<Refusal> {
         all.push(Refusal::Limited {
             status,
             retry_after,
+            cors: None,
         });
     }
-    let cors = sluice_config::rules::Cors {
-        origins: vec![sluice_config::rules::cors::Origin::Any],
-        methods: "GET".into(),
-        headers: "X-A".into(),
-        expose: None,
-        credentials: true,
-        max_age_secs: 60,
-    };
-    all.push(Refusal::Preflight {
-        cors: std::sync::Arc::new(super::CorsPolicy::new(&cors).unwrap()),
-        origin: header::HeaderValue::from_static("https://app.test"),
-    });
+    all.push(Refusal::Preflight(preflight()));
     // A variant added to the enum and not to this list fails to compile here.
     for r in &all {
         match r {
@@ -181,7 +188,7 @@ fn every_refusal() -> Vec<Refusal> {
             | Refusal::HttpsRequired { .. }
             | Refusal::Redirect { .. }
             | Refusal::Limited { .. }
-            | Refusal::Preflight { .. } => {}
+            | Refusal::Preflight(_) => {}
         }
     }
     all

@@ -234,3 +234,35 @@ async fn an_invalid_cors_value_fails_the_route_closed_and_is_reported() {
     let message = reported(&s, "cors-allow-origin");
     assert!(message.contains("app.example.com"), "{message}");
 }
+
+#[tokio::test]
+async fn a_preflight_over_h2c_is_answered_and_the_connection_serves_on() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (a, s) = api_route(&[("sluice.dev/enable-cors", "true")]).await;
+    let stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut send = async |method: &str, headers: &[(&str, &str)]| {
+        let mut req = request_as(method, "api.test", headers);
+        *req.uri_mut() = "http://api.test/".parse().unwrap();
+        req.headers_mut().remove("host");
+        let resp = tokio::time::timeout(STEP, sender.send_request(req))
+            .await
+            .expect("h2c request timed out")
+            .expect("h2c request failed");
+        read_reply(resp).await.unwrap()
+    };
+    let r = send("OPTIONS", &PREFLIGHT_FROM("https://app.test")).await;
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("https://app.test")
+    );
+    let r = send("GET", &[("origin", "https://app.test")]).await;
+    assert_eq!((r.status, r.backend()), (200, "a".to_string()));
+    assert_eq!(a.hits(), 1);
+    conn.abort();
+}

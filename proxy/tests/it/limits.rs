@@ -198,9 +198,10 @@ async fn allowlisted_clients_are_exempt_and_the_limit_status_can_be_503() {
 }
 
 #[tokio::test]
-async fn a_preflight_is_answered_before_the_rate_limit_counts_it() {
+async fn a_preflight_is_answered_before_the_rate_limit_counts_it_and_a_refusal_carries_cors() {
     let (a, s) = api_route(&[
         ("sluice.dev/enable-cors", "true"),
+        ("sluice.dev/cors-allow-origin", "https://app.test"),
         ("sluice.dev/limit-rpm", "1"),
         ("sluice.dev/limit-burst-multiplier", "1"),
     ])
@@ -210,17 +211,59 @@ async fn a_preflight_is_answered_before_the_rate_limit_counts_it() {
         ("origin", "https://app.test"),
         ("access-control-request-method", "POST"),
     ];
-    for _ in 0..3 {
-        let r = c
-            .send(request_as("OPTIONS", "api.test", &preflight))
+    let mut send = async |method, headers: &[(&str, &str)]| {
+        c.send(request_as(method, "api.test", headers))
             .await
-            .unwrap();
-        assert_eq!(r.status, 204);
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(send("OPTIONS", &preflight).await.status, 204);
     }
     // The one request of the minute is still there for the call itself.
+    assert_eq!(send("GET", &preflight[..1]).await.status, 200);
+    // The page that sent the next one can read why it was refused.
+    let r = send("GET", &preflight[..1]).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.headers["access-control-allow-origin"], "https://app.test");
+    assert_eq!(r.headers["access-control-allow-credentials"], "true");
+    assert_eq!(r.headers["vary"], "Origin");
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test]
+async fn an_ingress_edit_that_keeps_the_limits_keeps_what_they_counted() {
+    let a = Backend::start("a").await;
+    let limited = |extra: &[(&str, &str)]| {
+        let mut annotations = vec![
+            ("sluice.dev/limit-rpm", "1"),
+            ("sluice.dev/limit-burst-multiplier", "1"),
+        ];
+        annotations.extend_from_slice(extra);
+        annotated_route(&a, "api.test", &annotations)
+    };
+    let s = Sluice::start(&limited(&[])).await;
+    let mut c = client("127.0.0.1", s.addr).await;
     assert_eq!(get_on(&mut c, "api.test").await.status, 200);
     assert_eq!(get_on(&mut c, "api.test").await.status, 429);
-    assert_eq!(a.hits(), 1);
+    // Another annotation of the Ingress changes (its route is rebuilt), and a marker Ingress
+    // shows when the edit is live.
+    let marker = ingress(
+        "default",
+        "marker",
+        Some("marker.test"),
+        &[("/", "Prefix", "svc-a")],
+    );
+    let edited = limited(&[("sluice.dev/response-headers", "X-Edited: 1")]) + &marker;
+    s.write_manifest("routes.yaml", &edited);
+    let addr = s.addr;
+    eventually(STEP, "the edit to be live", || async move {
+        (get(addr, "marker.test", "/").await.status == 200).then_some(())
+    })
+    .await;
+    // The client's minute is not over: a fresh limiter would have admitted it. (Counting in
+    // a limiter per route build makes this fail.)
+    assert_eq!(get_on(&mut c, "api.test").await.status, 429);
+    assert_eq!(a.hits(), 2);
 }
 
 #[tokio::test]
