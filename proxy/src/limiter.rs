@@ -9,8 +9,8 @@
 //! theoretical arrival time (TAT) of its next request; a request is admitted when the TAT is at
 //! most `(burst - 1) * interval` ahead of now, and moves it one interval further. The times
 //! live in a fixed table of [`RATE_TABLE_SETS`] sets of [`RATE_TABLE_WAYS`] entries (16 bytes
-//! each: a keyed 64-bit hash of the address and its TAT), allocated by the first request, so a
-//! rate costs at most 128 KiB per Ingress however many addresses arrive. An address lands in
+//! each: a keyed 64-bit hash of the address and its TAT, and a lock per set), allocated by the
+//! first request, so a rate costs 136 KiB per Ingress however many addresses arrive. An address lands in
 //! one set by its hash (keyed per table, so a sender cannot aim at a set); a new address takes
 //! the entry of the set with the earliest TAT. Such an entry has the most budget left (an
 //! entry whose TAT has passed has its whole burst left, and forgetting it loses nothing), so a
@@ -318,6 +318,8 @@ mod tests {
             assert!(l.admit(Some(spoofed), t0).is_ok());
         }
         assert_eq!(l.rates[0].sets.get().unwrap().len(), RATE_TABLE_SETS);
+        // The size the documentation gives.
+        assert_eq!(RATE_TABLE_SETS * std::mem::size_of::<Set>(), 136 * 1024);
         // The limited client was not the one forgotten.
         assert!(l.admit(victim, t0).is_err());
     }
