@@ -8,7 +8,8 @@
 //! - An actual request from an admitted origin gets `Access-Control-Allow-Origin` (and
 //!   `-Allow-Credentials`, `-Expose-Headers` when set) on its response ([`response`]),
 //!   replacing any the backend sent; from any other origin, or without `Origin`, none is added.
-//! - Every answer of a route whose answer depends on the origin carries `Vary: Origin`.
+//! - Every answer of a route whose answer depends on the origin carries `Vary: Origin` (added
+//!   to the backend's `Vary` unless it names `Origin` already).
 //! - A refusal by the route's limits carries the same headers as an actual response, so the
 //!   page that sent the request can read the 429.
 
@@ -66,7 +67,7 @@ impl CorsPolicy {
     /// when the answer depends on it, and `Access-Control-Allow-Origin` (and `-Credentials`)
     /// when the route admits the origin, which the result says.
     fn origin_head(&self, origin: Option<&HeaderValue>, resp: &mut ResponseHeader) -> Result<bool> {
-        if self.rule.varies() {
+        if self.rule.varies() && !varies_by_origin(resp) {
             resp.append_header(header::VARY, ORIGIN.clone())?;
         }
         let Some(allow) = origin.and_then(|o| self.allow(o)) else {
@@ -86,6 +87,16 @@ impl CorsPolicy {
         }
         Ok(())
     }
+}
+
+/// Whether the response's `Vary` already names `Origin` (or `*`).
+fn varies_by_origin(resp: &ResponseHeader) -> bool {
+    resp.headers.get_all(header::VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|name| name == b"*" || name.eq_ignore_ascii_case(b"origin"))
+    })
 }
 
 /// What a response sluice writes itself needs to carry the route's CORS headers: the policy
@@ -156,5 +167,49 @@ pub(super) fn response(
     match policy(filters) {
         Some(cors) => cors.actual_head(req.headers.get(header::ORIGIN), resp),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_is_added_to_vary_once() {
+        for (vary, want) in [
+            (vec![], vec!["Origin"]),
+            (vec!["Accept-Encoding"], vec!["Accept-Encoding", "Origin"]),
+            (
+                vec!["accept-encoding, origin"],
+                vec!["accept-encoding, origin"],
+            ),
+            (vec!["Cookie", "ORIGIN"], vec!["Cookie", "ORIGIN"]),
+            (vec!["*"], vec!["*"]),
+        ] {
+            let rule = Cors {
+                origins: vec![sluice_config::rules::cors::Origin::Any],
+                methods: "GET".into(),
+                headers: "X-A".into(),
+                expose: None,
+                credentials: true,
+                max_age_secs: 0,
+            };
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            for v in &vary {
+                resp.append_header(header::VARY, *v).unwrap();
+            }
+            let admitted = CorsPolicy::new(&rule)
+                .unwrap()
+                .origin_head(Some(&HeaderValue::from_static("https://a.test")), &mut resp)
+                .unwrap();
+            assert!(admitted);
+            let got: Vec<&str> = resp
+                .headers
+                .get_all(header::VARY)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(got, want, "{vary:?}");
+        }
     }
 }

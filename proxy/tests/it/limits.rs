@@ -98,7 +98,8 @@ async fn a_client_at_twice_the_rate_gets_about_half_refused_while_another_is_una
 #[tokio::test]
 async fn a_connection_limit_counts_requests_in_flight_and_frees_them_however_they_end() {
     let (a, s) = api_route(&[("sluice.dev/limit-connections", "2")]).await;
-    a.set_delay(Duration::from_millis(300));
+    // Long enough that the two stay in flight while the test sends its other requests.
+    a.set_delay(Duration::from_millis(800));
     let addr = s.addr;
     let slow = || {
         tokio::spawn(async move { get_on(&mut client("127.0.0.1", addr).await, "api.test").await })
