@@ -204,7 +204,9 @@ impl Router {
                 Ok(target) => ctx.rewritten = target,
                 Err(refusal) => return Decision::Refuse(refusal),
             }
+            // A preflight's answer and a limit's refusal count among the route's requests.
             if let Some(answer) = cors::preflight(&route.filters, req) {
+                ctx.route = Some(route.metrics.clone());
                 return Decision::Refuse(answer);
             }
             let status = self.options.limit_status;
@@ -212,6 +214,7 @@ impl Router {
                 Ok(slot) => ctx._limit_slot = slot,
                 Err((refusal, reason)) => {
                     route.metrics.limited(reason);
+                    ctx.route = Some(route.metrics.clone());
                     return Decision::Refuse(refusal);
                 }
             }

@@ -93,6 +93,13 @@ async fn a_client_at_twice_the_rate_gets_about_half_refused_while_another_is_una
     refused += refused_in_window;
     assert_eq!(a.hits(), (got + 5) as usize);
     assert_eq!(limited(&s, "api.test", "rate").await, f64::from(refused));
+    // The refusals are the route's 4xx answers too (counted as each request ends).
+    let four = "sluice_requests_total{ingress=\"api.test\",method=\"GET\",namespace=\"default\",service=\"svc-a\",status_class=\"4xx\"} ";
+    let s = &s;
+    eventually(STEP, "the refusals among the route's requests", || async move {
+        (sample(&scrape(s).await, four) == Some(f64::from(refused))).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
