@@ -282,10 +282,6 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
             deny: deny.unwrap_or_default(),
         });
     }
-    // A preflight is answered before the limits count it (as ingress-nginx, whose preflight
-    // answer comes before nginx's limit phase): a browser's call is limited once, not twice.
-    out.extend(cors::cors(&mut p).map(Filter::Cors));
-    out.extend(limits::limits(&mut p).map(Filter::Limits));
     out.extend(p.redirect());
     out.extend(p.get(APP_ROOT, parse_path).map(Filter::AppRoot));
     // `from-to-www-redirect` acts on hosts, not routes (see [`www_redirects`]), and `use-regex`
@@ -305,6 +301,10 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
     }
     out.extend(target.map(Filter::RewriteTarget));
     out.extend(prefix.map(Filter::RewritePrefix));
+    // Then a preflight is answered, before the limits count it (as ingress-nginx, whose
+    // preflight answer comes before nginx's limit phase): a browser's call is limited once.
+    out.extend(cors::cors(&mut p).map(Filter::Cors));
+    out.extend(limits::limits(&mut p).map(Filter::Limits));
     out.extend(
         p.get(X_FORWARDED_PREFIX, parse_path)
             .map(Filter::ForwardedPrefix),

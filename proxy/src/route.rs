@@ -162,10 +162,10 @@ pub struct HeaderChanges {
 }
 
 /// The route filters of an Ingress's rules, mirrors sent to their pool among `pools`, limits
-/// counted by the Ingress's limiter among `limiters`. The names
-/// and values were validated when the snapshot was built; should one still not parse here, the
-/// route fails closed ([`Filter::Invalid`]). A mirror whose pool the snapshot could not resolve
-/// (reported) is left out.
+/// counted by the `ingress`'s limiter among `limiters`. The names and values were validated
+/// when the snapshot was built; should one still not parse here, the route fails closed
+/// ([`Filter::Invalid`]). A mirror whose pool the snapshot could not resolve (reported) is left
+/// out.
 pub fn compile(
     rules: &[rules::Filter],
     pools: &HashMap<PoolKey, Arc<Pool>>,
