@@ -98,8 +98,12 @@ impl Limiter {
             return Ok(None);
         }
         let key = address_bits(ip);
-        for rate in &self.rates {
+        for (i, rate) in self.rates.iter().enumerate() {
             if let Err(wait) = rate.admit(key, now) {
+                // A refused request uses up nothing: give back what the rates before took.
+                for taken in &self.rates[..i] {
+                    taken.give_back(key);
+                }
                 return Err(Refused {
                     reason: LimitReason::Rate,
                     retry_after: Some(wait),
@@ -200,8 +204,9 @@ impl RateTable {
         }
     }
 
-    /// Admits one request of the address `key` at `now`, or says how long until it would be.
-    fn admit(&self, key: u128, now: Instant) -> Result<(), Duration> {
+    /// The set of the address `key` (the table allocated on first use), locked, and the
+    /// address's hash.
+    fn set(&self, key: u128) -> (MutexGuard<'_, [Entry; RATE_TABLE_WAYS]>, u64) {
         let sets = self.sets.get_or_init(|| {
             (0..RATE_TABLE_SETS)
                 .map(|_| Mutex::new([Entry::default(); RATE_TABLE_WAYS]))
@@ -209,7 +214,20 @@ impl RateTable {
         });
         let hash = self.hasher.hash_one(key) | 1;
         let set = &sets[(hash >> 40) as usize & (RATE_TABLE_SETS - 1)];
-        let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+        (set.lock().unwrap_or_else(|e| e.into_inner()), hash)
+    }
+
+    /// Gives back the interval the last admitted request of `key` took.
+    fn give_back(&self, key: u128) {
+        let (mut set, hash) = self.set(key);
+        if let Some(e) = set.iter_mut().find(|e| e.key == hash && e.tat != 0) {
+            e.tat = e.tat.saturating_sub(self.interval).max(1);
+        }
+    }
+
+    /// Admits one request of the address `key` at `now`, or says how long until it would be.
+    fn admit(&self, key: u128, now: Instant) -> Result<(), Duration> {
+        let (mut set, hash) = self.set(key);
         // 1 ns past the epoch at the earliest, so a TAT is never the empty mark.
         let now = nanos(now.saturating_duration_since(self.epoch)).saturating_add(1);
         let way = match set.iter().position(|e| e.key == hash && e.tat != 0) {
@@ -302,6 +320,28 @@ mod tests {
         assert!(l.admit(client, t).is_err());
         // IPv4 and its mapped IPv6 form are one client.
         assert!(l.admit(ip("::ffff:192.0.2.1"), t).is_err());
+    }
+
+    #[test]
+    fn a_request_one_rate_refuses_uses_up_nothing_of_the_other() {
+        // Checked first: 1 per minute in bursts of 5; then 1 per second, no burst.
+        let l = limiter(&[(1, 60, 5), (1, 1, 1)], None);
+        let t0 = Instant::now();
+        let client = ip("192.0.2.1");
+        assert!(l.admit(client, t0).is_ok());
+        // The per-second rate refuses four more at once.
+        for _ in 0..4 {
+            let refused = l.admit(client, t0).err().unwrap();
+            assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
+        }
+        // The per-minute rate still has four of its five, one a second: had the refused
+        // requests taken theirs, it would refuse now (remove `give_back` to see it fail).
+        for s in 1..=4 {
+            assert!(l.admit(client, t0 + Duration::from_secs(s)).is_ok(), "{s}");
+        }
+        // Now it is spent.
+        let refused = l.admit(client, t0 + Duration::from_secs(5)).err().unwrap();
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(55)));
     }
 
     #[test]
