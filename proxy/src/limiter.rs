@@ -10,9 +10,9 @@
 //! most `(burst - 1) * interval` ahead of now, and moves it one interval further. The times
 //! live in a fixed table of [`RATE_TABLE_SETS`] sets of [`RATE_TABLE_WAYS`] entries (16 bytes
 //! each: a keyed 64-bit hash of the address and its TAT, and a lock per set), allocated by the
-//! first request, so a rate costs 136 KiB per Ingress however many addresses arrive. An address lands in
-//! one set by its hash (keyed per table, so a sender cannot aim at a set); a new address takes
-//! the entry of the set with the earliest TAT. Such an entry has the most budget left (an
+//! first request, so a rate costs 136 KiB per Ingress however many addresses arrive. An
+//! address lands in one set by its hash (keyed per table, so a sender cannot aim at a set); a
+//! new address takes the entry of the set with the earliest TAT. Such an entry has the most budget left (an
 //! entry whose TAT has passed has its whole burst left, and forgetting it loses nothing), so a
 //! flood of one-off addresses evicts one-off addresses, and a client being limited, whose TAT
 //! is the furthest ahead, is evicted last: it would take eight addresses of its set each
@@ -97,6 +97,11 @@ impl Limiter {
         if self.limits.allowlist.iter().any(|c| c.contains(ip)) {
             return Ok(None);
         }
+        // The place in flight first: a request a rate then refuses drops it again.
+        let slot = match self.limits.connections {
+            Some(max) => Some(self.enter(ip, max)?),
+            None => None,
+        };
         let key = address_bits(ip);
         for (i, rate) in self.rates.iter().enumerate() {
             if let Err(wait) = rate.admit(key, now) {
@@ -110,9 +115,11 @@ impl Limiter {
                 });
             }
         }
-        let Some(max) = self.limits.connections else {
-            return Ok(None);
-        };
+        Ok(slot)
+    }
+
+    /// A place for one more request of `ip` in flight, when it has fewer than `max`.
+    fn enter(self: &Arc<Self>, ip: IpAddr, max: u32) -> Result<Slot, Refused> {
         let mut counts = self.counts();
         let n = counts.entry(ip).or_insert(0);
         if *n >= max {
@@ -122,10 +129,10 @@ impl Limiter {
             });
         }
         *n += 1;
-        Ok(Some(Slot {
+        Ok(Slot {
             limiter: self.clone(),
             ip,
-        }))
+        })
     }
 
     /// Client addresses with a request in flight now.
@@ -362,6 +369,28 @@ mod tests {
         assert_eq!(RATE_TABLE_SETS * std::mem::size_of::<Set>(), 136 * 1024);
         // The limited client was not the one forgotten.
         assert!(l.admit(victim, t0).is_err());
+    }
+
+    #[test]
+    fn a_request_over_either_limit_takes_nothing_of_the_other() {
+        let l = limiter(&[(1, 60, 1)], Some(1));
+        let t0 = Instant::now();
+        let client = ip("192.0.2.1");
+        let slot = l.admit(client, t0).unwrap();
+        // In flight: refused by the connection limit, which takes nothing of the rate...
+        assert_eq!(
+            l.admit(client, t0 + Duration::from_secs(60))
+                .err()
+                .unwrap()
+                .reason,
+            LimitReason::Connections
+        );
+        drop(slot);
+        // ...which admits the next minute's request; the rate's refusal keeps no place.
+        assert!(l.admit(client, t0 + Duration::from_secs(60)).is_ok());
+        let refused = l.admit(client, t0 + Duration::from_secs(60)).err().unwrap();
+        assert_eq!(refused.reason, LimitReason::Rate);
+        assert_eq!(l.clients_in_flight(), 0);
     }
 
     #[test]
