@@ -17,6 +17,12 @@
 #   --extra-sluice-alog NAME=PATH   the same, with its JSON access log on
 #   --extra-bare NAME=ARGS     also measure bare-pingora with extra arguments (e.g. --timeouts)
 #   --extra-bare-bin NAME=PATH also measure another bare-pingora binary (e.g. another profile)
+#   --sluice-annotated NAME=MAP  also measure sluice with the bench Ingress annotated by MAP, a
+#                              YAML flow mapping: NAME='{sluice.dev/limit-rps: "1000000"}'
+#   --sluice-limits            the same, as target sluice-limits, with an allow list that admits
+#                              loopback and a rate limit no run reaches (sluice.dev/
+#                              allowlist-source-range, limit-rps): what the access checks and the
+#                              limit cost a request, beside the plain sluice route
 #   --sluice-access-log        also measure sluice with its default JSON access log on (target
 #                              sluice-alog, lines to a file); "sluice" itself runs with the access
 #                              log off, as the nginx proxy here does (access_log off)
@@ -55,6 +61,7 @@ targets="direct nginx nginx-lua bare sluice"
 build=1
 raw_out=""
 extra_sluice=()
+annotated=()
 extra_bare=()
 extra_bare_bin=()
 with_alog=0
@@ -90,6 +97,8 @@ while [ $# -gt 0 ]; do
     --extra-bare) extra_bare+=("$2"); shift ;;
     --extra-bare-bin) extra_bare_bin+=("$2"); shift ;;
     --sluice-access-log) with_alog=1 ;;
+    --sluice-annotated) annotated+=("$2"); shift ;;
+    --sluice-limits) annotated+=('sluice-limits={sluice.dev/allowlist-source-range: "10.0.0.0/8, 127.0.0.0/8, ::1", sluice.dev/limit-rps: "1000000"}') ;;
     --no-build) build=0 ;;
     --raw) raw_out="$2"; shift ;;
     --browser-headers) wrk_headers+=("${browser_headers[@]}") ;;
@@ -306,8 +315,8 @@ start_bare() { # name, binary, extra args...
   pids+=($!)
   port[$name]=$p; pidof_target[$name]=$!
 }
-start_sluice() { # name, binary, access log (on|off)
-  local name="$1" bin="$2" alog="${3:-off}"
+start_sluice() { # name, binary, access log (on|off), annotations of the bench Ingress
+  local name="$1" bin="$2" alog="${3:-off}" annotations="${4:-{\}}"
   local p a; alloc_port p; alloc_port a
   local d="$tmp/$name"
   mkdir -p "$d/manifests"
@@ -389,6 +398,7 @@ kind: Ingress
 metadata:
   name: bench
   namespace: default
+  annotations: $annotations
 spec:
   ingressClassName: sluice
   rules:
@@ -410,6 +420,12 @@ EOF
     fi
     "$bin" check --config "$d/sluice.toml" >"$d/check.log" 2>&1 || {
       echo "compare.sh: $name refuses its settings:" >&2; cat "$d/check.log" >&2; exit 1; }
+  fi
+  # An annotated route shows its filters in brackets; a refused annotation would fail closed.
+  if [ "$annotations" != "{}" ]; then
+    grep -q '\[' "$d/check.log" && ! grep -qi 'invalid' "$d/check.log" || {
+      echo "compare.sh: $name's annotations made no filter:" >&2; cat "$d/check.log" >&2; exit 1; }
+    log "$name: $(grep -o '\[.*\]' "$d/check.log" | head -1)"
   fi
   pin "$proxy_cpu" ${wrap[@]+"${wrap[@]}"} "$bin" --config "$d/sluice.toml" >"$d/log" 2>&1 &
   pids+=($!)
@@ -446,6 +462,9 @@ for e in ${extra_bare_bin[@]+"${extra_bare_bin[@]}"}; do
   start_bare "${e%%=*}" "${e#*=}"; tlist+=("${e%%=*}")
 done
 [ "$with_alog" -eq 0 ] || { start_sluice sluice-alog "$SLUICE_BIN" on; tlist+=(sluice-alog); }
+for e in ${annotated[@]+"${annotated[@]}"}; do
+  start_sluice "${e%%=*}" "$SLUICE_BIN" off "${e#*=}"; tlist+=("${e%%=*}")
+done
 for e in ${extra_sluice[@]+"${extra_sluice[@]}"}; do
   # NAME=PATH=on|off
   en="${e%%=*}"; ep="${e#*=}"; ea="${ep##*=}"; ep="${ep%=*}"

@@ -29,6 +29,8 @@
 //! | `sluice.dev/allowlist-source-range` | `CIDR, CIDR`: clients outside these ranges get 403 |
 //! | `sluice.dev/auth-type` and the other `auth-*` of [`basic_auth`] | `basic`: 401 without a user of the Secret |
 //! | `sluice.dev/auth-url` and companions | external authentication, see [`ext_auth`] |
+//! | `sluice.dev/enable-cors`, `cors-*` | browser origins that may read responses ([`cors`]) |
+//! | `sluice.dev/limit-rps`, `limit-rpm`, `limit-connections`, ... | limits per client ([`limits`]) |
 //!
 //! Values are literal text: nothing is expanded but the `$1`..`$9` of `rewrite-target` and the
 //! variables of `auth-cache-key` (which only ever form a cache key), so an annotation cannot
@@ -49,6 +51,11 @@ use crate::routes::{HostKey, RouteTable};
 
 pub mod ext_auth;
 pub use ext_auth::ExtAuth;
+pub mod cors;
+pub mod limits;
+
+pub use cors::Cors;
+pub use limits::Limits;
 
 pub const USE_REGEX: &str = "sluice.dev/use-regex";
 pub const PERMANENT_REDIRECT: &str = "sluice.dev/permanent-redirect";
@@ -102,6 +109,12 @@ pub enum Filter {
     SourceRange { allow: Vec<Cidr>, deny: Vec<Cidr> },
     /// A request without the credentials of a user of the Secret gets 401 ([`basic_auth`]).
     BasicAuth(basic_auth::BasicAuth),
+    /// Which browser origins may read the route's responses: a preflight from one is answered
+    /// 204 by sluice, an actual request gets CORS headers on its response.
+    Cors(Cors),
+    /// Request rates and requests in flight per client address; over them the request is
+    /// refused before any upstream connection.
+    Limits(Limits),
     /// Answer with a redirect to `location` (the query appended when `keep_query` and the
     /// location has none).
     Redirect {
@@ -176,6 +189,8 @@ impl fmt::Display for Filter {
                 Ok(())
             }
             Filter::BasicAuth(rule) => write!(f, "{rule}"),
+            Filter::Cors(c) => write!(f, "{c}"),
+            Filter::Limits(l) => write!(f, "{l}"),
             Filter::Redirect {
                 code,
                 location,
@@ -241,6 +256,14 @@ pub enum RuleError {
     NotACacheDuration,
     #[error("is not a template of text and $http_<name>, $cookie_<name>, $remote_addr, $host or $request_uri with at least one variable")]
     NotACacheKey,
+    #[error(
+        "is not a list of origins such as https://app.example.com or https://*.example.com: {0}"
+    )]
+    NotOrigins(String),
+    #[error("is not a comma-separated list of methods")]
+    NotMethods,
+    #[error("is not a whole number from {min} to {max}")]
+    NotACount { min: u64, max: u64 },
     #[error("is set without `{needs}`")]
     Unused { needs: &'static str },
     #[error("is not one of: {0}")]
@@ -310,6 +333,10 @@ pub fn filters(annotations: &BTreeMap<String, String>) -> (Vec<Filter>, Vec<BadR
     }
     out.extend(target.map(Filter::RewriteTarget));
     out.extend(prefix.map(Filter::RewritePrefix));
+    // Then a preflight is answered, before the limits count it (as ingress-nginx, whose
+    // preflight answer comes before nginx's limit phase): a browser's call is limited once.
+    out.extend(cors::cors(&mut p).map(Filter::Cors));
+    out.extend(limits::limits(&mut p).map(Filter::Limits));
     out.extend(
         p.get(X_FORWARDED_PREFIX, parse_path)
             .map(Filter::ForwardedPrefix),

@@ -26,6 +26,7 @@ pub mod ext_auth;
 pub mod files;
 pub mod health;
 pub mod k8s;
+pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;

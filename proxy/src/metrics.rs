@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::limiter::LimitReason;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -56,6 +57,7 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     connect_errors: IntCounterVec,
     retries: IntCounterVec,
+    requests_limited: IntCounterVec,
     pub requests_in_flight: IntGauge,
     pub downstream_connections: IntGauge,
     /// Client connections closed at accept by a cap, by cap (`process`, `client`).
@@ -143,6 +145,13 @@ impl Metrics {
                     "Requests retried on another endpoint"
                 ),
                 route,
+            )?),
+            requests_limited: reg!(IntCounterVec::new(
+                Opts::new(
+                    "sluice_requests_limited_total",
+                    "Requests refused by a route's sluice.dev/limit-* annotations, by reason (rate, connections)"
+                ),
+                &["namespace", "ingress", "service", "reason"],
             )?),
             requests_in_flight: reg!(IntGauge::new(
                 "sluice_requests_in_flight",
@@ -264,6 +273,7 @@ impl Metrics {
             retired: AtomicBool::new(false),
             duration: OnceLock::new(),
             upstream: OnceLock::new(),
+            limited: Default::default(),
             connect_errors: self.connect_errors.with_label_values(&labels),
             retries: self.retries.with_label_values(&labels),
         }
@@ -293,6 +303,8 @@ pub struct RouteMetrics {
     retired: AtomicBool,
     duration: OnceLock<Histogram>,
     upstream: OnceLock<Histogram>,
+    /// Requests refused by the route's limits, by [`LimitReason`], created on first use.
+    limited: [OnceLock<IntCounter>; 2],
     connect_errors: IntCounter,
     retries: IntCounter,
 }
@@ -393,6 +405,27 @@ impl RouteMetrics {
             .observe(seconds);
     }
 
+    /// Counts a request refused by the route's limits.
+    pub fn limited(&self, reason: LimitReason) {
+        let labels = self.limited_labels(reason);
+        let vec = &self.metrics.requests_limited;
+        if let Some(counter) = route_series(
+            &self.retired,
+            &self.limited[reason as usize],
+            || vec.with_label_values(&labels),
+            || {
+                let _ = vec.remove_label_values(&labels);
+            },
+        ) {
+            counter.inc();
+        }
+    }
+
+    fn limited_labels(&self, reason: LimitReason) -> [&str; 4] {
+        let [ns, ing, svc] = &self.labels;
+        [ns, ing, svc, reason.label()]
+    }
+
     /// Counts a failed upstream connection attempt.
     pub fn connect_error(&self) {
         self.connect_errors.inc();
@@ -423,6 +456,11 @@ impl RouteMetrics {
             let _ = m
                 .auth_duration
                 .remove_label_values(&[ns.as_str(), ing, outcome]);
+        }
+        for reason in [LimitReason::Rate, LimitReason::Connections] {
+            let _ = m
+                .requests_limited
+                .remove_label_values(&self.limited_labels(reason));
         }
         for method in 0..METHODS.len() {
             for class in 0..CLASSES.len() {

@@ -23,9 +23,10 @@ use sluice_config::{PoolKey, Snapshot, Target};
 
 use crate::auth::basic::BasicAuth;
 use crate::ext_auth::Check;
+use crate::limiter::{Limiter, Limiters};
 use crate::metrics::RouteMetrics;
 use crate::pool::Pool;
-use crate::router::RedirectStatus;
+use crate::router::{CorsPolicy, RedirectStatus};
 
 /// One matched rule, resolved.
 pub struct Route {
@@ -91,6 +92,11 @@ pub enum Filter {
     },
     /// 401 without the credentials of a user of the route's Secret ([`crate::auth::basic`]).
     BasicAuth(Arc<BasicAuth>),
+    /// Browser origins that may read the route's responses (see `router::cors`).
+    Cors(Arc<CorsPolicy>),
+    /// Limits per client address, with the state they count, shared by the routes of the
+    /// Ingress ([`crate::limiter`]).
+    Limits(Arc<Limiter>),
     /// Answer with a redirect; the backend is not contacted.
     Redirect {
         status: RedirectStatus,
@@ -146,8 +152,11 @@ impl PartialEq for Filter {
             }
             // The same rule and users: the older route (and its verdict cache) is kept.
             (BasicAuth(a), BasicAuth(b)) => a == b,
-            // The same pool, not an equal one: a route is kept only with its very pools.
+            (Cors(a), Cors(b)) => a == b,
+            // The same pool, not an equal one: a route is kept only with its very pools; and
+            // the same limiter, which the Ingress's routes share.
             (Mirror(a), Mirror(b)) => Arc::ptr_eq(a, b),
+            (Limits(a), Limits(b)) => Arc::ptr_eq(a, b),
             (ExtAuth(a), ExtAuth(b)) => a.same_as(b),
             _ => false,
         }
@@ -161,11 +170,16 @@ pub struct HeaderChanges {
     pub remove: Vec<HeaderName>,
 }
 
-/// The route filters of an Ingress's rules, mirrors sent to their pool among `pools`. The names
-/// and values were validated when the snapshot was built; should one still not parse here, the
-/// route fails closed ([`Filter::Invalid`]). A mirror whose pool the snapshot could not resolve
-/// (reported) is left out.
-pub fn compile(rules: &[rules::Filter], pools: &HashMap<PoolKey, Arc<Pool>>) -> Box<[Filter]> {
+/// The route filters of an Ingress's rules, mirrors sent to their pool among `pools`, limits
+/// counted by the `ingress`'s limiter among `limiters`. The names and values were validated
+/// when the snapshot was built; should one still not parse here, the route fails closed
+/// ([`Filter::Invalid`]). A mirror whose pool the snapshot could not resolve (reported) is left
+/// out.
+pub fn compile(
+    rules: &[rules::Filter],
+    pools: &HashMap<PoolKey, Arc<Pool>>,
+    (limiters, ingress): (&Limiters, &ObjectRef),
+) -> Box<[Filter]> {
     let compiled: Option<Vec<Filter>> = rules
         .iter()
         .filter_map(|rule| match rule {
@@ -176,6 +190,9 @@ pub fn compile(rules: &[rules::Filter], pools: &HashMap<PoolKey, Arc<Pool>>) -> 
             // An auth Service that could not be resolved fails the route closed.
             rules::Filter::ExtAuth(auth) => {
                 Some(Check::compile(auth, pools).map(|c| Filter::ExtAuth(Arc::new(c))))
+            }
+            rules::Filter::Limits(limits) => {
+                Some(Some(Filter::Limits(limiters.get(ingress, limits))))
             }
             rule => Some(compile_one(rule)),
         })
@@ -230,7 +247,10 @@ fn compile_one(rule: &rules::Filter) -> Option<Filter> {
         },
         rules::Filter::RequestHeaders(c) => Filter::RequestHeaders(changes(c)?),
         rules::Filter::ResponseHeaders(c) => Filter::ResponseHeaders(changes(c)?),
-        rules::Filter::Mirror { .. } | rules::Filter::ExtAuth(_) => return None,
+        rules::Filter::Cors(c) => Filter::Cors(Arc::new(CorsPolicy::new(c)?)),
+        rules::Filter::Mirror { .. } | rules::Filter::ExtAuth(_) | rules::Filter::Limits(_) => {
+            return None
+        }
     })
 }
 

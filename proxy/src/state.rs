@@ -41,6 +41,7 @@ use sluice_config::{
     Snapshot, Target, TargetType,
 };
 
+use crate::limiter::Limiters;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pool::Pool;
 use crate::route::{canary_route, compile, Filter, Route};
@@ -108,6 +109,8 @@ struct Writer {
     pools_by_service: HashMap<(String, String), Vec<Arc<Pool>>>,
     /// What the last snapshot served and found, for publishes that change neither.
     last_report: ApplyReport,
+    /// The limiters of Ingresses with `sluice.dev/limit-*`, kept while routes use them.
+    limiters: Limiters,
 }
 
 impl State {
@@ -141,6 +144,7 @@ impl State {
                 route_metrics: HashMap::new(),
                 pools_by_service: HashMap::new(),
                 last_report: ApplyReport::default(),
+                limiters: Limiters::default(),
             }),
             ready: AtomicBool::new(false),
             health_defaults: HealthCheck::default(),
@@ -1045,7 +1049,7 @@ fn resolve_routes(
             metrics: route_metrics,
             filters: ingress.map_or_else(
                 || Box::new([]) as Box<[_]>,
-                |i| compile(&i.filters, &writer.pools),
+                |i| compile(&i.filters, &writer.pools, (&writer.limiters, &i.object)),
             ),
             canary,
         };

@@ -48,6 +48,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 0;
 /// After SIGTERM, how long, in seconds, requests arriving on already-open keepalive
 /// connections are still served (with `Connection: close`) before idle ones are closed.
 pub const DEFAULT_DRAIN_SECS: u64 = 5;
+/// The status, 429 or 503, of a request refused by a route's `sluice.dev/limit-*` annotations
+/// (ingress-nginx answers 503).
+pub const DEFAULT_LIMIT_STATUS: u16 = 429;
 /// Idle upstream connections kept for reuse, in connections, across all upstreams.
 pub const DEFAULT_KEEPALIVE_POOL_SIZE: usize = 512;
 /// How long, in seconds, an idle upstream connection is kept before it is closed.

@@ -276,6 +276,7 @@ pub struct Server {
     pub max_connections: usize,
     pub max_connections_per_client: usize,
     pub drain_secs: u64,
+    pub limit_status: u16,
 }
 
 impl Default for Server {
@@ -299,6 +300,7 @@ impl Default for Server {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             drain_secs: DEFAULT_DRAIN_SECS,
+            limit_status: DEFAULT_LIMIT_STATUS,
         }
     }
 }

@@ -214,6 +214,8 @@ pub struct Settings {
     pub max_connections_per_client: Option<usize>,
     /// The drain window after SIGTERM (part of the grace period, never longer).
     pub drain: Duration,
+    /// `server.limit_status`: 429 or 503, the status of a request over a route's limits.
+    pub limit_status: u16,
     pub keepalive_pool_size: usize,
     pub keepalive_idle_timeout: Duration,
     pub connect_timeout: Duration,

@@ -572,3 +572,26 @@ fn the_global_denylist_is_a_list_of_validated_ranges_named_by_its_key() {
     let err = parse("[access]\nallowlist = []\n").unwrap_err();
     assert!(err.to_string().contains("allowlist"), "{err}");
 }
+
+#[test]
+fn the_limit_status_is_429_by_default_503_on_request_and_nothing_else() {
+    assert_eq!(parse("").unwrap().limit_status, 429);
+    assert_eq!(
+        parse("[server]\nlimit_status = 503\n")
+            .unwrap()
+            .limit_status,
+        503
+    );
+    let err = parse("[server]\nlimit_status = 200\n").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConfigError::Invalid {
+                key: "server.limit_status",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("429 or 503"), "{err}");
+}

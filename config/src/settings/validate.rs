@@ -319,6 +319,12 @@ impl File {
             "access.denylist_source_range",
             &self.access.denylist_source_range,
         )?;
+        if !matches!(self.server.limit_status, 429 | 503) {
+            return Err(at.invalid(
+                "server.limit_status",
+                format!("`{}` is not 429 or 503", self.server.limit_status),
+            ));
+        }
         if self.upstream.connect_retries > 16 {
             return Err(at.invalid("upstream.connect_retries", "must be at most 16".into()));
         }
@@ -459,6 +465,7 @@ impl File {
             max_connections_per_client: (self.server.max_connections_per_client != 0)
                 .then_some(self.server.max_connections_per_client),
             drain: Duration::from_secs(self.server.drain_secs),
+            limit_status: self.server.limit_status,
             keepalive_pool_size: self.upstream.keepalive_pool_size,
             keepalive_idle_timeout: Duration::from_secs(self.upstream.keepalive_idle_timeout_secs),
             connect_timeout: at.positive_ms(

@@ -15,6 +15,9 @@
 //!    ([`Refusal::InvalidRoute`]), 403 for a client its source ranges refuse
 //!    ([`Refusal::Denied`]), a redirect or the app root; a rewrite decides the upstream
 //!    request target (see `rules`; a `from-to-www-redirect` host is answered before step 3);
+//!    then a CORS preflight from an origin the route admits is answered 204 (see `cors`), and
+//!    a client over the route's `sluice.dev/limit-*` gets `server.limit_status`
+//!    ([`Refusal::Limited`], see `limits`); an admitted request keeps its place in flight;
 //! 6. the route's canary, when it takes the request (by header, cookie, then weight), in place of
 //!    the route's pool, balancing, affinity and metrics;
 //! 7. the route's policy onto the request context (timeouts, protocol, body limit, balancing
@@ -32,7 +35,7 @@ use sluice_config::path::match_path;
 use sluice_config::tls::ClientAuthMode;
 
 use super::forward::forwarded_proto;
-use super::{rules, Refusal, RequestCtx, Router};
+use super::{cors, limits, rules, Refusal, RequestCtx, Router};
 use crate::mirror::Copy;
 use crate::pool::{hash_key, random_unit, Pick, Pool};
 use crate::request::BodyLimit;
@@ -200,6 +203,20 @@ impl Router {
             match rules::before_proxy(&route.filters, req, &path, &found, ctx.client.ip) {
                 Ok(target) => ctx.rewritten = target,
                 Err(refusal) => return Decision::Refuse(refusal),
+            }
+            // A preflight's answer and a limit's refusal count among the route's requests.
+            if let Some(answer) = cors::preflight(&route.filters, req) {
+                ctx.route = Some(route.metrics.clone());
+                return Decision::Refuse(answer);
+            }
+            let status = self.options.limit_status;
+            match limits::admit(&route.filters, req, ctx.client.ip, ctx.start, status) {
+                Ok(slot) => ctx._limit_slot = slot,
+                Err((refusal, reason)) => {
+                    route.metrics.limited(reason);
+                    ctx.route = Some(route.metrics.clone());
+                    return Decision::Refuse(refusal);
+                }
             }
             ctx.mirror = rules::mirror(&route.filters).map(|pool| Box::new(Copy::new(pool)));
             ctx.filtered = Some(route.clone());

@@ -8,7 +8,9 @@
 //!    for plain HTTP on a host with TLS; see `decide`), finds the route for the host
 //!    and path, and answers by itself when there is nothing to proxy to: no route (404), a route
 //!    whose backend could not be resolved or whose pool has no ready endpoint (503), a request
-//!    head over the configured size (431), a `Content-Length` over the route's body limit (413).
+//!    head over the configured size (431), a `Content-Length` over the route's body limit (413),
+//!    a route's access rules (403), a CORS preflight (204) and a client over the route's limits
+//!    (429 or 503): all before any upstream connection.
 //! 2. [`ProxyHttp::upstream_peer`] picks an endpoint of the route's pool with the route's
 //!    algorithm (see [`crate::pool`]), skipping endpoints this request already failed to connect
 //!    to, and counts the request in flight there; it applies the route's timeouts (its Ingress's
@@ -54,8 +56,10 @@
 //! and the peer Pingora requires as a `Box` (and, for a TLS endpoint, the SNI string in it).
 
 mod client;
+mod cors;
 mod decide;
 mod forward;
+mod limits;
 mod respond;
 mod rules;
 #[cfg(test)]
@@ -90,6 +94,7 @@ use client::Client;
 use decide::{affinity_cookie, head_size, Decision};
 use forward::{client_request_id, new_request_id};
 
+pub use cors::CorsPolicy;
 pub use decide::cookie;
 pub use forward::{set_protocol, H2_STREAMS_PER_CONNECTION};
 use respond::respond;
@@ -127,6 +132,8 @@ pub struct RouterOptions {
     pub trusted_proxies: Vec<Cidr>,
     /// `access.denylist_source_range`: clients refused on every route.
     pub denylist_source_range: Vec<Cidr>,
+    /// `server.limit_status`: the status of a request over a route's limits.
+    pub limit_status: u16,
 }
 
 impl From<&Settings> for RouterOptions {
@@ -148,6 +155,7 @@ impl From<&Settings> for RouterOptions {
             underscores_in_headers: s.underscores_in_headers,
             trusted_proxies: s.trusted_proxies.clone(),
             denylist_source_range: s.denylist_source_range.clone(),
+            limit_status: s.limit_status,
         }
     }
 }
@@ -256,6 +264,8 @@ pub struct RequestCtx {
     auth: Option<Box<Passed>>,
     /// How long the route's auth check took.
     auth_duration: Option<Duration>,
+    /// The request's place under the route's `limit-connections`, freed when the request ends.
+    _limit_slot: Option<crate::limiter::Slot>,
     _in_flight: InFlightGuard,
 }
 
@@ -382,6 +392,7 @@ impl ProxyHttp for Router {
             upgraded: false,
             auth: None,
             auth_duration: None,
+            _limit_slot: None,
             _in_flight: InFlightGuard::new(&self.in_flight),
         }
     }
@@ -588,10 +599,10 @@ impl ProxyHttp for Router {
     }
 
     /// Sets the affinity cookie when the client's cookie named no usable endpoint, and applies
-    /// the route's response header changes.
+    /// the route's response header changes and CORS headers.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -601,6 +612,7 @@ impl ProxyHttp for Router {
         }
         if let Some(route) = &ctx.filtered {
             rules::response_headers(&route.filters, upstream_response)?;
+            cors::response(&route.filters, session.req_header(), upstream_response)?;
         }
         if let Some(passed) = &ctx.auth {
             passed.set_cookies(upstream_response)?;

@@ -21,6 +21,8 @@ use pingora_error::{Error, ErrorSource, ErrorType, ImmutStr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+use super::cors::CorsAnswer;
+
 /// Why sluice answers a request itself instead of proxying it, and so with what status and
 /// body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,16 @@ pub enum Refusal {
         status: RedirectStatus,
         location: String,
     },
+    /// 429 or 503 (`server.limit_status`): the client is over a `sluice.dev/limit-*` of the
+    /// route; `retry_after` in seconds, for a rate; the route's CORS headers when it has CORS.
+    Limited {
+        status: u16,
+        retry_after: Option<u32>,
+        cors: Option<CorsAnswer>,
+    },
+    /// 204: a CORS preflight from an origin the route's policy admits, answered by sluice
+    /// (see `cors`).
+    Preflight(CorsAnswer),
 }
 
 /// The status of a [`Refusal::Redirect`].
@@ -136,13 +148,15 @@ impl Refusal {
             Refusal::Misdirected => 421,
             Refusal::TooManyRequests => 429,
             Refusal::HeadTooLarge => 431,
-            Refusal::ClientClosed => 499,
+            Refusal::ClientClosed => CLIENT_CLOSED_REQUEST,
             Refusal::Internal => 500,
             Refusal::UpstreamFailed => 502,
             Refusal::NoEndpoint | Refusal::InvalidRoute => 503,
             Refusal::UpstreamTimeout => 504,
             Refusal::HttpsRequired { .. } => 308,
             Refusal::Redirect { status, .. } => status.code(),
+            Refusal::Limited { status, .. } => *status,
+            Refusal::Preflight(_) => 204,
         }
     }
 
@@ -187,6 +201,11 @@ impl Refusal {
                 RedirectStatus::TemporaryRedirect => "307 Temporary Redirect\n",
                 RedirectStatus::PermanentRedirect => "308 Permanent Redirect\n",
             },
+            Refusal::Limited { status: 503, .. } => {
+                "503 Service Unavailable: over this route's limits\n"
+            }
+            Refusal::Limited { .. } => "429 Too Many Requests: over this route's limits\n",
+            Refusal::Preflight(_) => "",
         }
     }
 
@@ -242,6 +261,24 @@ impl Refusal {
             return Ok(None);
         }
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
+        match self {
+            Refusal::Preflight(cors) => {
+                // No body, so no Content-Length or Content-Type.
+                cors.preflight_head(&mut resp)?;
+                return Ok(Some(Box::new(resp)));
+            }
+            Refusal::Limited {
+                retry_after, cors, ..
+            } => {
+                if let Some(secs) = retry_after {
+                    resp.insert_header(header::RETRY_AFTER, *secs)?;
+                }
+                if let Some(cors) = cors {
+                    cors.actual_head(&mut resp)?;
+                }
+            }
+            _ => {}
+        }
         if let Some(location) = self.location() {
             resp.insert_header(header::LOCATION, location)?;
         }
@@ -271,6 +308,10 @@ pub async fn respond(session: &mut Session, refusal: Refusal) -> Result<bool> {
     let Some(head) = refusal.head()? else {
         return Ok(true);
     };
+    if refusal.body().is_empty() {
+        session.write_response_header(head, true).await?;
+        return Ok(true);
+    }
     session.write_response_header(head, false).await?;
     session
         .write_response_body(Some(Bytes::from_static(refusal.body().as_bytes())), true)

@@ -101,6 +101,23 @@ fn generated_request_ids_are_32_lowercase_hex_digits_and_never_repeat() {
     assert_eq!(s, format!("{:016x}", 0x0123_4567_89ab_cdef_u64));
 }
 
+/// The answer to a preflight from `https://app.test` to a route that admits every origin.
+fn preflight() -> super::cors::CorsAnswer {
+    let cors = sluice_config::rules::Cors {
+        origins: vec![sluice_config::rules::cors::Origin::Any],
+        methods: "GET".into(),
+        headers: "X-A".into(),
+        expose: None,
+        credentials: true,
+        max_age_secs: 60,
+    };
+    let filter =
+        crate::route::Filter::Cors(std::sync::Arc::new(super::CorsPolicy::new(&cors).unwrap()));
+    let mut req = pingora_http::RequestHeader::build("OPTIONS", b"/", None).unwrap();
+    req.insert_header("origin", "https://app.test").unwrap();
+    super::cors::answer(&[filter], &req).unwrap()
+}
+
 /// Every refusal the proxy can answer with, one of each variant (both redirect kinds).
 fn every_refusal() -> Vec<Refusal> {
     let location = || "https://app.test/x?y".to_string();
@@ -145,6 +162,14 @@ fn every_refusal() -> Vec<Refusal> {
             location: location(),
         });
     }
+    for (status, retry_after) in [(429, Some(3)), (503, None)] {
+        all.push(Refusal::Limited {
+            status,
+            retry_after,
+            cors: None,
+        });
+    }
+    all.push(Refusal::Preflight(preflight()));
     // A variant added to the enum and not to this list fails to compile here.
     for r in &all {
         match r {
@@ -169,7 +194,9 @@ fn every_refusal() -> Vec<Refusal> {
             | Refusal::UpstreamTimeout
             | Refusal::HttpsRequired { .. }
             | Refusal::Challenge { .. }
-            | Refusal::Redirect { .. } => {}
+            | Refusal::Redirect { .. }
+            | Refusal::Limited { .. }
+            | Refusal::Preflight(_) => {}
         }
     }
     all
@@ -177,14 +204,19 @@ fn every_refusal() -> Vec<Refusal> {
 
 /// Each refusal's body names its status first, and no two refusals share a body, so a client
 /// (or a test) can tell them apart; except the 400s for a bad host, a bad path and an unreadable
-/// request, which keep the one body sluice has always sent for them. Giving two variants the same
-/// body (or a body without its status) makes this fail.
+/// request, which keep the one body sluice has always sent for them; and a preflight's 204,
+/// which has no body. Giving two variants the same body (or a body without its status) makes
+/// this fail.
 #[test]
 fn every_refusal_has_its_own_body_starting_with_its_status() {
     let all = every_refusal();
     let shared_400 = [Refusal::BadHost, Refusal::BadPath, Refusal::BadRequest];
     for (i, a) in all.iter().enumerate() {
         let body = a.body();
+        if a.status() == 204 {
+            assert_eq!(body, "", "{a:?}");
+            continue;
+        }
         assert!(
             body.starts_with(&format!("{} ", a.status())),
             "{a:?}: {body:?}"
@@ -266,8 +298,24 @@ fn redirects_carry_their_location_and_other_refusals_none() {
             }
             _ => assert_eq!(location, None, "{refusal:?}"),
         }
-        let length = head.headers.get(header::CONTENT_LENGTH).unwrap();
-        assert_eq!(length.to_str().unwrap(), refusal.body().len().to_string());
+        // A 204 has no body, and so no length either.
+        let length = head.headers.get(header::CONTENT_LENGTH);
+        match refusal.status() {
+            204 => assert_eq!(length, None),
+            _ => assert_eq!(
+                length.unwrap().to_str().unwrap(),
+                refusal.body().len().to_string()
+            ),
+        }
+        // Only a rate limit's refusal says when to come back.
+        let retry_after = head.headers.get(header::RETRY_AFTER);
+        match refusal {
+            Refusal::Limited {
+                retry_after: Some(_),
+                ..
+            } => assert_eq!(retry_after.unwrap(), "3"),
+            _ => assert_eq!(retry_after, None, "{refusal:?}"),
+        }
     }
 }
 
@@ -298,7 +346,11 @@ fn errors_map_to_the_refusal_they_stand_for() {
         let raised = refusal.raise::<()>("why").unwrap_err();
         match Refusal::from_status(refusal.status()) {
             Some(canonical) => assert_eq!(status_for(&raised), canonical, "{refusal:?}"),
-            None => assert!(refusal.location().is_some(), "{refusal:?}"),
+            // A redirect or a preflight's 204 is answered, never raised.
+            None => assert!(
+                refusal.location().is_some() || refusal.status() == 204,
+                "{refusal:?}"
+            ),
         }
     }
     // The refusals the proxy phases raise come back as themselves.

@@ -298,10 +298,26 @@ impl H1 {
         H1::connect_with(addr, &[]).await
     }
 
+    /// A connection from the loopback address `from` (127.0.0.2 is another client than
+    /// 127.0.0.1).
+    pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> H1 {
+        assert!(from.is_loopback(), "tests use loopback only: {from}");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        H1::over(socket.connect(addr), &[]).await
+    }
+
     /// A connection that sends `preface` (a PROXY protocol header) before any HTTP.
     pub async fn connect_with(addr: SocketAddr, preface: &[u8]) -> H1 {
+        H1::over(TcpStream::connect(addr), preface).await
+    }
+
+    async fn over(
+        connect: impl std::future::Future<Output = std::io::Result<TcpStream>>,
+        preface: &[u8],
+    ) -> H1 {
         use tokio::io::AsyncWriteExt;
-        let mut stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+        let mut stream = tokio::time::timeout(STEP, connect)
             .await
             .expect("connect timed out")
             .expect("connect failed");
