@@ -102,17 +102,16 @@ fn check(path: &std::path::Path, settings: &Settings, manifests: Option<PathBuf>
     let defaults = sluice_config::BuildDefaults::from(settings);
     let shared = store.shared();
     let mut snapshot = sluice_config::build_refs(&shared.refs(), &policy, &defaults);
-    // Certificate material is checked as the proxy checks it when it publishes.
+    // Certificates and basic-auth users are checked by the step a publish runs on a built
+    // snapshot before it goes live.
     match sluice::tls::certs::ServingCert::self_signed() {
         Ok(fallback) => {
             let mut builder =
                 sluice::tls::TlsStoreBuilder::new(std::sync::Arc::new(fallback), None);
-            sluice::state::certificates(&mut snapshot, &mut builder, &store.secret_material());
+            sluice::state::finish(&mut snapshot, &mut builder, &store.secret_material());
         }
         Err(e) => eprintln!("sluice: cannot check certificates: {e}"),
     }
-    // So are the users of basic-auth Secrets.
-    sluice::auth::basic::resolve_secrets(&mut snapshot, &store.secret_material());
     print!("{}", sluice_config::report::render(&snapshot));
     if errors.is_empty() && snapshot.skipped.is_empty() {
         ExitCode::SUCCESS

@@ -82,6 +82,24 @@ pub struct State {
     health_defaults: HealthCheck,
     /// Signalled after each publish, for the health checker to follow pools and endpoints.
     published: tokio::sync::Notify,
+    /// A [`return_freed_memory`] is scheduled.
+    memory_return_pending: AtomicBool,
+}
+
+/// How long after a publish the allocator is given its chance to return what the publish (and
+/// the reads before it) freed: past mimalloc's purge delay of one second.
+const RETURN_MEMORY_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Allocates and frees one block large enough to take a page of its own.
+///
+/// mimalloc gives freed memory back to the OS ("purges" it) one second after it was freed, but
+/// only when some thread later frees a page: nothing runs on a timer. A process that goes quiet
+/// after a large publish (the first list of a large cluster, then no traffic and no change)
+/// frees no page, and what the list and the build freed stays resident for good (13-28 MiB at
+/// 10 000 Ingresses: benches/README.md). Freeing this block after the delay is such a page
+/// free, and costs one allocation.
+pub fn return_freed_memory() {
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(8 << 20)));
 }
 
 /// What changed with a publish, for the Kubernetes source's Events and status.
@@ -147,6 +165,7 @@ impl State {
                 limiters: Limiters::default(),
             }),
             ready: AtomicBool::new(false),
+            memory_return_pending: AtomicBool::new(false),
             health_defaults: HealthCheck::default(),
             published: tokio::sync::Notify::new(),
         }
@@ -209,13 +228,30 @@ impl State {
     /// can have changed. Otherwise a snapshot is built from the whole store and made live.
     pub async fn publish_store(self: &Arc<Self>, store: &Arc<Store>) -> Option<ApplyReport> {
         let (state, store) = (self.clone(), store.clone());
-        match tokio::task::spawn_blocking(move || state.publish_store_blocking(&store)).await {
+        let published =
+            tokio::task::spawn_blocking(move || state.publish_store_blocking(&store)).await;
+        self.schedule_memory_return();
+        match published {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(error = %e, "the publish task failed; the last snapshot keeps serving");
                 None
             }
         }
+    }
+
+    /// Runs [`return_freed_memory`] once [`RETURN_MEMORY_AFTER`] has passed, unless that is
+    /// already scheduled (a burst of publishes schedules one).
+    fn schedule_memory_return(self: &Arc<Self>) {
+        if self.memory_return_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RETURN_MEMORY_AFTER).await;
+            state.memory_return_pending.store(false, Ordering::Release);
+            return_freed_memory();
+        });
     }
 
     /// [`State::publish_store`] on the calling thread.
@@ -333,8 +369,7 @@ impl State {
     /// then swaps the new state in whole.
     pub fn apply(&self, mut snapshot: Snapshot, material: &SecretMaterial) -> ApplyReport {
         let mut writer = self.lock_writer();
-        let tls = certificates(&mut snapshot, &mut writer.tls, material);
-        crate::auth::basic::resolve_secrets(&mut snapshot, material);
+        let tls = finish(&mut snapshot, &mut writer.tls, material);
         // Whether pools came or went: only then are the shared pool tables rebuilt.
         let mut pools_changed =
             self.ensure_pools(&mut writer, &snapshot.endpoints, &snapshot.health_checks);
@@ -872,10 +907,23 @@ fn scoped_inputs<'a>(shared: &'a SharedInputs, ingresses: Vec<&'a IngressInput>)
     }
 }
 
+/// What a publish does to a built snapshot with the Secret material before it goes live: builds
+/// the certificate store of its TLS policy ([`certificates`]) and fills in the users of its
+/// basic-auth rules; what either refuses joins the snapshot's findings. Publishing and `sluice
+/// check` both run it, so the check reports what the proxy would serve.
+pub fn finish(
+    snapshot: &mut Snapshot,
+    builder: &mut TlsStoreBuilder,
+    material: &SecretMaterial,
+) -> TlsStore {
+    let tls = certificates(snapshot, builder, material);
+    crate::auth::basic::resolve_secrets(snapshot, material);
+    tls
+}
+
 /// Builds the certificate store of `snapshot`'s TLS policy from `material` (parsing only Secrets
 /// that changed since `builder` last built) and adds what it refuses to the snapshot's findings.
-/// Publishing and `sluice check` both use it.
-pub fn certificates(
+fn certificates(
     snapshot: &mut Snapshot,
     builder: &mut TlsStoreBuilder,
     material: &SecretMaterial,
