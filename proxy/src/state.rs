@@ -29,7 +29,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use sluice_config::build::{build_hosts, is_served, rule_hosts, served_oldest_first};
 use sluice_config::canary::is_canary;
-use sluice_config::health::{HealthCheck, HealthCheckOverrides};
+use sluice_config::health::{service_health_check, HealthCheck, HealthCheckOverrides};
 use sluice_config::hostmap::{parse_rule_host, HostKey, HostName};
 use sluice_config::model::{BackendInput, IngressInput, InputRefs, Inputs, ObjectRef};
 use sluice_config::ownership::Ownership;
@@ -570,6 +570,16 @@ impl State {
             })
             .collect();
         let shared = store.shared_for(&wanted);
+        // A Service's bad health-check annotations are reported once per Ingress that reaches
+        // it, by whichever of its rules resolves first: built alone, the touched hosts could
+        // drop a finding that a rule on another host still gives. Those take a whole build.
+        if shared
+            .services
+            .iter()
+            .any(|s| !service_health_check(&s.annotations).1.is_empty())
+        {
+            return None;
+        }
         let (before, after) = (
             scoped_inputs(&shared, before),
             scoped_inputs(&shared, after),

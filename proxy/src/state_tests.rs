@@ -511,3 +511,39 @@ fn an_auth_url_to_another_namespaces_service_publishes_what_a_whole_build_would(
         "{report:?}"
     );
 }
+
+#[test]
+fn a_services_bad_health_check_stays_reported_when_one_of_its_hosts_is_rebuilt() {
+    let c = Cluster::new(BuildDefaults::default());
+    // shop/api has a bad health-check annotation and is reached by one Ingress from two hosts.
+    let api = service("shop", "api")
+        .port("http", 80)
+        .annotation("sluice.dev/health-check", "sometimes")
+        .build();
+    c.store.apply(
+        Kind::Service,
+        ObjectRef::new("shop", "api"),
+        Entry::Service(Arc::new(api), Vec::new()),
+    );
+    c.ingress(
+        ingress("shop", "two-hosts")
+            .created(200)
+            .host("c.test")
+            .path("/", "Prefix", backend("api", 80))
+            .host("d.test")
+            .path("/", "Prefix", backend("api", 80))
+            .build(),
+    );
+    let reported = |r: &ApplyReport| findings(r).iter().any(|m| m.contains("Service shop/api"));
+    assert!(reported(&c.publish("full")));
+    // An older Ingress takes d.test's path: that rule no longer reaches the Service, c.test's
+    // still does, and the finding stays (a build of d.test alone would have dropped it).
+    c.ingress(
+        ingress("shop", "older")
+            .created(150)
+            .host("d.test")
+            .path("/", "Prefix", backend("web", 80))
+            .build(),
+    );
+    assert!(reported(&c.publish("full")));
+}
