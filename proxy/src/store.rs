@@ -702,6 +702,34 @@ impl Store {
         })
     }
 
+    /// Calls `f` with every Ingress and its status facts, in key order, under the store's lock:
+    /// nothing is copied.
+    pub fn scan_ingress_meta<T>(
+        &self,
+        f: impl for<'m> FnOnce(&mut dyn Iterator<Item = (&'m ObjectRef, &'m IngressMeta)>) -> T,
+    ) -> T {
+        self.with(|i| {
+            let mut metas = i
+                .objects
+                .get(&Kind::Ingress)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, e)| match e {
+                    Entry::Ingress(_, meta) => Some((k, meta)),
+                    _ => None,
+                });
+            f(&mut metas)
+        })
+    }
+
+    /// The resourceVersion of an Ingress, if it is known and has one.
+    pub fn ingress_resource_version(&self, key: &ObjectRef) -> Option<String> {
+        self.with(|i| match i.objects.get(&Kind::Ingress)?.get(key)? {
+            Entry::Ingress(_, meta) => meta.resource_version.clone(),
+            _ => None,
+        })
+    }
+
     /// Every Ingress with its status facts.
     pub fn ingress_meta(&self) -> BTreeMap<ObjectRef, IngressMeta> {
         self.with(|i| {

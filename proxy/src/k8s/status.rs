@@ -70,16 +70,16 @@ pub fn status_patch(addresses: &[LbAddress]) -> serde_json::Value {
 }
 
 /// The status writes needed now: (Ingress, addresses to write; empty means clear).
-pub fn status_changes(
+pub fn status_changes<'a>(
     served: &BTreeSet<ObjectRef>,
     desired: Option<&[LbAddress]>,
-    ingresses: &BTreeMap<ObjectRef, IngressMeta>,
+    ingresses: impl IntoIterator<Item = (&'a ObjectRef, &'a IngressMeta)>,
 ) -> Vec<(ObjectRef, Vec<LbAddress>)> {
     let Some(desired) = desired else {
         return Vec::new();
     };
     ingresses
-        .iter()
+        .into_iter()
         .filter_map(|(key, meta)| {
             if served.contains(key) {
                 (meta.status != desired).then(|| (key.clone(), desired.to_vec()))
@@ -100,6 +100,8 @@ pub struct StatusWriter {
     written: BTreeMap<ObjectRef, (Option<String>, Vec<LbAddress>)>,
     announced_skipped: BTreeSet<Finding>,
     announced_served: BTreeSet<ObjectRef>,
+    /// The served set the last [`StatusWriter::update`] worked through.
+    updated_served: Option<Arc<BTreeSet<ObjectRef>>>,
     /// The newest report: what a queued Ingress's Events are worked out from.
     latest: Arc<ApplyReport>,
     /// Ingresses with something not yet announced.
@@ -131,6 +133,7 @@ impl StatusWriter {
             written: BTreeMap::new(),
             announced_skipped: BTreeSet::new(),
             announced_served: BTreeSet::new(),
+            updated_served: None,
             latest: Arc::new(ApplyReport::default()),
             shed: ShedReport::default(),
             dropped,
@@ -140,9 +143,12 @@ impl StatusWriter {
     /// Brings every Ingress's status in line with what is served now.
     pub async fn reconcile(&mut self, served: &BTreeSet<ObjectRef>, store: &Store) {
         let desired = desired_addresses(&self.settings, store);
-        let ingresses = store.ingress_meta();
-        for (key, addresses) in status_changes(served, desired.as_deref(), &ingresses) {
-            let rv = ingresses.get(&key).and_then(|m| m.resource_version.clone());
+        // Read in place under the store's lock: a report comes with every publish, and a copy
+        // of every Ingress's facts for each would cost more than the publish.
+        let changes = store
+            .scan_ingress_meta(|ingresses| status_changes(served, desired.as_deref(), ingresses));
+        for (key, addresses) in changes {
+            let rv = store.ingress_resource_version(&key);
             if self.written.get(&key) == Some(&(rv.clone(), addresses.clone())) {
                 continue; // already written; waiting for the watch to show it
             }
@@ -168,13 +174,22 @@ impl StatusWriter {
     pub fn update(&mut self, report: Arc<ApplyReport>) {
         self.announced_skipped
             .retain(|s| report.skipped.contains(s));
-        self.announced_served.retain(|o| report.served.contains(o));
+        // The served set is shared from report to report until an Ingress starts or stops
+        // being served: the same set has nothing new to announce (what it had is queued).
+        let same_served = self
+            .updated_served
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &report.served));
+        if !same_served {
+            self.announced_served.retain(|o| report.served.contains(o));
+        }
+        let newly_served = (!same_served).then(|| report.served.difference(&self.announced_served));
         // Each Ingress once (several skipped rules and its being served make one place).
         let due: BTreeSet<&ObjectRef> = report
             .skipped
             .difference(&self.announced_skipped)
             .map(|s| &s.ingress)
-            .chain(report.served.difference(&self.announced_served))
+            .chain(newly_served.into_iter().flatten())
             .collect();
         let mut shed = std::collections::HashSet::new();
         for key in due {
@@ -193,6 +208,7 @@ impl StatusWriter {
             self.announced_served
                 .extend(shed.iter().filter(|o| report.served.contains(*o)).cloned());
         }
+        self.updated_served = Some(report.served.clone());
         self.latest = report;
         let shed = shed.len();
         if shed > 0 {
