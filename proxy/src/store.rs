@@ -163,17 +163,27 @@ struct Inner {
     /// set per Service would hold a whole node for one key.)
     slices_by_service: HashMap<(String, String), Vec<ObjectRef>>,
     /// The Ingresses naming each host, in a rule or in `spec.tls`, by [`host_index_keys`]: an
-    /// edit finds the Ingresses of the hosts it touches without reading every Ingress.
-    ingresses_by_host: HashMap<String, Vec<ObjectRef>>,
+    /// edit finds the Ingresses of the hosts it touches without reading every Ingress. Keyed by
+    /// a hash of the host (8 bytes instead of the name; a collision only adds an Ingress the
+    /// caller's own check of its hosts drops) and holding the inputs the store holds.
+    ingresses_by_host: HashMap<u64, Vec<Arc<IngressInput>>>,
     /// The Ingresses with `sluice.dev/from-to-www-redirect`, whose rules reach a second host.
     www_ingresses: BTreeSet<ObjectRef>,
     /// The Ingresses asking for basic auth with a Secret (whose Secrets are watched).
     auth_ingresses: BTreeSet<ObjectRef>,
 }
 
+/// The index key of a host as written (`a.example`, `*.example`, `""` for none).
+fn host_key(host: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    host.hash(&mut h);
+    h.finish()
+}
+
 /// The keys an Ingress is indexed under: each valid host of its rules and of its `spec.tls`
 /// entries, as written (`a.example`, `*.example`), and `""` for a rule without a host.
-pub fn host_index_keys(ingress: &IngressInput) -> BTreeSet<String> {
+pub fn host_index_keys(ingress: &IngressInput) -> BTreeSet<u64> {
     let tls = ingress
         .tls
         .iter()
@@ -182,9 +192,9 @@ pub fn host_index_keys(ingress: &IngressInput) -> BTreeSet<String> {
     rule_hosts(ingress)
         .chain(tls)
         .map(|k| match k {
-            HostKey::Exact(name) => name.to_string(),
-            HostKey::Wildcard(suffix) => format!("*.{suffix}"),
-            HostKey::Any => String::new(),
+            HostKey::Exact(name) => host_key(name),
+            HostKey::Wildcard(suffix) => host_key(&format!("*.{suffix}")),
+            HostKey::Any => host_key(""),
         })
         .collect()
 }
@@ -254,7 +264,7 @@ impl Inner {
                 _ => None,
             };
             let after = input(new);
-            self.index_ingress(key, input(old).as_deref(), after.as_deref());
+            self.index_ingress(key, input(old).as_ref(), after.as_ref());
             // Several changes between two publishes: the input the last publish saw stays.
             self.changes
                 .ingresses
@@ -289,25 +299,25 @@ impl Inner {
     fn index_ingress(
         &mut self,
         key: &ObjectRef,
-        old: Option<&IngressInput>,
-        new: Option<&IngressInput>,
+        old: Option<&Arc<IngressInput>>,
+        new: Option<&Arc<IngressInput>>,
     ) {
-        let before = old.map(host_index_keys).unwrap_or_default();
-        let after = new.map(host_index_keys).unwrap_or_default();
-        for host in before.difference(&after) {
-            if let Some(keys) = self.ingresses_by_host.get_mut(host) {
-                if let Ok(at) = keys.binary_search(key) {
-                    keys.remove(at);
-                }
-                if keys.is_empty() {
-                    self.ingresses_by_host.remove(host);
+        if let Some(old) = old {
+            for host in host_index_keys(old) {
+                if let Some(inputs) = self.ingresses_by_host.get_mut(&host) {
+                    inputs.retain(|i| !Arc::ptr_eq(i, old));
+                    if inputs.is_empty() {
+                        self.ingresses_by_host.remove(&host);
+                    }
                 }
             }
         }
-        for host in after.difference(&before) {
-            let keys = self.ingresses_by_host.entry(host.clone()).or_default();
-            if let Err(at) = keys.binary_search(key) {
-                keys.insert(at, key.clone());
+        if let Some(new) = new {
+            for host in host_index_keys(new) {
+                self.ingresses_by_host
+                    .entry(host)
+                    .or_default()
+                    .push(new.clone());
             }
         }
         if new.is_some_and(|i| i.annotations.contains_key(FROM_TO_WWW_REDIRECT)) {
@@ -389,6 +399,13 @@ impl Store {
             match objects.get(&key) {
                 Some(old) if *old == entry => return,
                 Some(old) if old.same_input(&entry) => {
+                    // The input stays the one indexed and shared (only status facts changed).
+                    let entry = match (old, entry) {
+                        (Entry::Ingress(input, _), Entry::Ingress(_, meta)) => {
+                            Entry::Ingress(input.clone(), meta)
+                        }
+                        (_, entry) => entry,
+                    };
                     objects.insert(key, entry);
                     self.touch(i);
                     return;
@@ -600,12 +617,15 @@ impl Store {
         hosts: impl IntoIterator<Item = &'a str>,
     ) -> Vec<Arc<IngressInput>> {
         self.with(|i| {
-            let keys: BTreeSet<&ObjectRef> = hosts
+            let mut found: Vec<Arc<IngressInput>> = hosts
                 .into_iter()
-                .filter_map(|h| i.ingresses_by_host.get(h))
+                .filter_map(|h| i.ingresses_by_host.get(&host_key(h)))
                 .flatten()
+                .cloned()
                 .collect();
-            i.ingresses_of(keys)
+            found.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            found.dedup_by(|a, b| Arc::ptr_eq(a, b));
+            found
         })
     }
 
