@@ -640,21 +640,6 @@ impl Store {
         self.with(|i| i.ingresses_of(i.auth_ingresses.iter().collect()))
     }
 
-    /// Every Ingress known now, shared.
-    pub fn ingresses(&self) -> Vec<Arc<IngressInput>> {
-        self.with(|i| {
-            i.objects
-                .get(&Kind::Ingress)
-                .into_iter()
-                .flat_map(|m| m.values())
-                .filter_map(|e| match e {
-                    Entry::Ingress(input, _) => Some(input.clone()),
-                    _ => None,
-                })
-                .collect()
-        })
-    }
-
     /// The material of every Secret known now: the TLS Secrets, and the Secrets basic auth
     /// reads (which win for a Secret that is both: theirs has every key).
     pub fn secret_material(&self) -> SecretMaterial {
@@ -747,23 +732,6 @@ impl Store {
         self.with(|i| match i.objects.get(&Kind::Ingress)?.get(key)? {
             Entry::Ingress(_, meta) => meta.resource_version.clone(),
             _ => None,
-        })
-    }
-
-    /// Every Ingress with its status facts.
-    pub fn ingress_meta(&self) -> BTreeMap<ObjectRef, IngressMeta> {
-        self.with(|i| {
-            i.objects
-                .get(&Kind::Ingress)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, e)| match e {
-                            Entry::Ingress(_, meta) => Some((k.clone(), meta.clone())),
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
         })
     }
 
@@ -1040,6 +1008,10 @@ mod tests {
             store.take_changes().kinds.is_empty(),
             "a status change rebuilt routes"
         );
-        assert_eq!(store.ingress_meta()[&key].status, lb);
+        let status = store.scan_ingress_meta(|metas| {
+            let mut metas = metas;
+            Iterator::find(&mut metas, |(k, _)| **k == key).map(|(_, m)| m.status.clone())
+        });
+        assert_eq!(status, Some(lb));
     }
 }
